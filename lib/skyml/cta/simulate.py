@@ -1,0 +1,334 @@
+"""Simulated short CTA observations, as in the real-time analysis talk (seed 001).
+
+Each observation: a 200×200 counts map at 0.025°/px (TAN, ICRS) centred on the
+telescope pointing, 100 s of livetime, one Crab-like point source (power law of
+index 2.48) at an offset uniform over the disc of radius 2° around the
+pointing, and an IRF drawn at random per map from :data:`skyml.cta.irf.IRF_NAMES`
+(real CTA prod3b performance curves, see :mod:`skyml.cta.irf`).
+
+Two products per observation, as in the talk:
+
+- ``counts``: the raw ("noisy") counts map;
+- ``source_counts``: the "clean" map, the **true source counts** of the same
+  realisation (the part of ``counts`` that came from the source).
+
+The background of each map is the IRF background times a per-map
+normalisation drawn from ``[1 - bkg_norm_spread, 1 + bkg_norm_spread]`` (night
+sky background and weather vary; the IRF template does not know it).
+
+How the expected counts are computed. For each IRF, gammapy's
+``MapDatasetMaker`` builds the background template of the map from the IRF
+(``background_templates``), and the source response is computed from the same
+gammapy IRF objects on a grid of offsets: for each true-energy bin the
+predicted counts inside the reconstructed-energy range (effective area ×
+flux × livetime × energy-dispersion fraction) and the Gaussian PSF width. The
+expected source map is then the pixel-integrated mixture of those Gaussians
+(:func:`skyml.cta.psf.source_npred_map`), so that sampling thousands of maps
+takes milliseconds each. ``tests/test_cta_simulate.py`` checks this fast path
+against gammapy's own ``MapDataset.npred()`` and against event lists sampled
+by gammapy's ``MapDatasetEventSampler`` (the DL3 path of :func:`simulate_dl3`).
+
+Determinism: map ``i`` of a call with ``seed`` uses the random stream
+``numpy.random.SeedSequence(seed).spawn(n_maps)[i]``, so the same seed gives the
+same arrays bit for bit, in any chunking.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.wcs import WCS
+
+from .. import cache
+from .irf import ENERGY_TRUE_EDGES_TEV, IRF_NAMES, build_irf
+from .psf import source_npred_map
+
+#: ctools/astroRT "Crab" model used by the talk's simulations: power law with
+#: index 2.48 and 5.7e-16 cm⁻² s⁻¹ MeV⁻¹ at 0.3 TeV.
+CRAB_INDEX = 2.48
+CRAB_AMPLITUDE = 5.7e-16 * u.Unit("cm-2 s-1 MeV-1")
+CRAB_REFERENCE = 0.3 * u.TeV
+
+OFFSET_GRID_DEG = np.linspace(0.0, 2.6, 27)
+N_TRUE_ENERGY = 48
+
+
+@dataclass(frozen=True)
+class CTASimParams:
+    """Parameters of a set of simulated observations (all hashed into the cache key)."""
+
+    npix: int = 200
+    binsz_deg: float = 0.025
+    livetime_s: float = 100.0
+    energy_min_tev: float = 0.05
+    energy_max_tev: float = 30.0
+    offset_max_deg: float = 2.0
+    flux_min_crab: float = 0.1
+    flux_max_crab: float = 1.0
+    bkg_norm_spread: float = 0.2
+    fov_sigma_deg: float = 2.5
+    psf_broadening: float = 0.1
+    irfs: tuple = IRF_NAMES
+
+    def __post_init__(self):
+        for name in IRF_NAMES if not self.irfs else self.irfs:
+            if name not in IRF_NAMES:
+                raise ValueError(f"unknown IRF {name!r}; choose from {IRF_NAMES}")
+        if not 0 < self.flux_min_crab <= self.flux_max_crab:
+            raise ValueError("need 0 < flux_min_crab <= flux_max_crab")
+        if not 0 <= self.offset_max_deg <= OFFSET_GRID_DEG[-1]:
+            raise ValueError(f"offset_max_deg must be within [0, {OFFSET_GRID_DEG[-1]}]")
+        if not 0 <= self.bkg_norm_spread < 1:
+            raise ValueError("bkg_norm_spread must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["irfs"] = list(self.irfs)
+        return d
+
+
+def crab_spectrum(flux_crab: float = 1.0):
+    """gammapy power law of the talk's Crab-like source, scaled by ``flux_crab``."""
+    from gammapy.modeling.models import PowerLawSpectralModel
+
+    return PowerLawSpectralModel(
+        index=CRAB_INDEX, amplitude=flux_crab * CRAB_AMPLITUDE, reference=CRAB_REFERENCE
+    )
+
+
+def map_wcs(pnt_ra_deg: float, pnt_dec_deg: float, npix: int = 200, binsz_deg: float = 0.025) -> WCS:
+    """Celestial WCS of a map centred on the pointing (TAN, ICRS)."""
+    return map_geom(pnt_ra_deg, pnt_dec_deg, npix, binsz_deg).wcs
+
+
+def map_geom(pnt_ra_deg, pnt_dec_deg, npix=200, binsz_deg=0.025, energy_axis=None):
+    """gammapy ``WcsGeom`` of a map centred on the pointing (TAN, ICRS)."""
+    from gammapy.maps import WcsGeom
+
+    axes = [energy_axis] if energy_axis is not None else None
+    return WcsGeom.create(
+        skydir=SkyCoord(pnt_ra_deg, pnt_dec_deg, unit="deg", frame="icrs"),
+        npix=npix, binsz=binsz_deg, frame="icrs", proj="TAN", axes=axes,
+    )
+
+
+def _energy_axes(p: CTASimParams):
+    from gammapy.maps import MapAxis
+
+    e_reco = MapAxis.from_energy_bounds(p.energy_min_tev, p.energy_max_tev, 8, unit="TeV", name="energy")
+    e_true = MapAxis.from_energy_edges(ENERGY_TRUE_EDGES_TEV * u.TeV, name="energy_true")
+    return e_reco, e_true
+
+
+def make_observation(irf_name: str, pnt: SkyCoord, p: CTASimParams, obs_id: int = 0):
+    """gammapy ``Observation`` of ``livetime_s`` with the IRFs of ``irf_name``."""
+    from gammapy.data import FixedPointingInfo, Observation
+
+    irf = build_irf(irf_name, p.fov_sigma_deg, p.psf_broadening)
+    return Observation.create(
+        pointing=FixedPointingInfo(fixed_icrs=pnt.icrs), livetime=p.livetime_s * u.s,
+        irfs=irf.as_dict(), obs_id=obs_id,
+    )
+
+
+def make_dataset(irf_name: str, pnt: SkyCoord, p: CTASimParams, obs_id: int = 0):
+    """gammapy ``MapDataset`` (counts geometry, exposure, background, PSF, edisp)
+    for one observation, made with ``MapDatasetMaker``. Returns (dataset, observation)."""
+    from gammapy.datasets import MapDataset
+    from gammapy.makers import MapDatasetMaker
+    from gammapy.maps import MapAxis
+
+    e_reco, e_true = _energy_axes(p)
+    geom = map_geom(pnt.icrs.ra.deg, pnt.icrs.dec.deg, p.npix, p.binsz_deg, e_reco)
+    obs = make_observation(irf_name, pnt, p, obs_id)
+    migra = MapAxis.from_edges(np.linspace(0.2, 5.0, 241), name="migra")
+    # an EDispMap (with a migra axis) rather than a kernel map: the event sampler needs it
+    empty = MapDataset.create(
+        geom, energy_axis_true=e_true, migra_axis=migra, binsz_irf=0.25, name=f"obs-{obs_id}"
+    )
+    maker = MapDatasetMaker(selection=["exposure", "background", "psf", "edisp"])
+    return maker.run(empty, obs), obs
+
+
+_REFERENCE_POINTING = SkyCoord(0.0, 0.0, unit="deg", frame="icrs")
+
+
+@functools.lru_cache(maxsize=None)
+def _irf_response(irf_name: str, params_key: tuple):
+    """Background template (npix×npix) and the source response on the offset grid.
+
+    The template is made on a reference pointing; for a TAN projection centred
+    on the pointing the pixel grid is the same for every pointing, so it
+    applies to all maps of this IRF.
+    """
+    p = CTASimParams(**dict(params_key))
+    dataset, _ = make_dataset(irf_name, _REFERENCE_POINTING, p)
+    bkg_template = dataset.background.data.sum(axis=0)
+
+    irf = build_irf(irf_name, p.fov_sigma_deg, p.psf_broadening)
+    edges = np.geomspace(ENERGY_TRUE_EDGES_TEV[0], ENERGY_TRUE_EDGES_TEV[-1], N_TRUE_ENERGY + 1)
+    centre = np.sqrt(edges[:-1] * edges[1:])
+    spectrum = crab_spectrum(1.0)
+    flux = spectrum.integral(edges[:-1] * u.TeV, edges[1:] * u.TeV).to_value("cm-2 s-1")
+
+    from gammapy.maps import MapAxis
+
+    e_true = MapAxis.from_energy_edges(edges * u.TeV, name="energy_true")
+    e_range = MapAxis.from_energy_edges([p.energy_min_tev, p.energy_max_tev] * u.TeV, name="energy")
+    npred = np.empty((len(OFFSET_GRID_DEG), N_TRUE_ENERGY))
+    sigma = np.empty_like(npred)
+    for i, off in enumerate(OFFSET_GRID_DEG):
+        aeff = irf.aeff.evaluate(energy_true=centre * u.TeV, offset=off * u.deg).to_value("cm2")
+        kernel = irf.edisp.to_edisp_kernel(off * u.deg, energy_axis_true=e_true, energy_axis=e_range)
+        frac_in_range = kernel.pdf_matrix[:, 0]
+        npred[i] = flux * aeff * p.livetime_s * frac_in_range
+        sigma[i] = irf.psf_sigma_deg(centre, off)
+    return bkg_template.astype(np.float64), npred, sigma
+
+
+def irf_response(irf_name: str, p: CTASimParams):
+    """(background template [counts/px], npred per true-energy component at 1 Crab
+    on the offset grid, PSF sigma [deg] per component on the offset grid)."""
+    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in p.to_dict().items()))
+    return _irf_response(irf_name, key)
+
+
+def source_model_at(irf_name: str, offset_deg: float, flux_crab: float, p: CTASimParams):
+    """Total expected source counts and the PSF mixture (sigmas [deg], weights)
+    of a source at ``offset_deg`` from the pointing."""
+    _, npred, sigma = irf_response(irf_name, p)
+    comp_npred = np.array([np.interp(offset_deg, OFFSET_GRID_DEG, npred[:, k]) for k in range(N_TRUE_ENERGY)])
+    comp_sigma = np.array([np.interp(offset_deg, OFFSET_GRID_DEG, sigma[:, k]) for k in range(N_TRUE_ENERGY)])
+    total = comp_npred.sum()
+    return flux_crab * total, comp_sigma, comp_npred / total
+
+
+LABEL_FIELDS = (
+    "irf_id", "pnt_ra_deg", "pnt_dec_deg", "src_ra_deg", "src_dec_deg", "src_x_pix", "src_y_pix",
+    "offset_deg", "flux_crab", "npred_source", "bkg_norm", "npred_background", "n_source_counts",
+    "n_background_counts",
+)
+
+
+def _simulate_one(rng: np.random.Generator, p: CTASimParams, irf_names: tuple):
+    irf_id = int(rng.integers(len(irf_names)))
+    name = irf_names[irf_id]
+    # pointing: RA uniform, Dec uniform in sin(dec) over [-60°, +60°]
+    pnt_ra = rng.uniform(0.0, 360.0)
+    pnt_dec = np.rad2deg(np.arcsin(rng.uniform(-np.sin(np.pi / 3), np.sin(np.pi / 3))))
+    offset = p.offset_max_deg * np.sqrt(rng.uniform())
+    position_angle = rng.uniform(0.0, 360.0)
+    flux = np.exp(rng.uniform(np.log(p.flux_min_crab), np.log(p.flux_max_crab)))
+    bkg_norm = rng.uniform(1.0 - p.bkg_norm_spread, 1.0 + p.bkg_norm_spread)
+
+    pnt = SkyCoord(pnt_ra, pnt_dec, unit="deg", frame="icrs")
+    src = pnt.directional_offset_by(position_angle * u.deg, offset * u.deg)
+    wcs = map_wcs(pnt_ra, pnt_dec, p.npix, p.binsz_deg)
+    x_pix, y_pix = (float(v) for v in wcs.world_to_pixel(src))
+
+    bkg_template, _, _ = irf_response(name, p)
+    npred_src, sigmas_deg, weights = source_model_at(name, offset, flux, p)
+    mu_src = source_npred_map(x_pix, y_pix, npred_src, sigmas_deg / p.binsz_deg, weights, (p.npix, p.npix))
+    source_counts = rng.poisson(mu_src)
+    background_counts = rng.poisson(bkg_norm * bkg_template)
+    labels = dict(
+        irf_id=irf_id, pnt_ra_deg=pnt_ra, pnt_dec_deg=pnt_dec, src_ra_deg=src.ra.deg,
+        src_dec_deg=src.dec.deg, src_x_pix=x_pix, src_y_pix=y_pix, offset_deg=offset, flux_crab=flux,
+        npred_source=npred_src, bkg_norm=bkg_norm, npred_background=bkg_norm * bkg_template.sum(),
+        n_source_counts=int(source_counts.sum()), n_background_counts=int(background_counts.sum()),
+    )
+    return source_counts + background_counts, source_counts, labels, sigmas_deg, weights
+
+
+def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True) -> dict:
+    """Simulate ``n_maps`` observations; returns a dict of arrays.
+
+    Keys: ``counts`` and ``source_counts`` (n, npix, npix) uint16;
+    ``background_templates`` (n_irf, npix, npix) float32, the nominal IRF
+    background per IRF (index with ``irf_id``); ``psf_sigmas_deg`` and
+    ``psf_weights`` (n, 48), the energy-integrated PSF mixture of each source;
+    ``irf_names``; and one 1D array per :data:`LABEL_FIELDS` entry.
+    """
+    from tqdm.auto import tqdm
+
+    p = params or CTASimParams()
+    if n_maps < 1:
+        raise ValueError("n_maps must be >= 1")
+    irf_names = tuple(p.irfs)
+    streams = np.random.SeedSequence(seed).spawn(n_maps)
+    counts = np.empty((n_maps, p.npix, p.npix), dtype=np.uint16)
+    source = np.empty_like(counts)
+    sig = np.empty((n_maps, N_TRUE_ENERGY), dtype=np.float64)
+    wts = np.empty_like(sig)
+    labels = {k: [] for k in LABEL_FIELDS}
+    for i in tqdm(range(n_maps), desc="simulating CTA maps", disable=not progress, mininterval=2):
+        c, s, lab, sigmas, weights = _simulate_one(np.random.default_rng(streams[i]), p, irf_names)
+        if c.max() > np.iinfo(np.uint16).max:
+            raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
+        counts[i], source[i], sig[i], wts[i] = c, s, sigmas, weights
+        for k in LABEL_FIELDS:
+            labels[k].append(lab[k])
+    out = {"counts": counts, "source_counts": source, "psf_sigmas_deg": sig, "psf_weights": wts}
+    out["background_templates"] = np.stack([irf_response(n, p)[0] for n in irf_names]).astype(np.float32)
+    out["irf_names"] = np.array(irf_names)
+    for k in LABEL_FIELDS:
+        out[k] = np.asarray(labels[k])
+    return out
+
+
+def load_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True) -> dict:
+    """:func:`simulate_maps`, cached in ``data/cache/cta_maps/<hash>/`` by its parameters."""
+    p = params or CTASimParams()
+    key = {"n_maps": int(n_maps), "seed": int(seed), **p.to_dict(), "version": 1}
+    return cache.cached_arrays("cta_maps", key, lambda: simulate_maps(n_maps, seed, p, progress))
+
+
+def background_for(maps: dict, index=slice(None)) -> np.ndarray:
+    """Nominal IRF background template of the maps selected by ``index``."""
+    return maps["background_templates"][maps["irf_id"][index]]
+
+
+# --------------------------------------------------------------------------- DL3
+def simulate_dl3(index_seed: int, p: CTASimParams | None = None, irf_name: str | None = None,
+                 pnt: SkyCoord | None = None, src: SkyCoord | None = None, flux_crab: float = 0.05,
+                 bkg_norm: float = 1.0, obs_id: int = 1):
+    """Simulate one observation as a GADF DL3 event list with gammapy's
+    ``MapDatasetEventSampler``. Returns the gammapy ``Observation`` with its
+    events (write it with ``observation.write(path)``)."""
+    from gammapy.datasets import MapDatasetEventSampler
+    from gammapy.modeling.models import FoVBackgroundModel, Models, PointSpatialModel, SkyModel
+
+    p = p or CTASimParams()
+    irf_name = irf_name or p.irfs[0]
+    pnt = pnt or SkyCoord(83.63, 22.01, unit="deg")
+    src = src or pnt.directional_offset_by(45 * u.deg, 1.0 * u.deg)
+    dataset, obs = make_dataset(irf_name, pnt, p, obs_id)
+    sky = SkyModel(
+        spectral_model=crab_spectrum(flux_crab),
+        spatial_model=PointSpatialModel(lon_0=src.icrs.ra, lat_0=src.icrs.dec, frame="icrs"),
+        name="source",
+    )
+    bkg = FoVBackgroundModel(dataset_name=dataset.name)
+    bkg.spectral_model.norm.value = bkg_norm
+    dataset.models = Models([sky, bkg])
+    sampler = MapDatasetEventSampler(random_state=index_seed)
+    events = sampler.run(dataset, obs)
+    obs_out = obs.copy(in_memory=True, events=events)
+    return obs_out
+
+
+def bin_events(events, pnt_ra_deg: float, pnt_dec_deg: float, p: CTASimParams | None = None) -> np.ndarray:
+    """Bin a gammapy ``EventList`` into the npix×npix counts map of the pointing,
+    keeping reconstructed energies within [energy_min_tev, energy_max_tev)."""
+    from gammapy.maps import Map, MapAxis
+
+    p = p or CTASimParams()
+    e_axis = MapAxis.from_energy_edges([p.energy_min_tev, p.energy_max_tev] * u.TeV, name="energy")
+    geom = map_geom(pnt_ra_deg, pnt_dec_deg, p.npix, p.binsz_deg, e_axis)
+    counts = Map.from_geom(geom)
+    counts.fill_events(events)
+    return counts.data[0].astype(np.int64)
