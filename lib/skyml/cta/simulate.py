@@ -28,9 +28,10 @@ takes milliseconds each. ``tests/test_cta_simulate.py`` checks this fast path
 against gammapy's own ``MapDataset.npred()`` and against event lists sampled
 by gammapy's ``MapDatasetEventSampler`` (the DL3 path of :func:`simulate_dl3`).
 
-Determinism: map ``i`` of a call with ``seed`` uses the random stream
-``numpy.random.SeedSequence(seed).spawn(n_maps)[i]``, so the same seed gives the
-same arrays bit for bit, in any chunking.
+Determinism: map ``i`` of split ``s`` (train 0, val 1, test 2) with ``seed`` uses
+the random stream ``numpy.random.SeedSequence([seed, s]).spawn(n_maps)[i]``, so
+the same seed gives the same arrays bit for bit, and a larger set starts with
+the maps of a smaller one.
 """
 
 from __future__ import annotations
@@ -244,7 +245,11 @@ def _simulate_one(rng: np.random.Generator, p: CTASimParams, irf_names: tuple):
     return source_counts + background_counts, source_counts, labels, sigmas_deg, weights
 
 
-def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True) -> dict:
+SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3}
+
+
+def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True,
+                  split: str = "train") -> dict:
     """Simulate ``n_maps`` observations; returns a dict of arrays.
 
     Keys: ``counts`` and ``source_counts`` (n, npix, npix) uint16;
@@ -259,7 +264,9 @@ def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, pr
     if n_maps < 1:
         raise ValueError("n_maps must be >= 1")
     irf_names = tuple(p.irfs)
-    streams = np.random.SeedSequence(seed).spawn(n_maps)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
+    streams = np.random.SeedSequence([int(seed), SPLITS[split]]).spawn(n_maps)
     counts = np.empty((n_maps, p.npix, p.npix), dtype=np.uint16)
     source = np.empty_like(counts)
     sig = np.empty((n_maps, N_TRUE_ENERGY), dtype=np.float64)
@@ -280,11 +287,21 @@ def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, pr
     return out
 
 
-def load_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True) -> dict:
+def load_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True,
+              split: str = "train") -> dict:
     """:func:`simulate_maps`, cached in ``data/cache/cta_maps/<hash>/`` by its parameters."""
     p = params or CTASimParams()
-    key = {"n_maps": int(n_maps), "seed": int(seed), **p.to_dict(), "version": 1}
-    return cache.cached_arrays("cta_maps", key, lambda: simulate_maps(n_maps, seed, p, progress))
+    key = {"n_maps": int(n_maps), "seed": int(seed), "split": split, **p.to_dict(), "version": 1}
+    return cache.cached_arrays("cta_maps", key, lambda: simulate_maps(n_maps, seed, p, progress, split))
+
+
+def load_splits(n_train: int, n_val: int, n_test: int, seed: int, params: CTASimParams | None = None,
+                progress: bool = True) -> dict:
+    """Train, validation and test sets (independent random streams), cached."""
+    return {
+        name: load_maps(n, seed, params, progress, name)
+        for name, n in (("train", n_train), ("val", n_val), ("test", n_test))
+    }
 
 
 def background_for(maps: dict, index=slice(None)) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""Train-or-load steps of the CTA analysis, cached by a hash of their inputs.
+
+Notebooks 02 and 03 call these functions; each returns the same trained model
+for the same simulation parameters, split sizes, seed and hyper-parameters,
+training it the first time and loading it from ``data/cache/`` afterwards. A
+trained model is also installed under ``data/models/<profile>/`` where the
+``skyml cta-clean`` and ``skyml cta-localise`` commands find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import cache, paths
+from . import models
+from .simulate import CTASimParams, load_maps, map_wcs
+
+CLEANER_FILE = "cta_cleaner.keras"
+LOCALISER_FILE = "cta_localiser.keras"
+TALK_REGRESSOR_FILE = "cta_talk_regressor.keras"
+
+
+def cleaner_inputs(maps: dict, smooth_sigma_px: float = 0.0, index=slice(None)):
+    """Network input, target and stretch scale of the CNN-Cleaner.
+
+    Input: the raw counts map, optionally smoothed, linearly stretched to
+    [0, 1] by its maximum (the talk's preprocessing). Target: the true source
+    counts map ("clean"), smoothed the same way and divided by the *same*
+    scale, so that ``prediction * scale`` is a cleaned map in counts.
+    """
+    counts = models.smooth(maps["counts"][index], smooth_sigma_px)
+    clean = models.smooth(maps["source_counts"][index], smooth_sigma_px)
+    x, scale = models.stretch(counts)
+    y = np.clip(clean / scale[:, None, None], 0.0, 1.0).astype(np.float32)
+    return x, y, scale
+
+
+def position_labels(maps: dict, index=slice(None)) -> np.ndarray:
+    """Normalised (x, y) labels of the true source positions."""
+    shape = maps["counts"].shape[1:]
+    return models.pix_to_label(maps["src_x_pix"][index], maps["src_y_pix"][index], shape)
+
+
+def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
+    """Sky positions (ra, dec) [deg] of predicted normalised labels, through
+    each map's own WCS (centred on its pointing)."""
+    shape = maps["counts"].shape[1:]
+    x, y = models.label_to_pix(labels, shape)
+    pnt_ra, pnt_dec = maps["pnt_ra_deg"][index], maps["pnt_dec_deg"][index]
+    ra = np.empty(len(x))
+    dec = np.empty(len(x))
+    for i in range(len(x)):
+        sky = map_wcs(pnt_ra[i], pnt_dec[i], shape[0]).pixel_to_world(x[i], y[i])
+        ra[i], dec[i] = sky.ra.deg, sky.dec.deg
+    return ra, dec
+
+
+def _install(src: Path, profile: str, name: str) -> Path:
+    """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically."""
+    target = paths.models_dir(profile) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for s, t in ((src, target), (src.with_suffix(".json"), target.with_suffix(".json"))):
+        fd, tmp = tempfile.mkstemp(prefix=f".{t.name}-", dir=t.parent)
+        os.close(fd)
+        shutil.copyfile(s, tmp)
+        os.replace(tmp, t)
+    return target
+
+
+def _train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
+    """Train with ``fit() -> (model, metadata, history)`` once per key; returns
+    (model, metadata, history, seconds of training or None if loaded)."""
+    info = {}
+
+    def build(tmp: Path):
+        t0 = time.perf_counter()
+        model, metadata, history = fit()
+        info["seconds"] = time.perf_counter() - t0
+        metadata = {**metadata, "train_seconds": info["seconds"], "cache_key": key}
+        models.save_model(model, tmp / "model.keras", metadata)
+        (tmp / "history.json").write_text(json.dumps(history))
+
+    folder = cache.cached_dir(kind, key, build)
+    model, metadata = models.load_model(folder / "model.keras")
+    history = json.loads((folder / "history.json").read_text())
+    _install(folder / "model.keras", profile, install_as)
+    return model, metadata, history, info.get("seconds")
+
+
+def _sim_key(n_train, n_val, seed, params: CTASimParams):
+    return {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict()}
+
+
+def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32, patience=3,
+                  smooth_sigma_px=0.0, profile="quick"):
+    """The talk's CNN-Cleaner trained on ``n_train`` maps (validation ``n_val``)."""
+    key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
+           "patience": int(patience), "smooth_sigma_px": float(smooth_sigma_px), "version": 1}
+
+    def fit():
+        train = load_maps(n_train, seed, params, split="train")
+        val = load_maps(n_val, seed, params, split="val")
+        x, y, _ = cleaner_inputs(train, smooth_sigma_px)
+        xv, yv, _ = cleaner_inputs(val, smooth_sigma_px)
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        model = models.build_cleaner(x.shape[1:] + (1,))
+        history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size,
+                               patience=patience, seed=seed)
+        meta = {"task": "cta-clean", "smooth_sigma_px": float(smooth_sigma_px),
+                "target": "true source counts / input stretch scale", "n_train": int(n_train),
+                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+        return model, meta, history
+
+    return _train_cached("cta_cleaner", key, fit, profile, CLEANER_FILE)
+
+
+def clean_counts(model, counts: np.ndarray, smooth_sigma_px: float = 0.0, batch_size: int = 64) -> np.ndarray:
+    """Cleaned maps in counts: ``prediction * stretch scale`` of the raw counts."""
+    x, scale = models.stretch(models.smooth(counts, smooth_sigma_px))
+    pred = model.predict(models.as_images(x), batch_size=batch_size, verbose=0)[..., 0]
+    return pred * scale[:, None, None]
+
+
+def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *, epochs, batch_size=32,
+                         patience=3, smooth_sigma_px=0.0, dense_units=10000, profile="quick",
+                         cleaner_key=None):
+    """The talk's CNN-Regressor, trained on maps denoised by the CNN-Cleaner
+    (the talk's preprocessing), labels normalised to [0, 1]."""
+    key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
+           "patience": int(patience), "smooth_sigma_px": float(smooth_sigma_px),
+           "dense_units": int(dense_units), "cleaner": cleaner_key, "version": 1}
+
+    def fit():
+        train = load_maps(n_train, seed, params, split="train")
+        val = load_maps(n_val, seed, params, split="val")
+        x = talk_regressor_inputs(cleaner, train["counts"], smooth_sigma_px)
+        xv = talk_regressor_inputs(cleaner, val["counts"], smooth_sigma_px)
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        model = models.build_talk_regressor(x.shape[1:], dense_units=dense_units)
+        history = models.train(model, x, position_labels(train), xv, position_labels(val),
+                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed)
+        meta = {"task": "cta-localise-talk", "input": "stretch(CNN-Cleaner output)",
+                "smooth_sigma_px": float(smooth_sigma_px), "n_train": int(n_train), "profile": profile,
+                "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+        return model, meta, history
+
+    return _train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
+
+
+def talk_regressor_inputs(cleaner, counts: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
+    """The talk's regressor input: the CNN-Cleaner output, stretched to [0, 1]."""
+    cleaned = clean_counts(cleaner, counts, smooth_sigma_px)
+    return models.as_images(models.stretch(cleaned)[0])
+
+
+def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
+                             patience=3, learning_rate=1e-3, profile="quick"):
+    """The heat-map + soft-argmax localiser of this repository, on raw counts."""
+    key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
+           "patience": int(patience), "learning_rate": float(learning_rate), "version": 1}
+
+    def fit():
+        train = load_maps(n_train, seed, params, split="train")
+        val = load_maps(n_val, seed, params, split="val")
+        x = models.preprocess_localiser_input(train["counts"])
+        xv = models.preprocess_localiser_input(val["counts"])
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        model = models.build_improved_localiser(x.shape[1:], learning_rate=learning_rate)
+        history = models.train(model, x, position_labels(train), xv, position_labels(val),
+                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed)
+        meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
+                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+        return model, meta, history
+
+    return _train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
