@@ -1,0 +1,164 @@
+"""Regenerate the README results table from the metrics files.
+
+    python -m skyml.report            # rewrite the table in README.md
+    python -m skyml.report --check    # exit 1 when README.md is out of date
+
+The table lies between ``<!-- results-table:start -->`` and
+``<!-- results-table:end -->``; rows come from ``data/results/full/`` and
+``data/results/quick/`` (see :mod:`skyml.results`). A metric appears only when
+it is in :data:`METRICS` and present in a metrics file; nothing is typed by hand.
+To add a row, add one :data:`METRICS` entry (and the notebook to :data:`ANALYSES`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+
+START = "<!-- results-table:start -->"
+END = "<!-- results-table:end -->"
+README = paths.ROOT / "README.md"
+
+ANALYSES = {
+    "02_cta_cnn_cleaner": "CTA background cleaning",
+    "03_cta_cnn_regressor": "CTA source localisation",
+}
+
+CLEANER_NOTEBOOK = "astroAI cnn-cleaner notebook"
+REGRESSOR_TALK = "astroAI CNN regressor talk"
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    anchor: str = ""  # published number and its source
+
+
+METRICS: dict[str, Metric] = {
+    "excess_relerr68_cnn": Metric("excess counts, 68% relative error (CNN-cleaned)", f"0.277 ({CLEANER_NOTEBOOK})"),
+    "excess_relerr68_irf": Metric("excess counts, 68% relative error (IRF background)"),
+    "snr_gain_median_cnn": Metric("median S/N gain of CNN cleaning"),
+    "throughput_maps_per_s_cnn": Metric("CNN cleaning throughput (maps/s)", "≈2,000 maps/s on a GPU"),
+}
+
+LOCALISERS = {
+    "talk_cnn": ("CNN of the talk", "0.070°", "0.047°"),
+    "improved_cnn": ("improved CNN", "", ""),
+    "gammapy_blind": ("gammapy blind search", "0.045°", "0.033°"),
+    "gammapy_fit": ("gammapy likelihood fit", "", ""),
+}
+for method, (name, anchor68, anchor50) in LOCALISERS.items():
+    METRICS[f"loc_err68_deg_{method}"] = Metric(
+        f"localisation error, 68% containment (deg), {name}",
+        f"{anchor68} ({REGRESSOR_TALK})" if anchor68 else "")
+    METRICS[f"loc_err_median_deg_{method}"] = Metric(
+        f"localisation error, median (deg), {name}",
+        f"{anchor50} ({REGRESSOR_TALK})" if anchor50 else "")
+    METRICS[f"sec_per_map_{method}"] = Metric(f"time per map (s), {name}")
+del method, name, anchor68, anchor50
+METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
+METRICS["crlb_ratio_improved_cnn"] = Metric("improved CNN error / Cramér-Rao bound")
+
+COLUMNS = ("Analysis / notebook", "Metric", "Value", "Anchor (published)",
+           "Profile", "Machine", "n_test", "Commit")
+
+
+def format_value(value: float) -> str:
+    """Three significant figures; thousands separated; exponent only for tiny values."""
+    value = float(value)
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) < 1e-3:
+        return f"{value:.2e}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
+
+
+def read_results(profile: str, results_root: Path = paths.RESULTS) -> dict[str, dict]:
+    """``{stem: metrics}`` of one profile, the layout of :func:`skyml.results.read_all`."""
+    folder = Path(results_root) / profile
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def results_table(results_root: Path = paths.RESULTS, profiles=("full", "quick")) -> str:
+    """The Markdown table: notebooks in order, metrics in :data:`METRICS` order,
+    one row per profile that has the metric."""
+    by_profile = {profile: read_results(profile, results_root) for profile in profiles}
+    stems = sorted({stem for found in by_profile.values() for stem in found})
+    rows = []
+    for stem in stems:
+        analysis = f"{ANALYSES[stem]} (`{stem}`)" if stem in ANALYSES else f"`{stem}`"
+        for key, metric in METRICS.items():
+            for profile in profiles:
+                found = by_profile[profile].get(stem, {})
+                if key not in found:
+                    continue
+                rows.append((analysis, metric.label, format_value(found[key]), metric.anchor or "–",
+                             profile, found.get("machine", "?"), found.get("n_test", "?"),
+                             f"`{found.get('git_commit', '?')}`"))
+    if not rows:
+        return "_No results yet: run `make reproduce` (quick profile) or `make full`._"
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def replace_table(readme_text: str, table: str) -> str:
+    """README text with the table between the markers replaced."""
+    start, end = readme_text.find(START), readme_text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"README has no results-table markers: add the lines\n{START}\n{END}")
+    return readme_text[: start + len(START)] + "\n" + table + "\n" + readme_text[end:]
+
+
+def main(argv: list[str] | None = None, *, readme: Path = README,
+         results_root: Path = paths.RESULTS) -> int:
+    parser = argparse.ArgumentParser(prog="python -m skyml.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 when the README table is out of date")
+    parser.add_argument("--profile", action="append", choices=paths.PROFILES,
+                        help="profiles to include (repeatable; default: full and quick)")
+    args = parser.parse_args(argv)
+    profiles = tuple(p for p in ("full", "quick") if not args.profile or p in args.profile)
+
+    readme = Path(readme)
+    if not readme.is_file():
+        print(f"error: {readme} not found", file=sys.stderr)
+        return 2
+    text = readme.read_text()
+    try:
+        updated = replace_table(text, results_table(results_root, profiles))
+    except ValueError as error:
+        print(f"error: {readme}: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        if updated != text:
+            print(f"{readme} results table is out of date; run: python -m skyml.report", file=sys.stderr)
+            return 1
+        print(f"{readme} results table is up to date")
+        return 0
+    if updated != text:
+        readme.write_text(updated)
+        print(f"updated the results table in {readme}")
+    else:
+        print(f"{readme} results table already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

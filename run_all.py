@@ -1,0 +1,334 @@
+#!/usr/bin/env python
+"""Run the numbered notebooks ``notebooks/NN_*.ipynb`` in order with papermill.
+
+Profiles: ``quick`` runs each notebook with the defaults of its ``parameters``
+cell; ``full`` applies the overrides of ``notebooks/profiles/full.yml``, a YAML
+mapping ``{notebook stem: {parameter: value}}``. Every notebook also receives
+``profile: <profile>``. Executed copies go to ``build/notebooks/<profile>/``;
+the source notebooks are never written.
+
+Examples::
+
+    python run_all.py                      # quick profile, every notebook
+    python run_all.py --profile full --backend jax
+    python run_all.py --only 02 03         # by number prefix
+    python run_all.py --from 03            # resume after a failure
+    python run_all.py --list               # parameters and full-profile overrides
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import papermill
+import yaml
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from papermill.exceptions import PapermillExecutionError
+
+from skyml import paths
+
+PROFILES_DIR = paths.NOTEBOOKS / "profiles"
+BUILD_NOTEBOOKS = paths.BUILD / "notebooks"
+NOTEBOOK_NAME = re.compile(r"^\d\d_\w+\.ipynb$")
+LAST = "09_results_figures"
+
+# Headline metric(s) of each notebook for the summary table: the first key
+# present in data/results/<profile>/<stem>.json is shown.
+HEADLINE = {
+    "01_cta_simulate": ("n_maps",),
+    "02_cta_cnn_cleaner": ("excess_relerr68_cnn",),
+    "03_cta_cnn_regressor": ("loc_err68_deg_improved_cnn",),
+    "04_fermi_unet_kmeans": ("source_recall", "f1_score"),
+    "05_fermi_characterisation": ("flux_relerr68", "loc_err68_deg"),
+    "06_ctao_survey_detection": ("source_recall", "f1_score"),
+    "07_radio_counts": ("counts_rel_residual", "source_recall"),
+    "08_lhaaso_deconvolution": ("psf_fwhm_ratio", "ssim"),
+    "09_results_figures": ("n_figures",),
+}
+
+
+@dataclass
+class Outcome:
+    stem: str
+    status: str = "skipped"  # ok / FAILED / skipped
+    seconds: float | None = None
+    headline: str = "-"
+
+
+def find_notebooks(notebooks_dir: Path = paths.NOTEBOOKS) -> list[Path]:
+    """Numbered notebooks in run order; ``09_results_figures`` always last."""
+    found = [p for p in Path(notebooks_dir).glob("*.ipynb") if NOTEBOOK_NAME.match(p.name)]
+    return sorted(found, key=lambda p: (p.stem == LAST, p.name))
+
+
+def select(notebooks: list[Path], only: list[str] | None = None, start: str | None = None) -> list[Path]:
+    """Notebooks named by number prefix (``--only``), or from one on (``--from``)."""
+    def matching(token: str) -> list[Path]:
+        hits = [p for p in notebooks if p.stem.startswith(token)]
+        if not hits:
+            names = ", ".join(p.stem for p in notebooks) or "none"
+            raise SystemExit(f"error: no notebook matches {token!r} (found: {names})")
+        return hits
+
+    selected = notebooks
+    if only:
+        wanted = {p for token in only for p in matching(token)}
+        selected = [p for p in selected if p in wanted]
+    if start:
+        first = notebooks.index(matching(start)[0])
+        selected = [p for p in selected if notebooks.index(p) >= first]
+    return selected
+
+
+def load_overrides(profile: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, dict]:
+    """``{stem: {parameter: value}}`` of a profile; quick has none."""
+    if profile == "quick":
+        return {}
+    source = Path(profiles_dir) / f"{profile}.yml"
+    if not source.is_file():
+        raise SystemExit(f"error: profile file {source} not found")
+    overrides = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(overrides, dict) or not all(
+        isinstance(v, dict) or v is None for v in overrides.values()
+    ):
+        raise SystemExit(f"error: {source} must be a mapping {{notebook stem: {{parameter: value}}}}")
+    return {stem: dict(params or {}) for stem, params in overrides.items()}
+
+
+def parameters_for(notebook: Path, profile: str, overrides: dict[str, dict]) -> dict:
+    return {**overrides.get(notebook.stem, {}), "profile": profile}
+
+
+def check_parameters(notebooks: list[Path], profile: str, overrides: dict[str, dict]) -> list[str]:
+    """Problems with the parameters about to be injected, one message each."""
+    problems = []
+    known = {p.stem for p in notebooks} | set(HEADLINE)
+    for stem in sorted(set(overrides) - known):
+        problems.append(f"profile {profile!r} names an unknown notebook {stem!r}")
+    for nb in notebooks:
+        if "profile" in overrides.get(nb.stem, {}):
+            problems.append(f"{nb.stem}: 'profile' is set by --profile, not by the profile file")
+        declared = papermill.inspect_notebook(str(nb))
+        unknown = sorted(set(parameters_for(nb, profile, overrides)) - set(declared))
+        if unknown:
+            problems.append(
+                f"{nb.stem}: unknown parameter(s) {', '.join(unknown)}; "
+                f"declared: {', '.join(declared) or 'none (no cell tagged parameters)'}"
+            )
+    return problems
+
+
+def describe(notebooks: list[Path], full_overrides: dict[str, dict]) -> str:
+    """The ``--list`` text: each notebook, its parameters, defaults and full-profile values."""
+    lines = []
+    for nb in notebooks:
+        lines.append(nb.stem)
+        declared = papermill.inspect_notebook(str(nb))
+        if not declared:
+            lines.append("    (no cell tagged parameters)")
+        width = max((len(name) for name in declared), default=0)
+        for name, info in declared.items():
+            line = f"    {name:<{width}} = {info['default']}"
+            if name in full_overrides.get(nb.stem, {}):
+                line += f"    [full: {full_overrides[nb.stem][name]!r}]"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def headline(stem: str, profile: str, results_root: Path = paths.RESULTS) -> str:
+    """``key=value`` of the notebook's headline metric, ``-`` when absent."""
+    source = Path(results_root) / profile / f"{stem}.json"
+    if not source.is_file():
+        return "-"
+    metrics = json.loads(source.read_text())
+    for key in HEADLINE.get(stem, ()):
+        if key in metrics:
+            return f"{key}={metrics[key]:.3g}"
+    return "-"
+
+
+@contextlib.contextmanager
+def kernel_environment(**variables: str):
+    """Environment variables inherited by the kernels started inside the block."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_kernel(kernel: str) -> str | None:
+    """A warning when the kernel would not run this interpreter, else None."""
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel).argv
+    except NoSuchKernel:
+        return f"error: no Jupyter kernel named {kernel!r} (see: jupyter kernelspec list)"
+    python = Path(argv[0])
+    # jupyter_client replaces a bare "python" by the interpreter running papermill
+    if argv[0] in {"python", "python3", f"python3.{sys.version_info.minor}"}:
+        return None
+    if python.is_file() and python.resolve() == Path(sys.executable).resolve():
+        return None
+    return f"warning: kernel {kernel!r} runs {argv[0]}, not this interpreter {sys.executable}"
+
+
+def execute(notebook: Path, output: Path, parameters: dict, kernel: str, timeout: float) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.resolve() == notebook.resolve():
+        raise SystemExit(f"error: refusing to write the executed copy over its source {notebook}")
+    papermill.execute_notebook(
+        str(notebook), str(output),
+        parameters=parameters,
+        kernel_name=kernel,
+        cwd=str(notebook.parent),
+        log_output=True,
+        progress_bar=False,
+        request_save_on_cell_execute=True,
+        execution_timeout=timeout,
+    )
+
+
+def report_failure(stem: str, error: Exception, output: Path) -> None:
+    print(f"\n!! {stem} FAILED", flush=True)
+    if isinstance(error, PapermillExecutionError):
+        lines = (error.source or "").splitlines()
+        excerpt = lines[:15] + (["    ..."] if len(lines) > 15 else [])
+        print(f"   in cell {error.cell_index} of the executed copy (In [{error.exec_count}]):")
+        for line in excerpt:
+            print(f"   | {line}")
+        print(f"   {error.ename}: {error.evalue}")
+    else:
+        print(f"   {type(error).__name__}: {error}")
+    print(f"   executed copy with the traceback: {output}\n", flush=True)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    width = max([len("notebook")] + [len(o.stem) for o in outcomes])
+    rows = [f"{'notebook':<{width}}  {'status':<7}  {'seconds':>8}  headline"]
+    rows.append("-" * len(rows[0]) + "-" * 20)
+    for o in outcomes:
+        seconds = "-" if o.seconds is None else f"{o.seconds:.1f}"
+        rows.append(f"{o.stem:<{width}}  {o.status:<7}  {seconds:>8}  {o.headline}")
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--profile", choices=paths.PROFILES, default="quick",
+                        help="parameter profile (default: quick)")
+    parser.add_argument("--only", nargs="+", metavar="NN",
+                        help="run only these notebooks, by number prefix (e.g. --only 02 03)")
+    parser.add_argument("--from", dest="start", metavar="NN",
+                        help="resume: run this notebook and every later one")
+    parser.add_argument("--list", action="store_true",
+                        help="list notebooks with parameters, defaults and full-profile overrides; run nothing")
+    parser.add_argument("--backend", choices=("tensorflow", "jax"),
+                        default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+                        help="Keras backend of the kernels, KERAS_BACKEND (default: $KERAS_BACKEND or tensorflow)")
+    parser.add_argument("--timeout", type=float, default=7200, metavar="SECONDS",
+                        help="time limit per cell (default: 7200)")
+    parser.add_argument("--kernel", default="python3",
+                        help="Jupyter kernel name (default: python3, the interpreter running this script)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="after a failing notebook, run the remaining ones anyway")
+    return parser.parse_args(argv)
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    notebooks_dir: Path = paths.NOTEBOOKS,
+    profiles_dir: Path | None = None,
+    results_root: Path = paths.RESULTS,
+    build_root: Path = BUILD_NOTEBOOKS,
+) -> int:
+    args = parse_args(argv)
+    notebooks_dir = Path(notebooks_dir)
+    profiles_dir = Path(profiles_dir) if profiles_dir else notebooks_dir / "profiles"
+    notebooks = find_notebooks(notebooks_dir)
+    if not notebooks:
+        print(f"error: no numbered notebooks (NN_*.ipynb) in {notebooks_dir}", file=sys.stderr)
+        return 2
+    if args.list:
+        full = load_overrides("full", profiles_dir) if (profiles_dir / "full.yml").is_file() else {}
+        print(describe(notebooks, full))
+        return 0
+
+    selected = select(notebooks, args.only, args.start)
+    overrides = load_overrides(args.profile, profiles_dir)
+    problems = check_parameters(selected, args.profile, overrides)
+    if problems:
+        print("error: refusing to run, parameters do not match the notebooks:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+
+    kernel_problem = check_kernel(args.kernel)
+    if kernel_problem:
+        print(kernel_problem, file=sys.stderr)
+        if kernel_problem.startswith("error"):
+            return 2
+
+    build = Path(build_root) / args.profile
+    print(f"profile {args.profile}, backend {args.backend}, kernel {args.kernel}, "
+          f"{len(selected)} notebook(s) -> {build}", flush=True)
+    outcomes = [Outcome(nb.stem) for nb in selected]
+    failed = False
+    with kernel_environment(KERAS_BACKEND=args.backend):
+        for nb, outcome in zip(selected, outcomes):
+            if failed and not args.keep_going:
+                break
+            output = build / nb.name
+            print(f"[{time.strftime('%H:%M:%S')}] start {nb.stem}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                execute(nb, output, parameters_for(nb, args.profile, overrides), args.kernel, args.timeout)
+                outcome.status = "ok"
+            except Exception as error:  # a failing notebook must not stop the summary
+                outcome.status, failed = "FAILED", True
+                report_failure(nb.stem, error, output)
+            outcome.seconds = time.perf_counter() - t0
+            outcome.headline = headline(nb.stem, args.profile, results_root)
+            print(f"[{time.strftime('%H:%M:%S')}] {'done' if outcome.status == 'ok' else 'FAILED'} "
+                  f"{nb.stem} in {outcome.seconds:.1f} s", flush=True)
+
+    print("\n" + summary(outcomes))
+    if failed:
+        first = next(o.stem for o in outcomes if o.status == "FAILED")
+        print(f"\nFAILED; after fixing, resume with: python run_all.py --profile {args.profile} "
+              f"--from {first[:2]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def show_cell_output() -> None:
+    """Print the kernels' output (papermill ``log_output``) and which cell runs."""
+    quiet = ("Input Notebook", "Output Notebook", "Working directory", "Ending Cell")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: not str(record.msg).startswith(quiet))
+    log = logging.getLogger("papermill")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+if __name__ == "__main__":
+    show_cell_output()
+    sys.exit(main())
