@@ -44,14 +44,14 @@ LAST = "09_results_figures"
 # Headline metric(s) of each notebook for the summary table: the first key
 # present in data/results/<profile>/<stem>.json is shown.
 HEADLINE = {
-    "01_cta_simulate": ("n_maps",),
+    "01_cta_simulate": ("n_maps_total",),
     "02_cta_cnn_cleaner": ("excess_relerr68_cnn",),
     "03_cta_cnn_regressor": ("loc_err68_deg_improved_cnn",),
     "04_fermi_unet_kmeans": ("source_recall", "f1_score"),
-    "05_fermi_characterisation": ("flux_relerr68", "loc_err68_deg"),
+    "05_fermi_characterisation": ("accuracy_3class_cnn",),
     "06_ctao_survey_detection": ("source_recall", "f1_score"),
     "07_radio_counts": ("counts_rel_residual", "source_recall"),
-    "08_lhaaso_deconvolution": ("psf_fwhm_ratio", "ssim"),
+    "08_lhaaso_deconvolution": ("psnr_cnn",),
     "09_results_figures": ("n_figures",),
 }
 

@@ -114,7 +114,7 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
         keras.utils.set_random_seed(int(seed))
         model = models.build_cleaner(x.shape[1:] + (1,))
         history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size,
-                               patience=patience, seed=seed)
+                               patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-clean", "smooth_sigma_px": float(smooth_sigma_px),
                 "target": "true source counts / input stretch scale", "n_train": int(n_train),
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
@@ -149,7 +149,7 @@ def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *,
         keras.utils.set_random_seed(int(seed))
         model = models.build_talk_regressor(x.shape[1:], dense_units=dense_units)
         history = models.train(model, x, position_labels(train), xv, position_labels(val),
-                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed)
+                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise-talk", "input": "stretch(CNN-Cleaner output)",
                 "smooth_sigma_px": float(smooth_sigma_px), "n_train": int(n_train), "profile": profile,
                 "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
@@ -180,7 +180,7 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         keras.utils.set_random_seed(int(seed))
         model = models.build_improved_localiser(x.shape[1:], learning_rate=learning_rate)
         history = models.train(model, x, position_labels(train), xv, position_labels(val),
-                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed)
+                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
         return model, meta, history

@@ -1,0 +1,295 @@
+"""Classical CTA baselines on synthetic maps with known sources.
+
+Maps: ``source_npred_map`` of a point source with a two-Gaussian PSF over a
+flat or sloped background, Poisson noise from seeded generators. The
+background template handed to the methods is the nominal one; the true
+background is ``b`` times it where stated.
+"""
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from gammapy.maps import WcsGeom
+from scipy.stats import norm
+
+from skyml.cta import baselines
+from skyml.cta.psf import source_npred_map
+
+BINSZ_DEG = 0.025
+SIGMAS_DEG = np.array([0.05, 0.1])
+WEIGHTS = np.array([0.6, 0.4])
+SIGMAS_PIX = SIGMAS_DEG / BINSZ_DEG
+
+
+def _geom(npix, skydir=(83.6, 22.0)):
+    return WcsGeom.create(
+        skydir=SkyCoord(*skydir, unit="deg"), npix=npix, binsz=BINSZ_DEG, frame="icrs", proj="TAN"
+    )
+
+
+def _pix_to_sky(geom, x_pix, y_pix):
+    ra, dec = geom.wcs.pixel_to_world_values(x_pix, y_pix)
+    return SkyCoord(ra, dec, unit="deg", frame="icrs")
+
+
+def _sky_to_pix(geom, ra_deg, dec_deg):
+    x, y = geom.wcs.world_to_pixel_values(ra_deg, dec_deg)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def _sloped_background(shape, level, slope=0.5):
+    """``level`` counts per pixel, rising linearly by ``slope`` (fraction) across x."""
+    x = np.arange(shape[1], dtype=float)
+    ramp = 1.0 + slope * (x - x.mean()) / shape[1]
+    return np.broadcast_to(level * ramp, shape).copy()
+
+
+# ---------------------------------------------------------------- masks
+
+
+def test_region_masks_geometry():
+    geom = _geom(200)
+    x0, y0 = 120.3, 80.7
+    center = _pix_to_sky(geom, x0, y0)
+    on = baselines.on_region_mask(geom, center, radius_deg=0.2)
+    ring = baselines.ring_mask(geom, center, r_in_deg=0.5, r_out_deg=0.9)
+    assert on.dtype == bool and on.shape == (200, 200)
+    # areas in pixels: radius 0.2 deg = 8 px, ring 20-36 px
+    assert on.sum() == pytest.approx(np.pi * 8**2, rel=0.05)
+    assert ring.sum() == pytest.approx(np.pi * (36**2 - 20**2), rel=0.03)
+    assert not np.any(on & ring)
+    yy, xx = np.nonzero(on)
+    assert xx.mean() == pytest.approx(x0, abs=0.3)
+    assert yy.mean() == pytest.approx(y0, abs=0.3)
+    # astropy WCS input (with shape) and (ra, dec) tuples give the same masks
+    on_wcs = baselines.on_region_mask(geom.wcs, (center.ra.deg, center.dec.deg), 0.2, shape=(200, 200))
+    np.testing.assert_array_equal(on_wcs, on)
+    # a region off the map gives an empty mask
+    far = baselines.on_region_mask(geom, SkyCoord(200.0, -40.0, unit="deg"), 0.2)
+    assert far.shape == (200, 200) and not far.any()
+    with pytest.raises(ValueError):
+        baselines.ring_mask(geom, center, r_in_deg=0.9, r_out_deg=0.5)
+
+
+# ------------------------------------------------------ aperture photometry
+
+
+def test_irf_and_ring_excess_recover_injected_counts():
+    rng = np.random.default_rng(1)
+    shape = (100, 100)
+    geom = _geom(100)
+    x0, y0, npred = 50.2, 49.6, 150.0
+    template = _sloped_background(shape, 0.3)
+    b_true = 1.2  # true background 20% above the nominal template
+    source = source_npred_map(x0, y0, npred, SIGMAS_PIX, WEIGHTS, shape=shape)
+    n_maps = 400
+    counts = rng.poisson(b_true * template + source, size=(n_maps, *shape))
+
+    center = _pix_to_sky(geom, x0, y0)
+    on = baselines.on_region_mask(geom, center, 0.2)
+    off = baselines.ring_mask(geom, center, 0.5, 0.9)
+    source_on, source_off = source[on].sum(), source[off].sum()
+    template_on, template_off = template[on].sum(), template[off].sum()
+
+    n_on, background_on, excess = baselines.excess_irf(counts, template, on)
+    assert excess.shape == (n_maps,)
+    assert background_on == pytest.approx(template_on)
+    # the IRF template subtraction is biased by the unknown normalisation
+    expected_irf = source_on + (b_true - 1.0) * template_on
+    stderr = excess.std() / np.sqrt(n_maps)
+    assert abs(excess.mean() - expected_irf) < 4 * stderr
+    assert abs(excess.mean() - source_on) > 10 * stderr
+
+    n_on_r, n_off, alpha, excess_r = baselines.excess_ring(counts, template, on, off)
+    np.testing.assert_array_equal(n_on_r, n_on)
+    assert alpha == pytest.approx(template_on / template_off)
+    # the acceptance-corrected ring removes the normalisation; the expected
+    # excess is the source in the on region minus its (tiny) leak into the ring
+    expected_ring = source_on - alpha * source_off
+    stderr_r = excess_r.std() / np.sqrt(n_maps)
+    assert abs(excess_r.mean() - expected_ring) < 4 * stderr_r
+    # Poisson scatter of the ring excess: var = mu_on + alpha^2 mu_off
+    var_expected = (source_on + b_true * template_on) + alpha**2 * (source_off + b_true * template_off)
+    assert excess_r.var() == pytest.approx(var_expected, rel=0.2)
+
+    with pytest.raises(ValueError, match="overlap"):
+        baselines.excess_ring(counts[0], template, on, on)
+
+
+def test_lima_on_ring_null_and_source():
+    rng = np.random.default_rng(2)
+    shape = (100, 100)
+    geom = _geom(100)
+    template = _sloped_background(shape, 0.3)
+    center = _pix_to_sky(geom, 50.2, 49.6)
+    on = baselines.on_region_mask(geom, center, 0.2)
+    off = baselines.ring_mask(geom, center, 0.5, 0.9)
+    # no source, true background 20% above the template: still ~N(0, 1)
+    null_counts = rng.poisson(1.2 * template, size=(500, *shape))
+    sig_null = baselines.lima_on_ring(null_counts, template, on, off)
+    assert sig_null.shape == (500,)
+    assert abs(sig_null.mean()) < 0.15
+    assert 0.85 < sig_null.std() < 1.15
+    source = source_npred_map(50.2, 49.6, 150.0, SIGMAS_PIX, WEIGHTS, shape=shape)
+    src_counts = rng.poisson(1.2 * template + source, size=(50, *shape))
+    assert np.median(baselines.lima_on_ring(src_counts, template, on, off)) > 5
+
+
+# ---------------------------------------------------- blind search and fit
+
+
+@pytest.fixture(scope="module")
+def bright_map():
+    rng = np.random.default_rng(3)
+    geom = _geom(200)
+    shape = (200, 200)
+    x0, y0, npred, b_true = 120.3, 80.7, 300.0, 1.1
+    template = _sloped_background(shape, 0.5)
+    source = source_npred_map(x0, y0, npred, SIGMAS_PIX, WEIGHTS, shape=shape)
+    counts = rng.poisson(b_true * template + source)
+    return dict(geom=geom, counts=counts, template=template, x0=x0, y0=y0, npred=npred, b_true=b_true)
+
+
+def test_blind_search_finds_bright_source(bright_map):
+    m = bright_map
+    ra, dec, sqrt_ts = baselines.blind_search(m["counts"], m["template"], m["geom"])
+    x, y = _sky_to_pix(m["geom"], ra, dec)
+    assert np.hypot(x - m["x0"], y - m["y0"]) <= 2.0
+    assert sqrt_ts > 10
+    # the peak is a pixel centre
+    assert x == pytest.approx(round(float(x)), abs=1e-6) and y == pytest.approx(round(float(y)), abs=1e-6)
+
+
+def test_blind_search_batch_and_non_detection(bright_map):
+    m = bright_map
+    rng = np.random.default_rng(4)
+    empty = rng.poisson(m["template"])
+    counts = np.stack([m["counts"], empty])
+    out = baselines.blind_search_batch(counts, m["template"], m["geom"], progress=False, threshold=8.0)
+    assert set(out) == {"ra_deg", "dec_deg", "sqrt_ts"}
+    assert out["ra_deg"].shape == (2,)
+    x, y = _sky_to_pix(m["geom"], out["ra_deg"][0], out["dec_deg"][0])
+    assert np.hypot(x - m["x0"], y - m["y0"]) <= 2.0
+    # background only, 8 sigma threshold: no peak, NaN outputs
+    assert np.all(np.isnan([out["ra_deg"][1], out["dec_deg"][1], out["sqrt_ts"][1]]))
+
+
+def test_fit_point_source_recovers_bright_source(bright_map):
+    m = bright_map
+    ra, dec, _ = baselines.blind_search(m["counts"], m["template"], m["geom"])
+    fit = baselines.fit_point_source(m["counts"], m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, (ra, dec))
+    assert fit["success"], fit["message"]
+    x, y = _sky_to_pix(m["geom"], fit["ra_deg"], fit["dec_deg"])
+    cov = baselines.crlb_position_cov(
+        m["x0"], m["y0"], m["npred"], m["b_true"] * m["template"], SIGMAS_PIX, WEIGHTS
+    )
+    assert np.hypot(x - m["x0"], y - m["y0"]) < 3 * np.sqrt(np.trace(cov))
+    # the fit moved away from the pixel-centre start
+    assert np.hypot(x - round(float(x)), y - round(float(y))) > 1e-3
+    assert fit["npred"] == pytest.approx(m["npred"], abs=4 * np.sqrt(m["npred"]))
+    assert fit["bkg_norm"] == pytest.approx(m["b_true"], abs=0.05)
+
+
+def test_fit_point_source_failures_are_nan(bright_map):
+    m = bright_map
+    args = (m["counts"], m["template"], m["geom"], SIGMAS_DEG, WEIGHTS)
+    no_start = baselines.fit_point_source(*args, (np.nan, np.nan))
+    assert not no_start["success"]
+    assert np.all(np.isnan([no_start[k] for k in ("ra_deg", "dec_deg", "npred", "bkg_norm")]))
+    off_map = baselines.fit_point_source(*args, (200.0, -40.0))
+    assert not off_map["success"] and np.isnan(off_map["ra_deg"])
+    batch = baselines.fit_point_source_batch(
+        m["counts"][None], m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, [[np.nan, np.nan]], progress=False
+    )
+    assert batch["success"].tolist() == [False] and np.isnan(batch["npred"][0])
+
+
+@pytest.fixture(scope="module")
+def fit_ensemble():
+    """30 Poisson realisations of one source on a 64x64 map, fitted with gammapy."""
+    rng = np.random.default_rng(5)
+    geom = _geom(64)
+    shape = (64, 64)
+    x0, y0, npred = 31.3, 32.6, 300.0
+    background = np.full(shape, 0.3)
+    source = source_npred_map(x0, y0, npred, SIGMAS_PIX, WEIGHTS, shape=shape)
+    n_maps = 30
+    counts = rng.poisson(background + source, size=(n_maps, *shape))
+    start = _pix_to_sky(geom, x0 + 0.8, y0 - 0.6)  # a blind-search-like start, off the truth
+    init = np.tile([start.ra.deg, start.dec.deg], (n_maps, 1))
+    fits = baselines.fit_point_source_batch(counts, background, geom, SIGMAS_DEG, WEIGHTS, init, progress=False)
+    x, y = _sky_to_pix(geom, fits["ra_deg"], fits["dec_deg"])
+    cov = baselines.crlb_position_cov(x0, y0, npred, background, SIGMAS_PIX, WEIGHTS)
+    return dict(fits=fits, dx=x - x0, dy=y - y0, cov=cov, n_maps=n_maps)
+
+
+def test_fit_ensemble_unbiased(fit_ensemble):
+    e = fit_ensemble
+    assert e["fits"]["success"].all()
+    # mean offset per axis within 3 standard errors of the bound
+    stderr = np.sqrt(np.diag(e["cov"]) / e["n_maps"])
+    assert abs(e["dx"].mean()) < 3 * stderr[0]
+    assert abs(e["dy"].mean()) < 3 * stderr[1]
+    np.testing.assert_allclose(e["fits"]["bkg_norm"], 1.0, atol=0.1)
+
+
+def test_fit_scatter_respects_crlb(fit_ensemble):
+    e = fit_ensemble
+    mse = np.mean(e["dx"] ** 2 + e["dy"] ** 2)  # pixel^2
+    bound = np.trace(e["cov"])
+    # the bound holds (RMS >= 0.8 x CRLB, allowing for 60 degrees of freedom)
+    assert mse >= 0.8**2 * bound
+    # and the gammapy fit is close to efficient
+    assert mse <= 1.5**2 * bound
+
+
+# ------------------------------------------------------------ Cramér-Rao
+
+
+def test_crlb_single_gaussian_no_background_is_sigma2_over_n():
+    sigma_pix, npred = 4.0, 1000.0
+    cov = baselines.crlb_position_cov(31.7, 32.2, npred, np.zeros((64, 64)), [sigma_pix], [1.0])
+    assert cov.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(cov), sigma_pix**2 / npred, rtol=0.01)
+    assert abs(cov[0, 1]) < 1e-6 * cov[0, 0]
+
+
+def test_crlb_grows_with_background():
+    traces = [
+        np.trace(baselines.crlb_position_cov(31.7, 32.2, 200.0, np.full((64, 64), level), SIGMAS_PIX, WEIGHTS))
+        for level in (0.0, 0.1, 1.0, 10.0)
+    ]
+    assert np.all(np.diff(traces) > 0)
+    assert traces[-1] > 3 * traces[0]
+    # a fainter source has a larger bound
+    faint = baselines.crlb_position_cov(31.7, 32.2, 50.0, np.full((64, 64), 1.0), SIGMAS_PIX, WEIGHTS)
+    assert np.trace(faint) > traces[2]
+
+
+def test_crlb_radius68_exact_cases():
+    s = 0.7
+    # circular: Rayleigh quantile
+    assert baselines.crlb_radius68(np.eye(2) * s**2) == pytest.approx(s * np.sqrt(-2 * np.log(0.32)), rel=1e-9)
+    # one-dimensional (degenerate) error: |N(0, s)| quantile
+    assert baselines.crlb_radius68(np.diag([s**2, 0.0])) == pytest.approx(s * norm.ppf(0.84), rel=1e-9)
+    # rotated anisotropic covariance against Monte Carlo
+    rot = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]])
+    cov = rot @ np.diag([1.0, 0.09]) @ rot.T
+    rng = np.random.default_rng(6)
+    draws = rng.multivariate_normal([0.0, 0.0], cov, size=400_000)
+    assert baselines.crlb_radius68(cov) == pytest.approx(np.quantile(np.hypot(*draws.T), 0.68), rel=0.005)
+    stacked = baselines.crlb_radius68(np.stack([np.eye(2), cov]))
+    assert stacked.shape == (2,)
+    assert stacked[1] == pytest.approx(baselines.crlb_radius68(cov))
+
+
+def test_crlb_error_samples():
+    rng = np.random.default_rng(7)
+    covs = np.stack([np.eye(2) * 0.04, np.array([[0.5, 0.2], [0.2, 0.1]])])
+    radii = baselines.crlb_error_samples(covs, rng, n_draws=200_000)
+    assert radii.shape == (2, 200_000)
+    assert np.all(radii >= 0)
+    # E|e|^2 = trace(cov); quantiles match the exact radius
+    np.testing.assert_allclose(np.mean(radii**2, axis=1), np.trace(covs, axis1=1, axis2=2), rtol=0.01)
+    np.testing.assert_allclose(np.quantile(radii, 0.68, axis=1), baselines.crlb_radius68(covs), rtol=0.01)
+    assert baselines.crlb_error_samples(covs, rng).shape == (2, 1)
