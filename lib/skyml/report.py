@@ -31,7 +31,7 @@ ANALYSES = {
 }
 
 CLEANER_NOTEBOOK = "astroAI cnn-cleaner notebook"
-REGRESSOR_TALK = "astroAI CNN regressor talk"
+REGRESSOR_TALK = "astroAI talk-loc-compare notebook"
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "excess_relerr68_cnn": Metric("excess counts, 68% relative error (CNN-cleaned)", f"0.277 ({CLEANER_NOTEBOOK})"),
     "excess_relerr68_irf": Metric("excess counts, 68% relative error (IRF background)"),
+    "excess_relerr68_ring": Metric("excess counts, 68% relative error (ring background)"),
     "snr_gain_median_cnn": Metric("median S/N gain of CNN cleaning"),
     "throughput_maps_per_s_cnn": Metric("CNN cleaning throughput (maps/s)", "≈2,000 maps/s on a GPU"),
 }
@@ -52,6 +53,7 @@ LOCALISERS = {
     "improved_cnn": ("improved CNN", "", ""),
     "gammapy_blind": ("gammapy blind search", "0.045°", "0.033°"),
     "gammapy_fit": ("gammapy likelihood fit", "", ""),
+    "pointing_centre": ("pointing centre (trivial)", "", ""),
 }
 for method, (name, anchor68, anchor50) in LOCALISERS.items():
     METRICS[f"loc_err68_deg_{method}"] = Metric(

@@ -117,7 +117,7 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
                                patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-clean", "smooth_sigma_px": float(smooth_sigma_px),
                 "target": "true source counts / input stretch scale", "n_train": int(n_train),
-                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
     return _train_cached("cta_cleaner", key, fit, profile, CLEANER_FILE)
@@ -152,7 +152,7 @@ def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *,
                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise-talk", "input": "stretch(CNN-Cleaner output)",
                 "smooth_sigma_px": float(smooth_sigma_px), "n_train": int(n_train), "profile": profile,
-                "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+                "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
     return _train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
@@ -182,7 +182,7 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         history = models.train(model, x, position_labels(train), xv, position_labels(val),
                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
-                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg)}
+                "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
     return _train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)

@@ -1,0 +1,451 @@
+"""The ``skyml`` command-line tool: trained models of the notebooks applied to
+user data.
+
+Usage::
+
+    skyml --help
+    skyml cta-clean INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH] [--overwrite]
+    skyml cta-localise INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
+
+Each subcommand is one function decorated with :func:`subcommand`, which
+registers it in :data:`COMMANDS` together with its arguments (built from the
+shared :data:`INPUT_CTA`, :func:`output`, :data:`PROFILE`, :data:`MODEL` and
+:data:`OVERWRITE` helpers). The function receives the parsed arguments and
+returns the line printed on success.
+
+Errors the user can fix (bad input, missing model, existing output) print one
+line ``skyml <command>: error: <message>`` on stderr and exit with status 2,
+without a traceback; outputs are written atomically, so a failed run leaves no
+output file. Heavy libraries (Keras, gammapy) are imported inside the
+commands so that ``skyml --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+
+PROG = "skyml"
+#: Exit status of every expected error (as for argparse usage errors).
+EXIT_ERROR = 2
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """Positional ``flags`` and keyword arguments of ``ArgumentParser.add_argument``."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """An argument of a subcommand, spelled as for ``add_argument``."""
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered subcommand: its name, ``--help`` texts, arguments, and
+    the function that runs it and returns the success line."""
+
+    name: str
+    help: str
+    description: str
+    arguments: tuple[Argument, ...]
+    run: Callable[[argparse.Namespace], str]
+
+
+#: Registered subcommands, in the order ``skyml --help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def subcommand(name: str, help: str, arguments: tuple[Argument, ...]):
+    """Register the decorated function ``run(args) -> str`` as ``skyml <name>``.
+
+    ``help`` is the one-line summary of ``skyml --help``; the function's
+    docstring is the description of ``skyml <name> --help``.
+    """
+
+    def register(run: Callable[[argparse.Namespace], str]):
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} registered twice")
+        COMMANDS[name] = Command(name, help, (run.__doc__ or help).strip(), tuple(arguments), run)
+        return run
+
+    return register
+
+
+# ---------------------------------------------------------------------------
+# Shared arguments
+# ---------------------------------------------------------------------------
+
+INPUT_CTA = arg(
+    "input", metavar="INPUT", type=Path,
+    help="GADF DL3 event list (FITS with an EVENTS HDU), or a 200×200 counts map "
+         "FITS image at 0.025°/px with a celestial WCS",
+)
+
+
+def output(suffix: str, what: str) -> Argument:
+    """The required ``-o/--output`` file argument."""
+    return arg("-o", "--output", metavar=f"OUTPUT{suffix}", type=Path, required=True,
+               help=f"{what} to write (refused if it exists, unless --overwrite)")
+
+
+PROFILE = arg(
+    "--profile", choices=("quick", "full"), default="quick",
+    help="which notebook run's trained model to use: data/models/<profile>/ (default: quick)",
+)
+MODEL = arg("--model", metavar="PATH", type=Path, default=None,
+            help="a .keras model file to use instead of the profile's (its .json metadata "
+                 "sidecar must sit next to it)")
+OVERWRITE = arg("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+# ---------------------------------------------------------------------------
+# Helpers of the commands
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model file of the notebooks: its file name under ``models_dir(profile)``,
+    the notebook that trains it, and the ``"task"`` its metadata records
+    (:mod:`skyml.cta.pipeline`)."""
+
+    file_name: str
+    notebook: str  # number prefix, e.g. "02"
+    description: str
+    task: str
+
+
+CTA_CLEANER = TrainedModel("cta_cleaner.keras", "02", "CNN-Cleaner", "cta-clean")
+CTA_LOCALISER = TrainedModel("cta_localiser.keras", "03", "improved localiser", "cta-localise")
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse early (before any slow work) an output that cannot be written."""
+    if path.is_dir():
+        raise CommandError(f"{path}: is a folder; give an output file name")
+    if not path.parent.is_dir():
+        raise CommandError(f"{path}: output folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise CommandError(f"{path}: output file exists; pass --overwrite to replace it")
+
+
+def model_path(trained: TrainedModel, args: argparse.Namespace) -> Path:
+    """``--model`` or the profile's model file; a missing file is a
+    :class:`CommandError` that says how to make it."""
+    from . import paths
+
+    if args.model is not None:
+        path = args.model
+        if not path.is_file():
+            raise CommandError(f"model file not found: {path} (given with --model)")
+        return path
+    path = paths.models_dir(args.profile) / trained.file_name
+    if not path.is_file():
+        profile_option = "" if args.profile == "quick" else f" --profile {args.profile}"
+        raise CommandError(
+            f"{trained.description} model not found: {path}; train it by running notebook "
+            f"{trained.notebook} with the {args.profile} profile: "
+            f"python run_all.py{profile_option} --only {trained.notebook}"
+        )
+    return path
+
+
+#: Start-up messages that TensorFlow's C++ code writes to stderr whatever
+#: TF_CPP_MIN_LOG_LEVEL says; dropped so that an error stays one line.
+TENSORFLOW_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "cpu_feature_guard",
+    "To enable the following instructions",
+    "Unable to register cu",  # CUDA plug-in factories on CPU-only machines
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: tuple[str, ...] = TENSORFLOW_NOISE):
+    """Capture file descriptor 2 (C and Python writes alike) and pass on every
+    line that contains none of ``noise``."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines()
+                    if line.strip() and not any(n in line for n in noise)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def load_trained_model(path: Path, trained: TrainedModel):
+    """(model, metadata) of :func:`skyml.cta.models.load_model`, with its
+    errors (missing sidecar, corrupt file) as :class:`CommandError`; a model
+    whose metadata records another task (e.g. the talk's regressor, whose
+    input is the cleaner output) is refused."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow info/warning logs
+    with filtered_stderr():
+        from .cta.models import load_model
+
+    try:
+        with warnings.catch_warnings():
+            # a compiled model saved before training has no optimizer state: harmless here
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model, metadata = load_model(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise CommandError(str(err)) from err
+    task = metadata.get("task", trained.task)
+    if task != trained.task:
+        raise CommandError(f"{path}: this model was trained for the task {task!r}, not "
+                           f"{trained.task!r} ({trained.description})")
+    return model, metadata
+
+
+def model_map_shape(model, path: Path) -> tuple[int, int]:
+    """(ny, nx) of the single-channel map input of ``model``."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] != 1 or None in shape[1:3]:
+        raise CommandError(f"{path}: model input shape {shape} is not a single-channel map")
+    return int(shape[1]), int(shape[2])
+
+
+def sim_params_for(model, metadata: dict, path: Path):
+    """The CTA geometry of the input: the model's training parameters
+    (metadata ``"sim_params"``, a :class:`CTASimParams` dict) when recorded,
+    else the defaults; the map side must match the model input."""
+    from .cta.simulate import CTASimParams
+
+    recorded = metadata.get("sim_params")
+    if recorded is not None:
+        try:
+            params = CTASimParams(**{k: tuple(v) if k == "irfs" else v for k, v in recorded.items()})
+        except (TypeError, ValueError) as err:
+            raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
+    else:
+        params = CTASimParams()
+    if model_map_shape(model, path) != (params.npix, params.npix):
+        raise CommandError(
+            f"{path}: model expects {model_map_shape(model, path)} maps, but the CTA geometry "
+            f"is {params.npix}×{params.npix} px"
+        )
+    return params
+
+
+def read_input(args: argparse.Namespace, params):
+    from .io import InputError, read_cta_input
+
+    try:
+        return read_cta_input(args.input, params)
+    except InputError as err:
+        raise CommandError(str(err)) from err
+
+
+def write_output(writer: Callable, *writer_args, overwrite: bool, **writer_kwargs) -> Path:
+    from .io import InputError
+
+    try:
+        return writer(*writer_args, overwrite=overwrite, **writer_kwargs)
+    except FileExistsError as err:
+        raise CommandError(f"{writer_args[0]}: output file exists; pass --overwrite to "
+                           "replace it") from err
+    except InputError as err:
+        raise CommandError(str(err)) from err
+
+
+def model_profile(args: argparse.Namespace, metadata: dict) -> str:
+    """The profile the model was trained with: recorded in its metadata, else
+    the ``--profile`` it was found by (``"unknown"`` for a ``--model`` file)."""
+    if "profile" in metadata:
+        return str(metadata["profile"])
+    return args.profile if args.model is None else "unknown"
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+@subcommand(
+    "cta-clean",
+    help="background-subtract a CTA counts map with the CNN-Cleaner",
+    arguments=(INPUT_CTA, output(".fits", "cleaned map (FITS image)"), PROFILE, MODEL, OVERWRITE),
+)
+def cta_clean(args: argparse.Namespace) -> str:
+    """Background-subtract a short CTA observation with the CNN-Cleaner
+    (notebook 02). A DL3 event list is first binned into the 200×200 counts
+    map of 0.025° pixels centred on its pointing. The map is smoothed with the
+    Gaussian of the model's metadata (smooth_sigma_px) and stretched to [0, 1]
+    by its maximum; the network output times that maximum is the cleaned map,
+    in counts per pixel, written with the input's WCS."""
+    import numpy as np
+
+    check_output(args.output, args.overwrite)
+    path = model_path(CTA_CLEANER, args)
+    model, metadata = load_trained_model(path, CTA_CLEANER)
+    if "smooth_sigma_px" not in metadata:
+        raise CommandError(f"{path}: model metadata lacks 'smooth_sigma_px' (the input smoothing)")
+    sigma_px = float(metadata["smooth_sigma_px"])
+    params = sim_params_for(model, metadata, path)
+    counts, wcs, description = read_input(args, params)
+
+    from . import io
+    from .cta.models import as_images, smooth, stretch
+
+    try:
+        scaled, scale = stretch(smooth(counts[None], sigma_px))
+    except ValueError as err:
+        raise CommandError(f"{path}: invalid preprocessing in the model metadata ({err})") from err
+    prediction = np.asarray(model.predict(as_images(scaled), verbose=0))
+    cleaned = prediction[0, ..., 0].astype(np.float64) * float(scale[0])
+    # free-length strings (file names) get no comment: astropy continues long values
+    header = {
+        "BUNIT": ("count", "cleaned counts per pixel"),
+        "CREATOR": (f"skyml {__version__} cta-clean", "software that made this file"),
+        "INPUT": args.input.name,
+        "MODEL": str(path),
+        "PROFILE": (model_profile(args, metadata), "notebook profile of the model"),
+        "SMOOTHPX": (sigma_px, "[pix] Gaussian sigma of the input smoothing"),
+        "INSCALE": (float(scale[0]), "[count] stretch scale, max of smoothed input"),
+        "HISTORY": f"input: {description}",
+    }
+    write_output(io.write_fits_map, args.output, cleaned.astype(np.float32), wcs, header,
+                 overwrite=args.overwrite)
+    return (f"wrote {args.output}: cleaned map of {cleaned.sum():.1f} counts "
+            f"(input: {description})")
+
+
+@subcommand(
+    "cta-localise",
+    help="localise the point source of a CTA observation with the improved CNN localiser",
+    arguments=(INPUT_CTA, output(".ecsv", "position table (ECSV)"), PROFILE, MODEL, OVERWRITE),
+)
+def cta_localise(args: argparse.Namespace) -> str:
+    """Localise the point source of a short CTA observation with the improved
+    heat-map localiser (notebook 03). A DL3 event list is first binned into
+    the 200×200 counts map of 0.025° pixels centred on its pointing. The
+    predicted position is written as an ECSV table of one row: ra, dec (ICRS,
+    deg), x_pix, y_pix (0-based, pixel centres at integers, x = column) and
+    the input file name."""
+    import astropy.units as u
+    import numpy as np
+    from astropy.table import QTable
+
+    check_output(args.output, args.overwrite)
+    path = model_path(CTA_LOCALISER, args)
+    model, metadata = load_trained_model(path, CTA_LOCALISER)
+
+    from . import io
+    from .cta.models import LOCALISER_INPUT, label_to_pix, preprocess_localiser_input
+
+    if metadata.get("input", LOCALISER_INPUT) != LOCALISER_INPUT:
+        raise CommandError(f"{path}: model input {metadata['input']!r} differs from this "
+                           f"version's localiser input {LOCALISER_INPUT!r}")
+    params = sim_params_for(model, metadata, path)
+    counts, wcs, description = read_input(args, params)
+
+    label = np.asarray(model.predict(preprocess_localiser_input(counts[None]), verbose=0))[0]
+    x_pix, y_pix = (float(v) for v in label_to_pix(label, counts.shape))
+    position = wcs.pixel_to_world(x_pix, y_pix).icrs
+    table = QTable(
+        {
+            "ra": [position.ra.deg] * u.deg,
+            "dec": [position.dec.deg] * u.deg,
+            "x_pix": [x_pix],
+            "y_pix": [y_pix],
+            "input": [args.input.name],
+        }
+    )
+    table["x_pix"].description = "source column, 0-based pixel, pixel centres at integers"
+    table["y_pix"].description = "source row, 0-based pixel, pixel centres at integers"
+    table["ra"].description = "source right ascension (ICRS)"
+    table["dec"].description = "source declination (ICRS)"
+    table.meta.update(
+        {
+            "creator": f"skyml {__version__} cta-localise",
+            "model": str(path),
+            "profile": model_profile(args, metadata),
+            "input_description": description,
+        }
+    )
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite, format="ascii.ecsv")
+    return (f"wrote {args.output}: source at RA {position.ra.deg:.4f}°, Dec {position.dec.deg:.4f}° "
+            f"(x {x_pix:.2f}, y {y_pix:.2f} px; input: {description})")
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``skyml`` parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Apply the trained models of the skyml notebooks to your own data.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.description)
+        for argument in command.arguments:
+            p.add_argument(*argument.flags, **argument.options)
+    return parser
+
+
+def _error_line(command: str, err: BaseException) -> str:
+    message = " ".join(str(err).split())
+    return f"{PROG} {command}: error: {message}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``skyml`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
+    status: 0 on success (and for ``--help``), 2 for usage and input errors."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_ERROR)
+    command = COMMANDS[args.command]
+    try:
+        message = command.run(args)
+    except CommandError as err:
+        print(_error_line(command.name, err), file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as err:
+        from .io import InputError  # imported here: keeps `skyml --help` fast
+
+        if not isinstance(err, (InputError, FileExistsError)):
+            raise  # a bug, not a user error: keep the traceback
+        print(_error_line(command.name, err), file=sys.stderr)
+        return EXIT_ERROR
+    print(message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
