@@ -43,7 +43,7 @@ def project(tmp_path):
     notebooks = tmp_path / "notebooks"
     (notebooks / "profiles").mkdir(parents=True)
     results = tmp_path / "results"
-    for stem, key in (("01_cta_simulate", "n_maps"), ("02_cta_cnn_cleaner", "excess_relerr68_cnn")):
+    for stem, key in (("01_cta_simulate", "n_maps_total"), ("02_cta_cnn_cleaner", "excess_relerr68_cnn")):
         write_notebook(
             notebooks, stem,
             f'profile = "quick"\nvalue = 0.5\nresults_root = "{results}"',
@@ -111,7 +111,7 @@ def test_full_run_executes_copies_and_summarises(project, capsys):
 
     cleaner = metrics(project, "full", "02_cta_cnn_cleaner")
     assert cleaner["excess_relerr68_cnn"] == 0.25  # full.yml override applied
-    assert metrics(project, "full", "01_cta_simulate")["n_maps"] == 0.5  # defaults kept
+    assert metrics(project, "full", "01_cta_simulate")["n_maps_total"] == 0.5  # defaults kept
     assert cleaner["keras_backend"] == "jax"
     assert cleaner["cwd"] == str(project["notebooks_dir"])
     assert cleaner["python"] == sys.executable  # the kernel runs this interpreter
@@ -119,7 +119,7 @@ def test_full_run_executes_copies_and_summarises(project, capsys):
     summary = out[out.index("notebook  "):]
     for line, stem in zip(summary.splitlines()[2:], executed(project, "full")):
         assert line.startswith(stem) and " ok " in line
-    assert "excess_relerr68_cnn=0.25" in summary and "n_maps=0.5" in summary
+    assert "excess_relerr68_cnn=0.25" in summary and "n_maps_total=0.5" in summary
     assert summary.splitlines()[-1].rstrip().endswith("-")  # 09 has no metrics file
 
 
