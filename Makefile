@@ -2,7 +2,7 @@
 # Python 3.11 and installs this project with its pinned dependencies
 # (pyproject.toml); a change of pyproject.toml reinstalls.
 #
-#   make test        unit tests + every notebook with nbval (quick profile)
+#   make test        unit tests + every notebook with nbval (quick profile); models also on JAX
 #   make reproduce   run all notebooks, quick profile   -> build/notebooks/quick/
 #   make full        run all notebooks, full profile    -> build/notebooks/full/
 #   make full-gpu    the same with the JAX backend (GPU)
@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
+	KERAS_BACKEND=jax $(PY) -m pytest tests/test_cta_models.py -q
 
 reproduce: $(STAMP)
 	$(PY) run_all.py --profile quick
