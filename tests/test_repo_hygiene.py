@@ -100,6 +100,5 @@ def test_environment_yml_has_no_pins_of_its_own():
 
 def test_full_profile_names_known_notebooks():
     full_yml = paths.NOTEBOOKS / "profiles" / "full.yml"
-    if not full_yml.is_file():
-        pytest.skip("no notebooks/profiles/full.yml yet")
+    assert full_yml.is_file(), "the full profile overrides notebooks/profiles/full.yml are missing"
     assert not run_all.check_parameters([], "full", run_all.load_overrides("full", full_yml.parent))
