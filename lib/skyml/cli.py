@@ -6,6 +6,8 @@ Usage::
     skyml --help
     skyml cta-clean INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH] [--overwrite]
     skyml cta-localise INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
+    skyml fermi-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--method M]
+                       [--threshold P] [--overwrite]
 
 Each subcommand is one function decorated with :func:`subcommand`, which
 registers it in :data:`COMMANDS` together with its arguments (built from the
@@ -134,6 +136,7 @@ class TrainedModel:
 
 CTA_CLEANER = TrainedModel("cta_cleaner.keras", "02", "CNN-Cleaner", "cta-clean")
 CTA_LOCALISER = TrainedModel("cta_localiser.keras", "03", "improved localiser", "cta-localise")
+FERMI_UNET = TrainedModel("fermi_unet.keras", "04", "Fermi-LAT multi-input U-Net", "fermi-detect")
 
 
 def check_output(path: Path, overwrite: bool) -> None:
@@ -395,6 +398,65 @@ def cta_localise(args: argparse.Namespace) -> str:
     write_output(io.write_table, args.output, table, overwrite=args.overwrite, format="ascii.ecsv")
     return (f"wrote {args.output}: source at RA {position.ra.deg:.4f}°, Dec {position.dec.deg:.4f}° "
             f"(x {x_pix:.2f}, y {y_pix:.2f} px; input: {description})")
+
+
+# ---------------------------------------------------------------------------
+# fermi-detect
+# ---------------------------------------------------------------------------
+
+INPUT_FERMI = arg(
+    "input", metavar="INPUT", type=Path,
+    help="WCS counts cube (gammapy Map or Fermi gtbin CCUBE) with the six energy bins "
+         "0.3-1-3-10-30-100-1000 GeV, 0.15625° pixels, width and height multiples of 64",
+)
+
+
+@subcommand(
+    "fermi-detect",
+    help="detect Fermi-LAT point sources in a counts cube with the multi-input U-Net",
+    arguments=(
+        INPUT_FERMI, output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
+        arg("--method", choices=("unet_kmeans", "unet_log"), default="unet_kmeans",
+            help="positions from the probability map by k-means (default) or Laplacian of Gaussian"),
+        arg("--threshold", type=float, default=0.5,
+            help="probability threshold of source pixels (default: 0.5; the seed used 0.2 on real data)"),
+        OVERWRITE,
+    ),
+)
+def fermi_detect(args: argparse.Namespace) -> str:
+    """Detect point sources in a Fermi-LAT counts cube with the multi-input
+    U-Net of notebook 04. The cube is cut into 64×64-pixel (10°×10°) tiles; the
+    probability map of each tile is turned into positions by k-means with a
+    penalised number of clusters (or LoG). The source list has glon, glat, ra,
+    dec [deg], probability and the input pixel (x_pix, y_pix)."""
+    check_output(args.output, args.overwrite)
+    if not 0.0 < args.threshold < 1.0:
+        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    path = model_path(FERMI_UNET, args)
+    with filtered_stderr():
+        from .fermi import models as _fermi_models  # noqa: F401  registers the U-Net loss
+    model, metadata = load_trained_model(path, FERMI_UNET)
+
+    from . import io
+    from .fermi.cube import detect_in_cube, detections_table, read_counts_cube
+    from .fermi.simulate import FermiSimParams
+
+    try:
+        params = FermiSimParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata \
+            else FermiSimParams()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
+    try:
+        counts, wcs, description = read_counts_cube(args.input, params)
+    except io.InputError as err:
+        raise CommandError(str(err)) from err
+    x, y, prob = detect_in_cube(model, counts, params, args.method, args.threshold)
+    table = detections_table(x, y, prob, wcs)
+    table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(path),
+                       "profile": model_profile(args, metadata), "method": args.method,
+                       "thresh": float(args.threshold), "input": description})
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
+    return f"wrote {args.output}: {len(table)} sources (input: {description}, {args.method})"
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ README = paths.ROOT / "README.md"
 ANALYSES = {
     "02_cta_cnn_cleaner": "CTA background cleaning",
     "03_cta_cnn_regressor": "CTA source localisation",
+    "04_fermi_unet_kmeans": "Fermi-LAT point-source detection",
 }
 
 CLEANER_NOTEBOOK = "astroAI cnn-cleaner notebook"
@@ -64,6 +65,31 @@ for method, (name, anchor68, anchor50) in LOCALISERS.items():
         f"{anchor50} ({REGRESSOR_TALK})" if anchor50 else "")
     METRICS[f"sec_per_map_{method}"] = Metric(f"time per map (s), {name}")
 del method, name, anchor68, anchor50
+AUTOSOURCEID = "AutoSourceID, A&A 656 A62"
+SEED_002 = "seed 002, real data vs DR2"
+FERMI_METHODS = {"unet_kmeans": "U-Net + k-means", "unet_log": "U-Net + LoG", "tsmap": "TS map + find_peaks"}
+for method, name in FERMI_METHODS.items():
+    unet = method == "unet_kmeans"
+    METRICS[f"completeness_hilat_f2.3e-10_{method}"] = Metric(
+        f"completeness at F(1–100 GeV)=2.3e-10, |b|>20°, {name}", f"0.88 ({AUTOSOURCEID})" if unet else "")
+    METRICS[f"purity_hilat_f2.3e-10_{method}"] = Metric(
+        f"purity at F(1–100 GeV)=2.3e-10, |b|>20°, {name}", f"0.93 ({AUTOSOURCEID})" if unet else "")
+    METRICS[f"dr2_recall_sig_gt10_{method}"] = Metric(
+        f"simulated DR2 sky: recall of Signif_Avg>10 sources, {name}", f"≥0.90 ({SEED_002})" if unet else "")
+    METRICS[f"dr2_recall_sig_lt10_{method}"] = Metric(
+        f"simulated DR2 sky: recall of Signif_Avg<10 sources, {name}", f"0.48 ({SEED_002})" if unet else "")
+    METRICS[f"dr2_candidates_allsky_{method}"] = Metric(
+        f"simulated DR2 sky: candidates, scaled to the whole sky, {name}",
+        f"≈8,000–9,200 at threshold 0.2 ({SEED_002})" if unet else "")
+    METRICS[f"loc_err68_deg_{method}"] = Metric(f"localisation error, 68% containment (deg), {name}")
+    METRICS[f"sec_per_patch_{method}"] = Metric(f"time per 10°×10° patch (s), {name}")
+del method, name, unet
+METRICS["completeness_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
+    "completeness at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["purity_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
+    "purity at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
+    "completeness change at 2.3e-10, trained on diffuse variant 1, tested on 2 minus on 1")
 METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
 METRICS["crlb_ratio_improved_cnn"] = Metric("improved CNN error / Cramér-Rao bound")
 

@@ -1,0 +1,121 @@
+"""Matching, k-means choice of k, LoG, the U-Net builder and the TS-map baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from skyml.fermi import detect, evaluation
+from skyml.fermi import simulate as S
+
+
+def disks(centres, shape=(64, 64), radius=2.5, value=0.9):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    prob = np.full(shape, 0.01)
+    for x, y in centres:
+        prob[(xx - x) ** 2 + (yy - y) ** 2 <= radius**2] = value
+    return prob
+
+
+def test_match_known_answers_and_each_source_used_once():
+    # two detections compete for one source: the nearer one wins, the other is unmatched
+    d2t, t2d, sep = evaluation.match_sources([10.0, 10.1], [0.0, 0.0], [10.05 + 0.02], [0.0], 0.3)
+    assert list(d2t) == [-1, 0] and list(t2d) == [1]
+    assert sep[0] == pytest.approx(0.03, abs=1e-6)
+    # greedy by separation: d0 is closest to t0 (0.1) though also within reach of t1
+    d2t, t2d, _ = evaluation.match_sources([0.0, 0.5], [0.0, 0.0], [0.1, 0.35], [0.0, 0.0], 0.3)
+    assert list(d2t) == [0, 1] and list(t2d) == [0, 1]
+    # nothing within the radius; empty inputs
+    d2t, t2d, sep = evaluation.match_sources([0.0], [0.0], [1.0], [0.0], 0.3)
+    assert list(d2t) == [-1] and list(t2d) == [-1] and np.isnan(sep[0])
+    assert len(evaluation.match_sources([], [], [1.0], [0.0], 0.3)[0]) == 0
+
+
+def test_match_across_l0_and_near_the_poles():
+    d2t, t2d, sep = evaluation.match_sources([359.9], [10.0], [0.1], [10.0], 0.3)
+    assert t2d[0] == 0 and sep[0] == pytest.approx(0.2 * np.cos(np.deg2rad(10.0)), rel=1e-3)
+    d2t, t2d, sep = evaluation.match_sources([0.0], [89.9], [180.0], [89.9], 0.3)
+    assert t2d[0] == 0 and sep[0] == pytest.approx(0.2, rel=1e-3)
+
+
+def test_patch_evaluation_with_sources_near_the_edges():
+    """Sources on the patch border are matched by detections on the patch;
+    detections off the patch are ignored."""
+    p = S.FermiSimParams()
+    data = {"centre_glon": np.array([0.0]), "centre_glat": np.array([0.0]),
+            "counts": np.zeros((1, 6, 64, 64), np.int32), "background": np.ones((1, 6, 64, 64), np.float32)}
+    wcs = S.patch_wcs(0.0, 0.0, p)
+    src_x, src_y = np.array([0.2, 63.3, 30.0]), np.array([31.0, 62.9, 30.0])
+    lon, lat = S.pix_to_world(wcs, src_x, src_y)
+    data.update(src_patch=np.zeros(3, int), src_x_pix=src_x, src_y_pix=src_y, src_glon=lon, src_glat=lat,
+                src_flux1000=np.array([1e-9, 1e-9, 1e-9]), src_in_patch=S.in_patch(src_x, src_y, 64))
+    det = {"patch": np.zeros(3, int), "x_pix": np.array([0.9, 62.6, 70.0]), "y_pix": np.array([31.5, 62.5, 30.0]),
+           "probability": np.array([0.9, 0.8, 0.7])}
+    truth, dets = evaluation.evaluate_patches(data, det, p, radius_deg=0.3)
+    assert list(truth["matched"]) == [True, True, False]
+    assert len(dets) == 2 and dets["matched"].all()
+    table = evaluation.purity_completeness(truth, Table(dets))
+    assert table["n_true"].sum() == 3
+
+
+def test_kmeans_choice_of_k():
+    one = disks([(20.0, 20.0)])
+    x, y, p = detect.kmeans_positions(one, threshold=0.5)
+    assert len(x) == 1 and x[0] == pytest.approx(20.0, abs=0.1) and p[0] == pytest.approx(0.9)
+    # two touching blobs 5 px apart: one connected region, but k = 2 wins the penalised score
+    from scipy.ndimage import gaussian_filter
+
+    two = gaussian_filter(disks([(20.0, 30.0), (25.0, 30.0)], radius=1.0, value=1.0), 1.5) * 4
+    x, y, _ = detect.kmeans_positions(two, threshold=0.5)
+    assert len(x) == 2
+    np.testing.assert_allclose(np.sort(x), [20.0, 25.0], atol=0.6)
+    # a huge penalty merges them; separate regions are always separate sources
+    assert len(detect.kmeans_positions(two, threshold=0.5, penalty_px2=1e4)[0]) == 1
+    # one large single-peaked region (a bright source) stays one source
+    big = gaussian_filter(disks([(30.0, 30.0)], radius=1.0, value=1.0), 3.0) * 20
+    assert (big > 0.5).sum() > 60
+    assert len(detect.kmeans_positions(big, threshold=0.5)[0]) == 1
+    far = disks([(5.0, 5.0), (50.0, 40.0), (10.0, 60.0)])
+    assert len(detect.kmeans_positions(far, threshold=0.5)[0]) == 3
+    assert len(detect.kmeans_positions(np.zeros((64, 64)), threshold=0.5)[0]) == 0
+
+
+def test_log_positions():
+    prob = disks([(12.0, 40.0), (45.0, 15.0)])
+    from scipy.ndimage import gaussian_filter
+
+    x, y, p = detect.log_positions(gaussian_filter(prob, 1.0), threshold=0.3)
+    assert len(x) == 2
+    assert sorted(zip(np.round(x), np.round(y))) == [(12.0, 40.0), (45.0, 15.0)]
+
+
+def test_multi_input_unet_shapes():
+    from skyml.fermi.models import build_unet
+
+    model = build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2)
+    out = model.predict([np.zeros((1, 64, 64, 4)), np.zeros((1, 32, 32, 1)), np.zeros((1, 16, 16, 1))], verbose=0)
+    assert out.shape == (1, 64, 64, 1) and np.all((out >= 0) & (out <= 1))
+    with pytest.raises(ValueError):
+        build_unet([(64, 64, 4), (24, 24, 1)])
+
+
+def test_tsmap_baseline_finds_a_bright_source():
+    import warnings
+
+    from skyml.fermi import baselines
+    from skyml.fermi.simulate import node_counts, render_sources
+
+    p = S.FermiSimParams()
+    rng = np.random.default_rng(0)
+    bkg = S.background_model(150.0, 50.0, p)
+    spec = {"spectrum_type": np.zeros(1, int), "index": np.array([2.2]), "beta": np.zeros(1),
+            "expfactor": np.zeros(1), "exp_index": np.ones(1), "pivot_mev": np.array([1000.0]),
+            "flux1000": np.array([2e-9])}
+    mu = render_sources([40.3], [22.7], node_counts(spec, p.event_types), p)
+    counts = rng.poisson(mu + bkg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y, sqrt_ts, _ = baselines.tsmap_detect(counts, bkg, 150.0, 50.0, p)
+    assert len(x) >= 1 and sqrt_ts[0] > 10
+    assert np.hypot(x[0] - 40.3, y[0] - 22.7) <= 1.5

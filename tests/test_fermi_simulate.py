@@ -1,0 +1,133 @@
+"""The LAT instrument model, the catalogues, the diffuse variants and the patch simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skyml.fermi import catalog, diffuse, irf
+from skyml.fermi import simulate as S
+
+P = S.FermiSimParams()
+
+
+def power_law(flux1000, index=2.0):
+    n = len(np.atleast_1d(flux1000))
+    return {"spectrum_type": np.full(n, catalog.POWERLAW), "index": np.full(n, float(index)),
+            "beta": np.zeros(n), "expfactor": np.zeros(n), "exp_index": np.ones(n),
+            "pivot_mev": np.full(n, 1000.0), "flux1000": np.atleast_1d(flux1000).astype(float)}
+
+
+def test_psf_scale_law_and_containment():
+    # S(E) of the anchors at 100 MeV is c0 (FRONT 6.38e-2 rad); at high energy it tends to c1
+    assert irf.psf_scale_rad(100.0, "front") == pytest.approx(np.hypot(6.38e-2, 1.26e-3))
+    assert irf.psf_scale_rad(1e7, "back") == pytest.approx(2.22e-3, rel=1e-3)
+    # the seed's ~5°, 0.8°, 0.1° (68 %) at 100 MeV, 1 GeV, >20 GeV for FRONT
+    r68 = irf.psf_r68_deg([100.0, 1000.0, 2.0e4], "front")
+    assert 4.5 < r68[0] < 6.0 and 0.7 < r68[1] < 1.0 and 0.08 < r68[2] < 0.16
+    assert np.all(irf.psf_r68_deg([300.0, 3e3], "back") > irf.psf_r68_deg([300.0, 3e3], "front"))
+
+
+def test_rendered_psf_contains_68_percent_within_r68():
+    """Monte-Carlo free check: a source rendered at the patch centre puts 68 %
+    of each FRONT node's counts inside 1.51 S(E)."""
+    p = S.FermiSimParams(event_types="front", npix=256, patch_deg=10.0)
+    energy, _, bins = irf.node_grid()
+    k = np.flatnonzero(bins == 3)[2]  # a node of 10-30 GeV: PSF well inside the patch
+    nodes = np.zeros((1, len(energy)))
+    nodes[0, k] = 1000.0
+    img = S.render_sources([127.5], [127.5], nodes, p)[3]
+    yy, xx = np.mgrid[:256, :256]
+    r_deg = np.hypot(xx - 127.5, yy - 127.5) * p.binsz_deg
+    frac = img[r_deg <= irf.psf_r68_deg(energy[k], "front")].sum() / img.sum()
+    assert img.sum() == pytest.approx(1000.0, rel=1e-6)
+    assert frac == pytest.approx(0.68, abs=0.02)
+
+
+def test_expected_counts_of_a_known_flux():
+    """An E^-2 power law: photon flux per bin is F * ln-ratio; counts are flux × exposure."""
+    f = 1e-9
+    spec = power_law([f], 2.0)
+    # dN/dE ∝ E^-2 normalised to F over 1–100 GeV: flux in [a, b] = F (1/a - 1/b) / (1/1e3 - 1/1e5)
+    e = irf.ENERGY_EDGES_MEV
+    expected_flux = f * (1 / e[:-1] - 1 / e[1:]) / (1 / 1e3 - 1 / 1e5)
+    for k in range(irf.N_BINS):
+        assert catalog.band_photon_flux(spec, e[k], e[k + 1])[0] == pytest.approx(expected_flux[k], rel=0.01)
+    counts = S.expected_bin_counts(spec, "front+back")[0]
+    # exposure varies slowly within a bin: counts ≈ flux × exposure at the bin's log centre (±10 %)
+    centre = np.sqrt(e[:-1] * e[1:])
+    assert counts == pytest.approx(expected_flux * irf.exposure_cm2s(centre), rel=0.1)
+    assert counts[1] == pytest.approx(expected_flux[1] * irf.EXPOSURE_1GEV_CM2S, rel=0.1)
+    front = S.expected_bin_counts(spec, "front")[0]
+    assert front == pytest.approx(irf.FRONT_FRACTION * counts)
+
+
+def test_dr2_catalogue_and_spectra():
+    cat = catalog.load_dr2()
+    assert len(cat["name"]) == 5788
+    assert cat["c_source"].sum() > 100
+    catalog.check_spectra({k: cat[k] for k in catalog.SPECTRUM_FIELDS})
+    # the 1–100 GeV integral of every normalised catalogue spectrum is its Flux1000
+    flux = catalog.band_photon_flux({k: cat[k][:200] for k in catalog.SPECTRUM_FIELDS}, 1e3, 1e5, 256)
+    assert flux == pytest.approx(cat["flux1000"][:200], rel=2e-3)
+
+
+def test_mock_catalogue_distributions_and_determinism():
+    a = catalog.mock_catalogue(3)
+    b = catalog.mock_catalogue(3)
+    c = catalog.mock_catalogue(4)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["glon"], c["glon"])
+    cat = catalog.load_dr2()
+    assert a["faint"].sum() > 0.4 * len(a["faint"])  # the below-threshold population exists
+    assert np.median(a["flux1000"][a["faint"]]) < np.percentile(cat["flux1000"], 5)
+    assert np.all(a["spectrum_type"][a["group"] == "psr"] == catalog.PLEC)
+    assert np.all(a["spectrum_type"][a["group"] == "agn"] == catalog.LOGPARABOLA)
+    # AGN isotropic (<sin|b|> = 0.5), pulsars and plane sources concentrated to the plane
+    sinb = np.abs(np.sin(np.deg2rad(a["glat"])))
+    assert np.mean(sinb[a["group"] == "agn"]) == pytest.approx(0.5, abs=0.03)
+    assert np.median(np.abs(a["glat"][a["group"] == "plane"])) < 10
+    assert np.median(np.abs(a["glat"][a["group"] == "psr"])) < 15
+
+
+def test_diffuse_variants_differ_and_are_plane_concentrated():
+    lon = np.array([0.0, 0.0, 60.0, 180.0, 90.0])
+    lat = np.array([0.0, 2.5, 0.0, 0.0, 60.0])
+    v1 = diffuse.integral_intensity(lon, lat, 1)
+    v2 = diffuse.integral_intensity(lon, lat, 2)
+    assert v1[0] > v1[2] > v1[3] and v1[0] > 10 * v1[4]
+    assert np.all(np.abs(v2 / v1 - 1) > 0.05)
+    assert 1e-5 < v1[0] < 1e-4 and 1e-7 < v1[4] < 2e-6
+    with pytest.raises(ValueError):
+        diffuse.get_variant(3)
+
+
+def test_patch_geometry_wrap_and_ownership():
+    wcs = S.patch_wcs(0.0, 0.0, P)
+    x, y = S.world_to_pix(wcs, [359.0, 1.0, 0.0], [0.0, 0.0, 4.9])
+    assert x[0] > 31.5 > x[1]  # longitude increases to the left, across l = 0/360
+    assert S.in_patch(x, y, P.npix).all()
+    lon, lat = S.pix_to_world(wcs, x, y)
+    np.testing.assert_allclose(lon, [359.0, 1.0, 0.0], atol=1e-9)
+    lon_c, lat_c = S.healpix_centres()
+    assert len(lon_c) == 768
+    np.testing.assert_array_equal(S.owner_pixel(lon_c, lat_c), np.arange(768))
+
+
+def test_simulated_patches_are_deterministic_and_consistent():
+    a = S.simulate_patches(2, 7, P, "train")
+    b = S.simulate_patches(2, 7, P, "train")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["counts"].dtype == np.int32 and a["counts"].shape == (2, 6, 64, 64)
+    # counts are Poisson around background + sources: the total is at least the background
+    assert a["counts"].sum() > 0.95 * a["background"].sum()
+    inputs = S.network_inputs(a["counts"], P)
+    assert [x.shape for x in inputs] == [(2, 64, 64, 4), (2, 32, 32, 1), (2, 16, 16, 1)]
+    np.testing.assert_allclose(np.expm1(inputs[2]).sum(axis=(1, 2, 3)), a["counts"][:, 0].sum(axis=(1, 2)),
+                               rtol=1e-5)
+    masks = S.disk_masks(a, P)
+    bright = a["src_in_patch"] & (a["src_flux1000"] >= P.label_flux_min)
+    for i, x, y in zip(a["src_patch"][bright], a["src_x_pix"][bright], a["src_y_pix"][bright]):
+        assert masks[int(i), int(round(y)), int(round(x)), 0] == 1.0
