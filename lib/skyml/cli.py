@@ -8,6 +8,8 @@ Usage::
     skyml cta-localise INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
     skyml fermi-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--method M]
                        [--threshold P] [--overwrite]
+    skyml lhaaso-deconvolve INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH]
+                       [--psf-sigma-deg DEG] [--overwrite]
 
 Each subcommand is one function decorated with :func:`subcommand`, which
 registers it in :data:`COMMANDS` together with its arguments (built from the
@@ -457,6 +459,84 @@ def fermi_detect(args: argparse.Namespace) -> str:
                        "thresh": float(args.threshold), "input": description})
     write_output(io.write_table, args.output, table, overwrite=args.overwrite)
     return f"wrote {args.output}: {len(table)} sources (input: {description}, {args.method})"
+
+
+# ---------------------------------------------------------------------------
+# lhaaso-deconvolve
+# ---------------------------------------------------------------------------
+
+LHAASO_CNN = TrainedModel("lhaaso_cnn.keras", "08", "LHAASO deconvolution CNN", "lhaaso-deconvolve")
+LHAASO_PSF_CNN = TrainedModel("lhaaso_psf_conditioned.keras", "08", "LHAASO PSF-conditioned CNN",
+                              "lhaaso-deconvolve")
+#: PSF widths the CLI accepts for the PSF-conditioned CNN (its training range, ±10 %)
+LHAASO_PSF_RANGE_DEG = (0.15, 0.29)
+
+
+@subcommand(
+    "lhaaso-deconvolve",
+    help="deconvolve a LHAASO KM2A counts map (0.1° pixels) with the CNN of notebook 08",
+    arguments=(
+        arg("input", metavar="INPUT", type=Path,
+            help="counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16"),
+        output(".fits", "intensity map (FITS image)"), PROFILE, MODEL,
+        arg("--psf-sigma-deg", type=float, default=None, metavar="DEG",
+            help="core Gaussian sigma of the KM2A PSF; given, the PSF-conditioned CNN is used "
+                 f"({LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg); default: the CNN "
+                 "trained at 25 TeV (0.265 deg)"),
+        OVERWRITE,
+    ),
+)
+def lhaaso_deconvolve(args: argparse.Namespace) -> str:
+    """Deconvolve a LHAASO KM2A counts map with the SRCNN-like CNN of
+    notebook 08 (or, with --psf-sigma-deg, the PSF-conditioned CNN). The
+    networks are fully convolutional, so any map size at 0.1°/px works. The
+    map is divided by its mean counts per pixel, passed through the network
+    and multiplied back: the output is the estimated intrinsic (PSF-free)
+    counts per pixel, written with the input's WCS."""
+    import numpy as np
+
+    check_output(args.output, args.overwrite)
+    conditioned = args.psf_sigma_deg is not None
+    if conditioned and not LHAASO_PSF_RANGE_DEG[0] <= args.psf_sigma_deg <= LHAASO_PSF_RANGE_DEG[1]:
+        raise CommandError(f"--psf-sigma-deg {args.psf_sigma_deg} is outside the PSF-conditioned CNN's "
+                           f"range {LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg")
+    trained = LHAASO_PSF_CNN if conditioned else LHAASO_CNN
+    path = model_path(trained, args)
+    with filtered_stderr():
+        from .lhaaso import models as _lhaaso_models  # noqa: F401  registers the VAE layer
+    model, metadata = load_trained_model(path, trained)
+    channels = int(model.input_shape[-1])
+    if channels != (2 if conditioned else 1):
+        raise CommandError(f"{path}: model has {channels} input channel(s); "
+                           + ("--psf-sigma-deg needs the PSF-conditioned CNN (2 channels)" if conditioned
+                              else "pass --psf-sigma-deg for the PSF-conditioned CNN"))
+
+    from . import io
+    from .lhaaso.pipeline import deconvolve
+
+    binsz = float(metadata.get("binsz_deg", 0.1))
+    try:
+        counts, wcs = io.read_counts_map(args.input, expected_binsz_deg=binsz)
+    except io.InputError as err:
+        raise CommandError(str(err)) from err
+    if min(counts.shape) < 16:
+        raise CommandError(f"{args.input}: map of {counts.shape[0]}×{counts.shape[1]} px is too small "
+                           "(at least 16×16 px)")
+    intensity = deconvolve(model, counts[None], args.psf_sigma_deg)[0]
+    header = {
+        "BUNIT": ("count", "estimated intrinsic counts per pixel"),
+        "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
+        "INPUT": args.input.name,
+        "MODEL": str(path),
+        "PROFILE": (model_profile(args, metadata), "notebook profile of the model"),
+        "PSFSIG": (float(args.psf_sigma_deg if conditioned else metadata.get("sigma1_deg", 0.265)),
+                   "[deg] core sigma of the KM2A PSF"),
+        "INCOUNTS": (float(counts.sum()), "[count] total counts of the input"),
+    }
+    write_output(io.write_fits_map, args.output, intensity.astype(np.float32), wcs, header,
+                 overwrite=args.overwrite)
+    return (f"wrote {args.output}: intensity map of {intensity.sum():.1f} counts from {counts.sum():.0f} "
+            f"input counts ({counts.shape[0]}×{counts.shape[1]} px)")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Deconvolution networks of notebook 08 (Keras 3, ``keras.layers`` and
+``keras.ops`` only; every model is fully convolutional, so it applies to maps
+of any size at 0.1°/px).
+
+* :func:`build_cnn` — the SRCNN-like CNN (the seed's best): 9×9, 5×5 and
+  5×5 convolutions, mean-squared error on the normalised intrinsic map. With
+  ``channels=2`` it is the PSF-conditioned CNN: the second input channel is
+  the constant PSF width sigma1 / 0.265°.
+* :func:`build_vae` — a small convolutional VAE conditioned on the observed
+  map: the encoder maps counts to a 16×16×``latent`` Gaussian latent (KL term
+  added with ``add_loss``, weight ``beta``), the decoder maps a latent sample
+  to the intrinsic map; prediction uses the latent mean.
+* :func:`train_gan` — a small conditional GAN: the generator is the CNN, the
+  discriminator sees (observed, intrinsic) pairs; training alternates
+  ``train_on_batch`` of the discriminator and of the generator through a
+  frozen copy of the discriminator (weights copied every step), with the loss
+  MSE + ``adv_weight`` × adversarial BCE — backend-agnostic, no GradientTape.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+PSF_REF_DEG = 0.265
+
+
+def as_input(maps: np.ndarray, sigma1_deg=None) -> np.ndarray:
+    """(n, ny, nx) normalised maps -> (n, ny, nx, 1), or 2 channels with the
+    PSF-width channel sigma1 / 0.265° when ``sigma1_deg`` (scalar or (n,)) is given."""
+    x = np.asarray(maps, dtype=np.float32)[..., None]
+    if sigma1_deg is None:
+        return x
+    s = np.broadcast_to(np.asarray(sigma1_deg, dtype=np.float32) / PSF_REF_DEG, (len(x),))
+    return np.concatenate([x, np.broadcast_to(s[:, None, None, None], x.shape)], axis=-1).astype(np.float32)
+
+
+def _cnn_layers(x, filters, prefix):
+    x = layers.Conv2D(filters[0], 9, padding="same", activation="relu", name=f"{prefix}_conv9")(x)
+    x = layers.Conv2D(filters[1], 5, padding="same", activation="relu", name=f"{prefix}_conv5a")(x)
+    return layers.Conv2D(1, 5, padding="same", name=f"{prefix}_out")(x)
+
+
+def build_cnn(channels: int = 1, filters=(32, 16), learning_rate: float = 1e-3, name: str = "lhaaso_cnn"):
+    inp = keras.Input(shape=(None, None, channels), name="counts_norm")
+    model = keras.Model(inp, _cnn_layers(inp, filters, "srcnn"), name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return model
+
+
+@keras.saving.register_keras_serializable(package="skyml_lhaaso")
+class GaussianSampling(layers.Layer):
+    """z = mean + exp(logvar / 2) ε while training (mean otherwise); adds
+    ``beta`` × the mean KL divergence to N(0, 1) as a loss."""
+
+    def __init__(self, beta: float = 1e-3, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = float(beta)
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs, training=None):
+        mean, logvar = inputs
+        kl = -0.5 * ops.mean(1 + logvar - ops.square(mean) - ops.exp(logvar))
+        self.add_loss(self.beta * kl)
+        if not training:
+            return mean
+        eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean + ops.exp(0.5 * logvar) * eps
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "seed": self.seed}
+
+
+def build_vae(latent: int = 8, filters: int = 32, beta: float = 1e-3, learning_rate: float = 1e-3, seed: int = 0):
+    inp = keras.Input(shape=(None, None, 1), name="counts_norm")
+    h = layers.Conv2D(filters, 5, padding="same", activation="relu", name="enc_conv0")(inp)
+    h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name="enc_down1")(h)
+    h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name="enc_down2")(h)
+    mean = layers.Conv2D(latent, 1, name="z_mean")(h)
+    logvar = layers.Conv2D(latent, 1, name="z_logvar")(h)
+    z = GaussianSampling(beta, seed, name="sampling")([mean, logvar])
+    h = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="dec_up1")(z)
+    h = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="dec_up2")(h)
+    h = layers.Concatenate(name="dec_skip")([h, inp])
+    h = layers.Conv2D(filters, 5, padding="same", activation="relu", name="dec_conv")(h)
+    out = layers.Conv2D(1, 5, padding="same", name="dec_out")(h)
+    model = keras.Model(inp, out, name="lhaaso_vae")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    return model
+
+
+def build_discriminator(filters: int = 16, name: str = "discriminator"):
+    inp = keras.Input(shape=(None, None, 2), name="observed_and_map")
+    h = inp
+    for i, f in enumerate((filters, 2 * filters, 4 * filters)):
+        h = layers.Conv2D(f, 4, strides=2, padding="same", name=f"{name}_conv{i}")(h)
+        h = layers.LeakyReLU(0.2, name=f"{name}_lrelu{i}")(h)
+    h = layers.GlobalAveragePooling2D(name=f"{name}_pool")(h)
+    out = layers.Dense(1, activation="sigmoid", name=f"{name}_prob")(h)
+    return keras.Model(inp, out, name=name)
+
+
+def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=0, verbose=2) -> dict:
+    """Fit with early stopping on ``val_loss`` (best weights restored)."""
+    keras.utils.set_random_seed(int(seed))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
+    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
+                        shuffle=True, callbacks=[stop], verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def train_gan(x, y, x_val, y_val, *, steps, batch_size=32, adv_weight=1e-3, filters=(32, 16),
+              learning_rate=1e-3, seed=0):
+    """Conditional GAN; returns (generator, history with per-step losses and
+    the validation MSE every 50 steps)."""
+    keras.utils.set_random_seed(int(seed))
+    gen = build_cnn(1, filters, learning_rate, name="lhaaso_gan_generator")
+    disc = build_discriminator(name="discriminator")
+    disc.compile(optimizer=keras.optimizers.Adam(learning_rate / 2, beta_1=0.5), loss="binary_crossentropy")
+    frozen = build_discriminator(name="frozen_discriminator")
+    frozen.trainable = False
+    inp = keras.Input(shape=(None, None, 1), name="counts_norm")
+    fake = gen(inp)
+    judged = frozen(layers.Concatenate(name="pair")([inp, fake]))
+    combined = keras.Model(inp, [fake, judged], name="gan_combined")
+    combined.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=["mse", "binary_crossentropy"],
+                     loss_weights=[1.0, float(adv_weight)])
+    rng = np.random.default_rng(int(seed))
+    ones, zeros = np.ones((batch_size, 1), np.float32), np.zeros((batch_size, 1), np.float32)
+    hist = {"d_loss": [], "g_loss": [], "val_mse": [], "val_step": []}
+    best, best_weights = np.inf, gen.get_weights()
+    for step in range(int(steps)):
+        idx = rng.choice(len(x), batch_size, replace=False)
+        xb, yb = x[idx], y[idx]
+        fb = np.asarray(gen.predict_on_batch(xb))
+        d_in = np.concatenate([np.concatenate([xb, yb], -1), np.concatenate([xb, fb], -1)])
+        d_loss = disc.train_on_batch(d_in, np.concatenate([ones, zeros]))
+        frozen.set_weights(disc.get_weights())
+        g_loss = combined.train_on_batch(xb, [yb, ones])
+        hist["d_loss"].append(float(np.ravel(d_loss)[0]))
+        hist["g_loss"].append(float(np.ravel(g_loss)[0]))
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            mse = float(np.mean((predict(gen, x_val)[..., None] - y_val) ** 2))
+            hist["val_mse"].append(mse)
+            hist["val_step"].append(step + 1)
+            if mse < best:
+                best, best_weights = mse, gen.get_weights()
+    gen.set_weights(best_weights)
+    return gen, hist
+
+
+def predict(model, x, batch_size: int = 64) -> np.ndarray:
+    """Model output (n, ny, nx), by direct calls in batches (no ``predict``
+    function is traced, so maps of changing sizes cost no retracing)."""
+    x = np.asarray(x, dtype=np.float32)
+    parts = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts)[..., 0]
