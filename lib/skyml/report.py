@@ -54,7 +54,7 @@ LOCALISERS = {
     "talk_cnn": ("CNN of the talk", "0.070°", "0.047°"),
     "improved_cnn": ("improved CNN", "", ""),
     "gammapy_blind": ("gammapy blind search", "0.045°", "0.033°"),
-    "gammapy_fit": ("gammapy likelihood fit", "", ""),
+    "gammapy_fit": ("gammapy likelihood fit (first n_fit test maps)", "", ""),
     "pointing_centre": ("pointing centre (trivial)", "", ""),
 }
 for method, (name, anchor68, anchor50) in LOCALISERS.items():
