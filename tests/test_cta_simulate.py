@@ -102,6 +102,12 @@ def test_maps_statistics_and_labels():
     assert np.allclose(bkg, m["npred_background"], rtol=1e-5)
     assert set(np.unique(m["irf_id"])) <= set(range(len(p.irfs)))
     assert len(np.unique(m["irf_id"])) >= 5  # IRFs drawn at random per map
+    # the expected-counts map is the Poisson mean of each map: pulls of the totals
+    from skyml.cta.simulate import expected_counts
+    mu_total = np.array([expected_counts(m, i, p).sum() for i in range(60)])
+    assert np.all(mu_total <= expected * (1 + 1e-6))  # the part of the PSF outside the map is lost
+    pulls_map = (total - mu_total) / np.sqrt(mu_total)
+    assert abs(pulls_map.mean()) < 0.5 and 0.6 < pulls_map.std() < 1.4
 
 
 def test_same_seed_same_arrays_bit_for_bit(tmp_path):

@@ -309,6 +309,16 @@ def background_for(maps: dict, index=slice(None)) -> np.ndarray:
     return maps["background_templates"][maps["irf_id"][index]]
 
 
+def expected_counts(maps: dict, index: int, params: CTASimParams | None = None) -> np.ndarray:
+    """Expected counts per pixel of map ``index`` (true background + source),
+    the Poisson mean its ``counts`` were drawn from."""
+    p = params or CTASimParams()
+    npred, sigmas_deg, weights = maps["npred_source"][index], maps["psf_sigmas_deg"][index], maps["psf_weights"][index]
+    source = source_npred_map(maps["src_x_pix"][index], maps["src_y_pix"][index], npred,
+                              sigmas_deg / p.binsz_deg, weights, maps["counts"].shape[1:])
+    return maps["bkg_norm"][index] * background_for(maps, index).astype(float) + source
+
+
 # --------------------------------------------------------------------------- DL3
 def simulate_dl3(index_seed: int, p: CTASimParams | None = None, irf_name: str | None = None,
                  pnt: SkyCoord | None = None, src: SkyCoord | None = None, flux_crab: float = 0.05,
