@@ -50,7 +50,7 @@ HEADLINE = {
     "04_fermi_unet_kmeans": ("completeness_hilat_f2.3e-10_unet_kmeans",),
     "05_fermi_characterisation": ("accuracy_3class_cnn",),
     "06_ctao_survey_detection": ("source_recall", "f1_score"),
-    "07_radio_counts": ("counts_rel_residual", "source_recall"),
+    "07_radio_counts": ("counts_rel_residual",),
     "08_lhaaso_deconvolution": ("psnr_cnn",),
     "09_results_figures": ("n_figures",),
 }

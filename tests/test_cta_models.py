@@ -217,6 +217,7 @@ def test_save_load_round_trip(tmp_path):
     assert meta2["n_train"] == 4 and meta2["shape"] == [32, 32]
     assert meta2["saved_with"]["model_name"] == "cnn_localiser_softargmax"
     assert meta2["saved_with"]["n_params"] == m.count_params(model)
+    assert meta2["saved_with"]["machine"]
     assert loaded.get_layer("soft_argmax").initial_beta == 3.0
     np.testing.assert_allclose(
         loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-6

@@ -47,6 +47,20 @@ def test_networks_are_fully_convolutional():
     assert models.predict(models.build_cnn(2, (4, 4)), x2).shape == (2, 40, 48)
 
 
+def test_outputs_are_non_negative_and_conserve_the_input_counts():
+    rng = np.random.default_rng(3)
+    x = rng.poisson(2.0, (3, 32, 40, 1)).astype("float32")
+    nets = (models.build_cnn(1, (4, 4)), models.build_vae(latent=2, filters=4),
+            models.build_cnn(2, (4, 4)))
+    for model in nets:
+        xin = models.as_input(x[..., 0], 0.2) if model.input_shape[-1] == 2 else x
+        out = models.predict(model, xin)
+        assert out.min() >= 0
+        np.testing.assert_allclose(out.sum((1, 2)), x.sum((1, 2, 3)), rtol=1e-4)
+    raw = models.predict(models.build_cnn(1, (4, 4), flux_conserving=False), x)
+    assert not np.allclose(raw.sum((1, 2)), x.sum((1, 2, 3)), rtol=1e-2)
+
+
 def test_vae_adds_the_kl_loss_and_predicts_the_mean():
     vae = models.build_vae(latent=2, filters=4, beta=1.0)
     x = np.random.default_rng(1).random((4, 32, 32, 1)).astype("float32")

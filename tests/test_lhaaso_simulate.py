@@ -74,6 +74,19 @@ def test_forward_model_conserves_flux():
     assert npred[32, 32] < 0.1 * 1000
 
 
+def test_target_has_the_stated_resolution_and_keeps_the_flux():
+    m = sim.point_source_map(np.random.default_rng(2), [(30, 33, 1000.0)], psf.SIGMA1_DEG[25.0], P)
+    assert m["truth"].sum() == pytest.approx(1000.0, rel=1e-6)
+    fwhm_target = evaluation.fwhm_px(m["truth"], 30, 33) * P.binsz_deg
+    assert fwhm_target == pytest.approx(2 * np.sqrt(2 * np.log(2)) * P.target_sigma_deg, rel=0.05)
+    delta = sim.point_source_map(np.random.default_rng(2), [(30, 33, 1000.0)], psf.SIGMA1_DEG[25.0],
+                                 P.replace(target_sigma_deg=0.0))
+    assert delta["truth"][33, 30] == 1000.0 and np.count_nonzero(delta["truth"]) == 1
+    smoothed = baselines.richardson_lucy(m["counts"][None], psf.SIGMA1_DEG[25.0], 5, P.target_sigma_deg)
+    raw = baselines.richardson_lucy(m["counts"][None], psf.SIGMA1_DEG[25.0], 5)
+    np.testing.assert_allclose(smoothed, sim.to_target(raw, P.target_sigma_deg))
+
+
 def test_simulate_is_deterministic_and_consistent():
     a = sim.simulate(6, 4, P, "train")
     b = sim.simulate(6, 4, P, "train")

@@ -47,6 +47,8 @@ import numpy as np
 from keras import layers, ops
 from scipy import ndimage
 
+from ..results import machine
+
 __all__ = [
     "stretch",
     "smooth",
@@ -569,7 +571,7 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
     half-written file. ``metadata`` (preprocessing, geometry, training set
     size, profile, ...) must be JSON-like; numpy scalars and arrays are
     converted. A ``"saved_with"`` entry (model name, parameter count, Keras
-    version and backend) is added unless present. Returns ``path``.
+    version, backend and the machine it was trained on) is added unless present. Returns ``path``.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -583,6 +585,7 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
             "n_params": count_params(model),
             "keras_version": keras.__version__,
             "keras_backend": keras.backend.backend(),
+            "machine": machine(),
         },
     )
     text = json.dumps(meta, indent=1, sort_keys=True, default=_json_default)

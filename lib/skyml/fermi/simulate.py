@@ -37,6 +37,7 @@ same parameters give the same arrays bit for bit.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -306,38 +307,26 @@ SOURCE_FIELDS = ("patch", "x_pix", "y_pix", "glon", "glat", "flux1000", "in_patc
                  "dr2_index", "faint")
 
 
-def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: str = "train",
-                     sky: str = "mock", progress: bool = False) -> dict:
-    """Simulate ``n`` patches; returns a dict of arrays.
-
-    ``counts`` (n, 6, npix, npix) int32; ``background`` (n, 6, npix, npix)
-    float32, the true expected diffuse + isotropic counts; ``centre_glon``,
-    ``centre_glat``, ``centre_pixel`` (n,); the true sources near each patch as
-    flat arrays ``src_<field>`` for :data:`SOURCE_FIELDS` (``src_patch`` is
-    the patch index, ``src_in_patch`` whether the source lies on the patch).
-    The DR2 sky adds ``dr2_*`` arrays of the catalogue (name, signif_avg,
-    c_source, class1, glon, glat, flags).
-    """
+def _simulate_range(start: int, stop: int, seed: int, p: "FermiSimParams", split: str, sky: str,
+                    glon: np.ndarray, glat: np.ndarray, progress: bool = False) -> dict:
+    """Patches ``start`` … ``stop - 1`` of :func:`simulate_patches`. Each patch
+    draws from its own seed sequence ``[seed, split, i]`` and each sky from
+    ``[seed, split, 1000 + j]``, so any split of the range gives the same arrays."""
     from tqdm.auto import tqdm
 
-    p = p or FermiSimParams()
-    if n < 1:
-        raise ValueError("n must be >= 1")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
-    glon, glat, pix = patch_centres(split, n, seed)
-    n = len(glon)
+    n = stop - start
     counts = np.empty((n, irf.N_BINS, p.npix, p.npix), np.int32)
     bkg = np.empty((n, irf.N_BINS, p.npix, p.npix), np.float32)
     src = {k: [] for k in SOURCE_FIELDS}
     current, sky_id = None, -1
-    for i in tqdm(range(n), desc=f"simulating LAT patches ({sky}, {split})", disable=not progress, mininterval=2):
+    for i in tqdm(range(start, stop), desc=f"simulating LAT patches ({sky}, {split})", disable=not progress,
+                  mininterval=2):
         j = 0 if sky == "dr2" or split in ("test", "demo") else i // p.patches_per_sky
         if j != sky_id:
             current, sky_id = _sky(sky, [int(seed), SPLITS[split], 1000 + j], p), j
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], i]))
         c, b, near, x, y = simulate_patch(current, glon[i], glat[i], p, rng)
-        counts[i], bkg[i] = c, b
+        counts[i - start], bkg[i - start] = c, b
         src["patch"].append(np.full(len(near), i))
         src["x_pix"].append(x)
         src["y_pix"].append(y)
@@ -348,8 +337,65 @@ def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: 
         src["sky_index"].append(near + 1000000 * j)
         src["dr2_index"].append(current["dr2_index"][near])
         src["faint"].append(current["faint"][near])
-    out = {"counts": counts, "background": bkg, "centre_glon": glon, "centre_glat": glat, "centre_pixel": pix}
-    for k, v in src.items():
+    return {"counts": counts, "background": bkg, **{k: v for k, v in src.items()}}
+
+
+def simulation_workers(workers: int | None = None) -> int:
+    """Worker processes of the patch simulation: ``workers``, else the
+    environment variable ``SKYML_SIM_WORKERS``, else 1."""
+    if workers is None:
+        value = os.environ.get("SKYML_SIM_WORKERS", "1")
+        try:
+            workers = int(value)
+        except ValueError:
+            raise ValueError(f"SKYML_SIM_WORKERS must be an integer, got {value!r}") from None
+    if workers < 1:
+        raise ValueError(f"the number of simulation workers must be >= 1, got {workers}")
+    return int(workers)
+
+
+def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: str = "train",
+                     sky: str = "mock", progress: bool = False, workers: int | None = None) -> dict:
+    """Simulate ``n`` patches; returns a dict of arrays.
+
+    ``counts`` (n, 6, npix, npix) int32; ``background`` (n, 6, npix, npix)
+    float32, the true expected diffuse + isotropic counts; ``centre_glon``,
+    ``centre_glat``, ``centre_pixel`` (n,); the true sources near each patch as
+    flat arrays ``src_<field>`` for :data:`SOURCE_FIELDS` (``src_patch`` is
+    the patch index, ``src_in_patch`` whether the source lies on the patch).
+    The DR2 sky adds ``dr2_*`` arrays of the catalogue (name, signif_avg,
+    c_source, class1, glon, glat, flags).
+
+    ``workers`` > 1 (default: :func:`simulation_workers`) simulates chunks of
+    whole mock skies in separate processes; the arrays are the same bit for
+    bit whatever the number of workers.
+    """
+    p = p or FermiSimParams()
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
+    glon, glat, pix = patch_centres(split, n, seed)
+    n = len(glon)
+    workers = min(simulation_workers(workers), n)
+    if workers == 1:
+        parts = [_simulate_range(0, n, seed, p, split, sky, glon, glat, progress)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        step = -(-n // workers)
+        if not (sky == "dr2" or split in ("test", "demo")):  # chunks of whole skies: each sky is drawn once
+            step = -(-step // p.patches_per_sky) * p.patches_per_sky
+        bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+        with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_simulate_range, a, b, seed, p, split, sky, glon, glat) for a, b in bounds]
+            parts = [f.result() for f in futures]
+    out = {"counts": np.concatenate([q["counts"] for q in parts]),
+           "background": np.concatenate([q["background"] for q in parts]),
+           "centre_glon": glon, "centre_glat": glat, "centre_pixel": pix}
+    for k in SOURCE_FIELDS:
+        v = [a for q in parts for a in q[k]]
         out[f"src_{k}"] = np.concatenate(v) if v else np.empty(0)
     if sky == "dr2":
         cat = catalog.load_dr2()

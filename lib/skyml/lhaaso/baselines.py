@@ -1,7 +1,10 @@
 """Classical baselines of notebook 08 on normalised counts maps (scikit-image
 and scipy): Richardson–Lucy, the TS-map-style Gaussian smoothing at 0.29°,
 and the Wiener filter. Their free parameter (iterations, balance) is chosen on
-validation maps by the mean PSNR (:func:`choose`)."""
+validation maps by the mean PSNR (:func:`choose`). Richardson–Lucy and Wiener
+estimate the intrinsic map; with ``target_sigma_deg`` > 0 their output is
+brought to the reconstruction target's resolution
+(:func:`skyml.lhaaso.simulate.to_target`), as the networks are trained to give."""
 
 from __future__ import annotations
 
@@ -11,16 +14,18 @@ from skimage import restoration
 
 from . import psf
 from .evaluation import image_metrics
+from .simulate import to_target
 
 SMOOTH_SIGMA_DEG = 0.29
 RL_ITERATIONS = (5, 10, 20, 40, 80, 160, 320)
 WIENER_BALANCE = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
-def richardson_lucy(maps: np.ndarray, sigma1_deg: float, num_iter: int) -> np.ndarray:
+def richardson_lucy(maps: np.ndarray, sigma1_deg: float, num_iter: int, target_sigma_deg: float = 0.0) -> np.ndarray:
     k = psf.kernel(sigma1_deg)
-    return np.stack([restoration.richardson_lucy(np.asarray(m, np.float64), k, num_iter=int(num_iter), clip=False)
-                     for m in maps])
+    out = np.stack([restoration.richardson_lucy(np.asarray(m, np.float64), k, num_iter=int(num_iter), clip=False)
+                    for m in maps])
+    return to_target(out, target_sigma_deg)
 
 
 def smooth(maps: np.ndarray, sigma_deg: float = SMOOTH_SIGMA_DEG, binsz_deg: float = psf.BINSZ_DEG) -> np.ndarray:
@@ -28,9 +33,10 @@ def smooth(maps: np.ndarray, sigma_deg: float = SMOOTH_SIGMA_DEG, binsz_deg: flo
                      for m in maps])
 
 
-def wiener(maps: np.ndarray, sigma1_deg: float, balance: float) -> np.ndarray:
+def wiener(maps: np.ndarray, sigma1_deg: float, balance: float, target_sigma_deg: float = 0.0) -> np.ndarray:
     k = psf.kernel(sigma1_deg)
-    return np.stack([restoration.wiener(np.asarray(m, np.float64), k, float(balance), clip=False) for m in maps])
+    out = np.stack([restoration.wiener(np.asarray(m, np.float64), k, float(balance), clip=False) for m in maps])
+    return to_target(out, target_sigma_deg)
 
 
 def choose(method, maps: np.ndarray, truth: np.ndarray, values, **kwargs):

@@ -26,7 +26,8 @@ def xy(maps: dict, conditioned: bool = False):
 
 def _meta(kind, params, n_train, profile, **extra):
     return {"task": TASK, "model_kind": kind, "input": "counts / mean counts per pixel",
-            "output": "intrinsic counts / mean counts per pixel", "sim_params": params.to_dict(),
+            "output": "intrinsic counts / mean counts per pixel, at the target resolution",
+            "target_sigma_deg": params.target_sigma_deg, "sim_params": params.to_dict(),
             "binsz_deg": params.binsz_deg, "n_train": int(n_train), "profile": profile, **extra}
 
 
@@ -39,7 +40,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     choices = PSF_TRAIN_SIGMAS if conditioned else None
     key = {"kind": kind, "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict(),
            "epochs": int(epochs), "batch_size": int(batch_size), "patience": int(patience),
-           "learning_rate": float(learning_rate), "filters": [int(f) for f in filters], "version": 2}
+           "learning_rate": float(learning_rate), "filters": [int(f) for f in filters], "version": 3}
     if kind == "gan":
         key["gan_steps"] = int(gan_steps)
 
