@@ -8,8 +8,14 @@ Usage::
     skyml cta-localise INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
     skyml fermi-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--method M]
                        [--threshold P] [--overwrite]
+    skyml fermi-catalogue INPUT -o OUTPUT.fits [--profile quick|full] [--unet-model PATH]
+                       [--classifier-model PATH] [--flux-model PATH] [--threshold P] [--overwrite]
     skyml lhaaso-deconvolve INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH]
                        [--psf-sigma-deg DEG] [--overwrite]
+    skyml radio-counts INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
+    skyml ctao-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--threshold P] [--overwrite]
+    skyml optical-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--threshold P]
+                       [--overwrite]
 
 Each subcommand is one function decorated with :func:`subcommand`, which
 registers it in :data:`COMMANDS` together with its arguments (built from the
@@ -542,6 +548,263 @@ def lhaaso_deconvolve(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# fermi-catalogue
+# ---------------------------------------------------------------------------
+
+FERMI_CLASSIFIER = TrainedModel("fermi_classifier.keras", "05", "Fermi-LAT 3D-CNN classifier", "fermi-catalogue")
+FERMI_FLUX = TrainedModel("fermi_flux.keras", "05", "Fermi-LAT mean-variance flux network", "fermi-catalogue")
+
+
+@subcommand(
+    "fermi-catalogue",
+    help="Fermi-LAT catalogue (position, class, flux ± error, DR2 name) from a yearly counts cube",
+    arguments=(
+        arg("input", metavar="INPUT", type=Path,
+            help="WCS counts cube (gammapy Map) with axes 'energy' (0.3-1-3-10-30-100-1000 GeV) and "
+                 "'year' (10 bins), 0.15625° pixels, width and height multiples of 64"),
+        output(".fits", "catalogue table (FITS, or ECSV with a .ecsv suffix)"), PROFILE,
+        arg("--unet-model", metavar="PATH", type=Path, default=None,
+            help="U-Net .keras file instead of the profile's fermi_unet.keras (notebook 04)"),
+        arg("--classifier-model", metavar="PATH", type=Path, default=None,
+            help="3D-CNN .keras file instead of the profile's fermi_classifier.keras (notebook 05)"),
+        arg("--flux-model", metavar="PATH", type=Path, default=None,
+            help="flux network .keras file instead of the profile's fermi_flux.keras (notebook 05)"),
+        arg("--threshold", type=float, default=0.5, help="U-Net probability threshold (default: 0.5)"),
+        arg("--dr2-radius-deg", type=float, default=0.5,
+            help="association radius to 4FGL-DR2 names (default: 0.5, as seed 002)"),
+        OVERWRITE,
+    ),
+)
+def fermi_catalogue(args: argparse.Namespace) -> str:
+    """Build the catalogue-like product of seed 004 from a yearly Fermi-LAT
+    counts cube: notebook 04's U-Net + k-means on the 10-year sum finds the
+    sources; around each, a yearly cut-out goes to notebook 05's 3D CNN
+    (class AGN / PSR / FAKE and probabilities) and mean-variance network
+    (F(1-100 GeV) ± error); each source gets the nearest 4FGL-DR2 name within
+    --dr2-radius-deg. Columns: ASID_LON, ASID_LAT, RA, DEC, DET_PROB, CLASS,
+    CLASS_PROB, P_AGN, P_PSR, P_FAKE, FLUX, FLUX_ERR, FLUX_LO, FLUX_HI,
+    DR2_NAME, DR2_SEP."""
+    check_output(args.output, args.overwrite)
+    if not 0.0 < args.threshold < 1.0:
+        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if not args.dr2_radius_deg > 0:
+        raise CommandError(f"--dr2-radius-deg must be positive, got {args.dr2_radius_deg}")
+    with filtered_stderr():
+        from .fermi import flux as _fermi_flux  # noqa: F401  registers the flux loss
+        from .fermi import models as _fermi_models  # noqa: F401  registers the U-Net loss
+    loaded = {}
+    for trained, given in ((FERMI_UNET, args.unet_model), (FERMI_CLASSIFIER, args.classifier_model),
+                           (FERMI_FLUX, args.flux_model)):
+        path = model_path(trained, argparse.Namespace(model=given, profile=args.profile))
+        loaded[trained.file_name] = (path,) + load_trained_model(path, trained)
+    unet_path, unet, unet_meta = loaded[FERMI_UNET.file_name]
+    clf_path, classifier, clf_meta = loaded[FERMI_CLASSIFIER.file_name]
+    flux_path, flux_model, _ = loaded[FERMI_FLUX.file_name]
+    if clf_meta.get("role", "classifier") != "classifier" or tuple(classifier.output_shape)[-1] != 3:
+        raise CommandError(f"{clf_path}: not the 3-class classifier of notebook 05")
+    if tuple(flux_model.output_shape)[-1] != 2:
+        raise CommandError(f"{flux_path}: not the (mu, sigma) flux network of notebook 05")
+
+    from . import io
+    from .fermi.catalogue import build_catalogue, read_yearly_cube
+    from .fermi.simulate import FermiSimParams
+
+    try:
+        params = FermiSimParams.from_dict(unet_meta["sim_params"]) if "sim_params" in unet_meta \
+            else FermiSimParams()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CommandError(f"{unet_path}: invalid 'sim_params' in the model metadata ({err})") from err
+    try:
+        counts, wcs, description = read_yearly_cube(args.input, params)
+    except io.InputError as err:
+        raise CommandError(str(err)) from err
+    npix = int(classifier.input_shape[0][1])
+    table, _, n_edge = build_catalogue(counts, wcs, unet, params, classifier, flux_model, npix,
+                                       threshold=args.threshold, dr2_radius_deg=args.dr2_radius_deg)
+    table.meta.update({"creator": f"skyml {__version__} fermi-catalogue", "unet": str(unet_path),
+                       "classify": str(clf_path), "fluxnet": str(flux_path),
+                       "profile": model_profile(argparse.Namespace(profile=args.profile, model=args.classifier_model),
+                                                clf_meta),
+                       "thresh": float(args.threshold), "n_edge": int(n_edge),
+                       "input": description.replace("×", "x")})
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
+    return (f"wrote {args.output}: {len(table)} sources ({n_edge} detections near the edge dropped; "
+            f"input: {description})")
+
+
+# ---------------------------------------------------------------------------
+# radio-counts
+# ---------------------------------------------------------------------------
+
+RADIO_CNN = TrainedModel("radio_counts_cnn.keras", "07", "radio counts CNN (restored images)", "radio-counts")
+
+
+@subcommand(
+    "radio-counts",
+    help="radio source counts per flux bin, below the detection threshold, with the CNN of notebook 07",
+    arguments=(
+        arg("input", metavar="INPUT", type=Path,
+            help="restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
+                 "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images"),
+        output(".ecsv", "counts table (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL, OVERWRITE,
+    ),
+)
+def radio_counts(args: argparse.Namespace) -> str:
+    """Count radio sources per flux bin, down to far below the 5 sigma
+    detection threshold, with the restored-image CNN of notebook 07. The
+    image is cut into the model's context blocks (rows and columns that do not
+    fill a whole one are left out) and these into sub-images (those with NaN
+    pixels are left out); each sub-image is counted with the pixel histogram
+    of its block as second input, and the counts per bin are summed. The flux bins, pixel size, beam and
+    noise scale come from the model's metadata sidecar; an image with another
+    pixel size or beam is refused (not resampled). Columns: s_min, s_max, s_mid
+    [Jy], x_below_threshold, counts, counts_err (the validation RMS relative
+    residual of the bin times the counts), dnds, dnds_err [Jy-1 sr-1],
+    euclidean, euclidean_err [Jy^1.5 sr-1]."""
+    check_output(args.output, args.overwrite)
+    path = model_path(RADIO_CNN, args)
+    model, metadata = load_trained_model(path, RADIO_CNN)
+    needed = ("edges_jy", "pixel_arcsec", "sub_npix", "context_npix", "bmaj_deg", "bmin_deg", "bpa_deg",
+              "input_scale_jy", "target_scaler", "val_rel_rms", "threshold_jy")
+    lacking = [k for k in needed if k not in metadata]
+    if lacking:
+        raise CommandError(f"{path}: model metadata lacks {', '.join(lacking)}")
+    if metadata.get("image_kind", "restored") != "restored":
+        raise CommandError(f"{path}: this network was trained on {metadata['image_kind']} images, not on "
+                           "restored images")
+
+    from . import io
+    from .radio.pipeline import count_image, counts_table, read_restored_image
+
+    image, _, beam = read_restored_image(args.input, metadata)
+    try:
+        result = count_image(model, metadata, image)
+    except ValueError as err:
+        raise CommandError(f"{args.input}: {err}") from err
+    table = counts_table(result, metadata)
+    table.meta.update({"creator": f"skyml {__version__} radio-counts", "model": str(path),
+                       "profile": model_profile(args, metadata), "input": args.input.name,
+                       "n_tiles": result["n_tiles"], "n_tiles_skipped": result["n_tiles_skipped"],
+                       "area_deg2": result["area_sr"] / (3.141592653589793 / 180.0) ** 2,
+                       "threshold_jy": float(metadata["threshold_jy"]), **beam})
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
+    return (f"wrote {args.output}: counts in {len(table)} flux bins from {result['n_tiles']} sub-images "
+            f"({result['n_tiles_skipped']} with NaN pixels skipped)")
+
+
+# ---------------------------------------------------------------------------
+# ctao-detect, optical-detect
+# ---------------------------------------------------------------------------
+
+CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
+OPTICAL_UNET = TrainedModel("optical_unet.keras", "06", "optical U-Net", "optical-detect")
+
+
+@subcommand(
+    "ctao-detect",
+    help="detect sources in a CTAO survey counts cube (3 energy bins, 0.02° pixels) with the U-Net + LoG",
+    arguments=(
+        arg("input", metavar="INPUT", type=Path,
+            help="WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels"),
+        output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
+        arg("--threshold", type=float, default=0.5,
+            help="probability threshold of a LoG blob (default: 0.5; notebook 06 reports the validation choice)"),
+        OVERWRITE,
+    ),
+)
+def ctao_detect(args: argparse.Namespace) -> str:
+    """Detect sources in a CTAO Galactic-plane-survey counts cube with the
+    U-Net of notebook 06 (log1p(counts) input) and scikit-image blob_log on
+    its probability map. The network is fully convolutional: any map of at
+    least 16×16 px works. The source list has glon, glat, ra, dec [deg],
+    probability and the input pixel (x_pix, y_pix)."""
+    check_output(args.output, args.overwrite)
+    if not 0.0 < args.threshold < 1.0:
+        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    path = model_path(CTAO_UNET, args)
+    with filtered_stderr():
+        from .ctao import models as _ctao_models  # noqa: F401  registers the loss
+    model, metadata = load_trained_model(path, CTAO_UNET)
+
+    from . import io
+    from .ctao import detect as ctao_detect_mod
+    from .ctao.models import predict as ctao_predict
+    from .ctao.pipeline import detections_table, read_counts_cube
+    from .ctao.simulate import SurveyParams, network_input
+
+    try:
+        params = SurveyParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata else SurveyParams()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
+    scaling = metadata.get("scaling", "log")
+    try:
+        counts, wcs, description = read_counts_cube(args.input, params.binsz_deg)
+    except io.InputError as err:
+        raise CommandError(str(err)) from err
+    prob = ctao_predict(model, network_input(counts[None], params, scaling), batch_size=1)[0, ..., 0]
+    x, y, score = ctao_detect_mod.log_positions(prob, threshold=args.threshold)
+    table = detections_table(x, y, score, wcs)
+    table.meta.update({"creator": f"skyml {__version__} ctao-detect", "model": str(path),
+                       "profile": model_profile(args, metadata), "thresh": float(args.threshold),
+                       "input": description})
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
+    return f"wrote {args.output}: {len(table)} sources (input: {description})"
+
+
+@subcommand(
+    "optical-detect",
+    help="detect stars in an optical image (MeerLICHT-like, 2-3\" PSF) with the U-Net + LoG",
+    arguments=(
+        arg("input", metavar="INPUT", type=Path, help="FITS image (2D, finite values), at least 32×32 px"),
+        output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
+        arg("--threshold", type=float, default=None,
+            help="probability threshold of a LoG blob (default: the model's, chosen on validation tiles)"),
+        OVERWRITE,
+    ),
+)
+def optical_detect(args: argparse.Namespace) -> str:
+    """Detect stars in an optical image with the U-Net of notebook 06
+    (asinh of the background-subtracted image in units of its robust noise)
+    and scikit-image blob_log. The source list has x_pix, y_pix (0-based,
+    pixel centres at integers), probability, and ra, dec [deg] when the image
+    has a celestial WCS."""
+    import astropy.units as u
+    import numpy as np
+    from astropy.table import QTable
+
+    check_output(args.output, args.overwrite)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    path = model_path(OPTICAL_UNET, args)
+    with filtered_stderr():
+        from .ctao import models as _ctao_models  # noqa: F401  registers the loss
+    model, metadata = load_trained_model(path, OPTICAL_UNET)
+    if args.threshold is None:
+        args.threshold = float(metadata.get("threshold", 0.3))
+
+    from . import io
+    from .optical.pipeline import read_image, unet_detect
+    from .optical.simulate import OpticalParams
+
+    try:
+        image, wcs = read_image(args.input)
+    except io.InputError as err:
+        raise CommandError(str(err)) from err
+    det = unet_detect(model, image[None], OpticalParams(), args.threshold)
+    table = QTable({"x_pix": det["x_pix"], "y_pix": det["y_pix"], "probability": det["score"]})
+    if wcs is not None and len(table):
+        sky = wcs.pixel_to_world(det["x_pix"], det["y_pix"]).icrs
+        table["ra"], table["dec"] = sky.ra.deg * u.deg, sky.dec.deg * u.deg
+    elif wcs is not None:
+        table["ra"], table["dec"] = np.zeros(0) * u.deg, np.zeros(0) * u.deg
+    table.meta.update({"creator": f"skyml {__version__} optical-detect", "model": str(path),
+                       "profile": model_profile(args, metadata), "thresh": float(args.threshold),
+                       "input": args.input.name})
+    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
+    return f"wrote {args.output}: {len(table)} sources ({image.shape[1]}×{image.shape[0]} px)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,9 @@ command-line tools (:mod:`skyml.cli`) can print it as it is:
 - counts maps (:func:`read_counts_map`): a FITS image with a celestial WCS,
   two non-degenerate axes, finite non-negative counts, not all zero, and
   optionally a given shape and pixel size;
+- real-valued images (:func:`read_image`): a FITS image with a celestial WCS
+  and two non-degenerate axes, signed values (e.g. a radio image in Jy/beam),
+  NaN allowed for blanked pixels but not everywhere; the header is returned;
 - event lists (:func:`read_event_list`): a GADF DL3 file with an ``EVENTS``
   HDU holding at least one event and the pointing keywords ``RA_PNT`` and
   ``DEC_PNT`` (ICRS degrees) in its header;
@@ -40,6 +43,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 __all__ = [
     "InputError",
     "read_counts_map",
+    "read_image",
     "read_event_list",
     "read_cta_input",
     "write_fits_map",
@@ -255,6 +259,51 @@ def read_counts_map(path, expected_shape=None, expected_binsz_deg=None, hdu=None
     """
     counts, wcs, _, _ = _read_counts_map(path, expected_shape, expected_binsz_deg, hdu)
     return counts, wcs
+
+
+def read_image(path, hdu=None):
+    """Read a real-valued (signed) image with its celestial WCS from a FITS file.
+
+    Unlike :func:`read_counts_map`, negative values are allowed (an
+    interferometric image, a residual map) and so are NaN pixels (blanked
+    regions; integer ``BLANK`` pixels are turned into NaN), as long as one
+    pixel is finite.
+
+    Parameters
+    ----------
+    path : str or Path
+        FITS file (compressed ``.gz`` files too).
+    hdu : str or int, optional
+        Name or index of the HDU to read; default: the first image HDU with data.
+
+    Returns
+    -------
+    image : float64 array, shape (ny, nx)
+    wcs : astropy ``WCS``, celestial, 2 axes, matching ``image``.
+    header : astropy ``fits.Header``, a copy of the chosen HDU's header.
+
+    Raises
+    ------
+    InputError
+        File missing or unreadable, not a FITS file or corrupt, no image HDU,
+        data not 2D or not numeric, WCS missing or not celestial, or no finite
+        pixel.
+    """
+    path = Path(path)
+    with _open_fits(path) as hdul:
+        chosen, label, data = _select_image_hdu(hdul, path, hdu)
+        image, wcs, _ = _image_and_wcs(data, chosen.header, path, label)
+        header = chosen.header.copy()
+    try:
+        values = np.array(image, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{path}: HDU {label} data are not numeric ({_one_line(err)})") from err
+    blank = header.get("BLANK")
+    if blank is not None and header.get("BITPIX", -32) > 0:
+        values[np.asarray(image) == blank] = np.nan
+    if not np.isfinite(values).any():
+        raise InputError(f"{path}: every pixel of HDU {label} is NaN or infinite")
+    return values, wcs, header
 
 
 def _pointing_from_header(header: fits.Header, path: Path):

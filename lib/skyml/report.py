@@ -29,6 +29,9 @@ ANALYSES = {
     "02_cta_cnn_cleaner": "CTA background cleaning",
     "03_cta_cnn_regressor": "CTA source localisation",
     "04_fermi_unet_kmeans": "Fermi-LAT point-source detection",
+    "05_fermi_characterisation": "Fermi-LAT source characterisation",
+    "06_ctao_survey_detection": "CTAO Galactic-plane survey detection",
+    "07_radio_counts": "Radio source counts below threshold",
     "08_lhaaso_deconvolution": "LHAASO resolution enhancement",
 }
 
@@ -110,6 +113,56 @@ del method, name, stat, stat_label, anchor_value
 METRICS["fwhm_ratio_cnn"] = Metric("bright isolated point source: reconstructed FWHM / PSF FWHM, CNN",
                                    "goal ≤ 0.5 (issue 7)")
 METRICS["flux_conservation_err_cnn"] = Metric("median |total flux out / in − 1|, CNN", "goal ≤ 0.05 (issue 7)")
+METRICS["fwhm_ratio_richardson_lucy"] = Metric(
+    "bright isolated point source: reconstructed FWHM / PSF FWHM, Richardson–Lucy")
+METRICS["fwhm_ratio_target"] = Metric("bright isolated point source: target FWHM / PSF FWHM (the best possible)")
+for method, name in (("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy"), ("input", "blurred counts map")):
+    METRICS[f"min_resolved_sep_deg_{method}"] = Metric(f"two equal point sources: smallest resolved separation (deg), {name}")
+del method, name
+
+ASID = "AutoSourceID, A&A 656 A62"
+METRICS["accuracy_3class_cnn"] = Metric("AGN/PSR/FAKE accuracy, 3D CNN on yearly cut-outs", f"≈0.70 ({ASID}); goal ≥ 0.90")
+METRICS["accuracy_3class_trees"] = Metric("AGN/PSR/FAKE accuracy, gradient-boosted trees on catalogue features")
+METRICS["balanced_accuracy_cnn"] = Metric("balanced accuracy, 3D CNN")
+METRICS["balanced_accuracy_trees"] = Metric("balanced accuracy, gradient-boosted trees")
+for method, name in (("cnn", "mean–variance network"), ("fit", "gammapy likelihood fit")):
+    unet = method == "cnn"
+    METRICS[f"flux_bias_frac_{method}"] = Metric(f"F(1–100 GeV) median relative bias above 2e-10, {name}",
+                                                 "goal |bias| < 0.05 (issue 4)" if unet else "")
+    METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation above 2e-10, {name}",
+                                                "goal 1 ± 0.1 (issue 4)" if unet else "")
+METRICS["flux_scatter_ratio_cnn_vs_fit"] = Metric("flux scatter, network / likelihood fit (same cut-outs)",
+                                                  "goal ≤ 1.2 (issue 4)")
+del method, name, unet
+
+CTAO_METHODS = {"unet_log": "U-Net + LoG (log scaling)", "unet_log_noscale": "U-Net + LoG (linear input)",
+                "cedirnet": "centre-direction regression", "tsmap": "TS map + find_peaks"}
+for method, name in CTAO_METHODS.items():
+    METRICS[f"f1_above_sens_{method}"] = Metric(f"F1 above the survey sensitivity, {name}",
+                                                "goal ≥ 0.95 (issue 5)" if method == "unet_log" else "")
+    METRICS[f"recall_above_sens_{method}"] = Metric(f"recall above the survey sensitivity, {name}")
+    METRICS[f"sep68_deg_{method}"] = Metric(f"68% separation of matched sources (deg), {name}",
+                                            "goal ≤ 0.03 (issue 5)" if method == "unet_log" else "")
+    if method != "tsmap":
+        METRICS[f"recall_at_tsmap_precision_{method}"] = Metric(
+            f"recall at the TS map's precision (TS-map patches), {name}")
+del method, name
+for method, name in (("unet_log", "U-Net + LoG"), ("daofinder", "photutils DAOStarFinder")):
+    METRICS[f"f1_crowded_{method}"] = Metric(f"optical crowded field: F1, {name}",
+                                             "goal: U-Net above DAOStarFinder (issue 5)" if method == "unet_log" else "")
+del method, name
+
+RADIO = "Todarello et al., arXiv 2306.15720"
+for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", "CNN, sky-model images"),
+                     ("pd_restored", "P(D) fit, restored images")):
+    METRICS[f"depth_10pct_xthreshold_{method}"] = Metric(
+        f"depth below the 5σ threshold (×) with every bin within 10%, {name}",
+        f"≈10 ({RADIO}); goal ≥ 30 (issue 6)" if method == "cnn_restored" else "")
+    METRICS[f"max_abs_resid_{method}"] = Metric(f"largest per-bin relative residual of N(s), {name}",
+                                                "goal ≤ 0.10 (issue 6)" if method == "cnn_restored" else "")
+del method, name
+METRICS["max_abs_resid_unseen_shape_cnn_restored"] = Metric(
+    "largest per-bin relative residual, n(s) shape not seen in training, CNN, restored images")
 
 COLUMNS = ("Analysis / notebook", "Metric", "Value", "Anchor (published)",
            "Profile", "Machine", "n_test", "Commit")

@@ -1,0 +1,350 @@
+"""F(1–100 GeV) with an uncertainty per source: a mean–variance network and a
+gammapy likelihood fit on the same cut-outs.
+
+**Network** (as ASID-FE, Stoppa et al. 2023, A&A 680 A108): a small CNN on
+the cut-out (H, W, 6 energy bins) as log(1 + counts), log(1 + known
+background) and asinh(counts − background) (:func:`network_input`), plus a
+dense branch on aperture photometry (:func:`aperture_photometry`), with two
+outputs, the mean ``mu`` and the standard deviation ``sigma`` (softplus) of a
+Gaussian in ``log10(F / 1e-10 ph cm⁻² s⁻¹)``, trained by the Gaussian negative
+log-likelihood (:func:`gaussian_nll`). It gets the same known background as
+the likelihood fit (the first version saw the counts only and was biased by
+about −23 % above 2e-10). The flux is ``1e-10 × 10**mu`` (a median estimate)
+and its 68 % interval ``10**(mu ± sigma)``; the symmetric error quoted in the
+catalogue is ``F ln(10) sigma``.
+
+**Likelihood baseline** (:func:`likelihood_flux`): a Poisson (gammapy
+``cash``) maximum-likelihood fit with iminuit of the 10-year cut-out with the
+*known* expected background, whose source model is the simulation's own
+forward model (:class:`SourceModel`: exposure-weighted spectrum at the energy
+nodes, FRONT and BACK Gaussian PSF per node, pixel integration), free
+F(1–100 GeV), a free position within 2 px of the centre and a log-parabola or
+PLEC (b = 2/3) spectrum, the better of the two. (A first version used a
+gammapy ``MapDataset`` with one Gaussian PSF per bin of the rms width; that
+PSF mismatch alone biased it by −25…−30 % on noise-free cut-outs.)
+
+**Metrics** (:func:`flux_metrics`): bias = median of F_est / F_true − 1;
+scatter = half the 16–84 % range of F_est / F_true − 1; pulls
+(:func:`pulls`) and the 68 % / 95 % coverage of the quoted intervals.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+FLUX_SCALE = 1.0e-10
+
+
+def log_flux_target(flux1000) -> np.ndarray:
+    """Regression target log10(F / 1e-10)."""
+    f = np.asarray(flux1000, float)
+    if np.any(~np.isfinite(f)) or np.any(f <= 0):
+        raise ValueError("fluxes must be finite and positive")
+    return np.log10(f / FLUX_SCALE).astype(np.float32)
+
+
+def network_input(counts10: np.ndarray, background10: np.ndarray) -> np.ndarray:
+    """(n, H, W, 18) float32 network input of 10-year cut-outs (n, 6, H, W) and
+    their diffuse + isotropic background model (n, 6, H, W): per energy bin
+    log(1 + counts), log(1 + background) and asinh(counts − background)."""
+    c = np.asarray(counts10, np.float32)
+    b = np.asarray(background10, np.float32)
+    if c.ndim != 4:
+        raise ValueError(f"10-year cut-outs must be (n, energy, H, W), got shape {c.shape}")
+    if b.shape != c.shape:
+        raise ValueError(f"background {b.shape} must have the shape of the counts {c.shape}")
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise ValueError("the background must be finite and non-negative")
+    x = np.concatenate([np.log1p(c), np.log1p(b), np.arcsinh(c - b)], axis=1)
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+
+def aperture_photometry(counts10: np.ndarray, background10: np.ndarray, binsz_deg: float,
+                        event_types: str = "front+back") -> np.ndarray:
+    """(n, 12) float32 second input of the flux network: per energy bin
+    log10(max(aperture excess, 0.5)) and log10(aperture background), in the
+    circular aperture of :func:`skyml.fermi.classify.aperture_radius_px`
+    around the cut-out centre — the sums a flux estimate starts from, which a
+    small CNN with pooling otherwise has to learn to form."""
+    from .classify import aperture_radius_px
+
+    c = np.asarray(counts10, float)
+    b = np.asarray(background10, float)
+    if c.ndim != 4 or b.shape != c.shape:
+        raise ValueError(f"counts {c.shape} and background {b.shape} must both be (n, energy, H, W)")
+    h, w = c.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    r2 = (xx - (w - 1) / 2.0) ** 2 + (yy - (h - 1) / 2.0) ** 2
+    masks = np.stack([r2 <= r**2 for r in aperture_radius_px(binsz_deg, event_types)]).astype(float)
+    n_ap = np.einsum("nehw,ehw->ne", c, masks)
+    b_ap = np.einsum("nehw,ehw->ne", b, masks)
+    return np.concatenate([np.log10(np.maximum(n_ap - b_ap, 0.5)), np.log10(np.maximum(b_ap, 1e-3))],
+                          axis=1).astype(np.float32)
+
+
+def flat_log_flux_weights(flux1000, n_bins: int = 8, max_weight: float = 10.0) -> np.ndarray:
+    """Sample weights that flatten the training distribution of log10 F
+    (inverse histogram density in ``n_bins`` bins, capped at ``max_weight``
+    times the smallest, mean 1), so that the steep source counts (most sources
+    near the threshold) do not pull the bright sources' estimates down."""
+    y = np.log10(np.asarray(flux1000, float))
+    edges = np.linspace(y.min(), y.max() + 1e-9, n_bins + 1)
+    idx = np.clip(np.digitize(y, edges) - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(float)
+    w = 1.0 / count[idx]
+    w = np.minimum(w, max_weight * w.min())
+    return (w / w.mean()).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="skyml_fermi")
+def gaussian_nll(y_true, y_pred):
+    """Gaussian negative log-likelihood of ``y_true`` (n, 1) given
+    ``y_pred = (mu, sigma)`` (n, 2), up to the constant log sqrt(2 pi)."""
+    from keras import ops
+
+    y = ops.cast(y_true[:, 0], y_pred.dtype)
+    mu, sigma = y_pred[:, 0], y_pred[:, 1]
+    return ops.mean(0.5 * ops.square((y - mu) / sigma) + ops.log(sigma))
+
+
+def build_flux_net(input_shape, n_photometry: int = 12, filters: int = 32, learning_rate: float = 1e-3,
+                   dropout: float = 0.2):
+    """CNN on the cut-out image plus a dense branch on the aperture
+    photometry, with a (mu, sigma) head."""
+    from keras import layers
+
+    x_in = keras.Input(shape=tuple(input_shape), name="counts_and_background")
+    p_in = keras.Input(shape=(int(n_photometry),), name="aperture_photometry")
+    x = x_in
+    for level, f in enumerate((filters, 2 * filters)):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{level}a")(x)
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{level}b")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    ph = layers.Dense(2 * filters, activation="relu", name="photometry_dense")(p_in)
+    x = layers.Concatenate(name="join")([x, ph, p_in])
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dense(2 * filters, activation="relu", name="dense")(x)
+    mu = layers.Dense(1, name="mu")(x)
+    sigma = layers.Dense(1, activation="softplus", name="sigma_raw")(x)
+    sigma = layers.Rescaling(1.0, offset=1e-3, name="sigma")(sigma)
+    out = layers.Concatenate(name="mu_sigma")([mu, sigma])
+    model = keras.Model([x_in, p_in], out, name="fermi_flux_mean_variance")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=gaussian_nll)
+    return model
+
+
+def flux_inputs(counts10, background10, binsz_deg: float = 10.0 / 64) -> list[np.ndarray]:
+    """The two inputs of the flux network: :func:`network_input` and :func:`aperture_photometry`."""
+    return [network_input(counts10, background10), aperture_photometry(counts10, background10, binsz_deg)]
+
+
+def train_flux_net(counts10, background10, flux1000, counts10_val, background10_val, flux1000_val, *,
+                   epochs: int, seed: int, filters: int = 32, batch_size: int = 32, patience: int = 5,
+                   learning_rate: float = 1e-3, flat_weights: bool = False, binsz_deg: float = 10.0 / 64,
+                   verbose: int = 2):
+    """Fit with early stopping and a learning rate halved on plateaus; returns
+    (model, history). Training cut-outs are augmented with the 8
+    flips/rotations of the sky axes (the aperture photometry is invariant);
+    ``flat_weights`` weights the samples by :func:`flat_log_flux_weights`."""
+    from .classify import dihedral
+
+    x, ph = flux_inputs(counts10, background10, binsz_deg)
+    y = log_flux_target(flux1000)
+    w = flat_log_flux_weights(flux1000) if flat_weights else np.ones(len(y), np.float32)
+    x = np.concatenate([dihedral(np.moveaxis(x, -1, 1), k) for k in range(8)])
+    x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    ph, y, w = np.tile(ph, (8, 1)), np.tile(y, 8), np.tile(w, 8)
+    keras.utils.set_random_seed(int(seed))
+    model = build_flux_net(x.shape[1:], ph.shape[1], filters=filters, learning_rate=learning_rate)
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
+                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+    history = model.fit([x, ph], y[:, None], sample_weight=w,
+                        validation_data=(flux_inputs(counts10_val, background10_val, binsz_deg),
+                                         log_flux_target(flux1000_val)[:, None]),
+                        epochs=int(epochs), batch_size=int(batch_size), shuffle=True, callbacks=callbacks,
+                        verbose=verbose)
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict_flux(model, counts10: np.ndarray, background10: np.ndarray, binsz_deg: float = 10.0 / 64,
+                 batch_size: int = 256):
+    """(F [ph cm⁻² s⁻¹], sigma of log10 F) of 10-year cut-outs (n, 6, H, W)
+    with their diffuse + isotropic background model."""
+    out = np.asarray(model.predict(flux_inputs(counts10, background10, binsz_deg), batch_size=batch_size,
+                                   verbose=0), float)
+    return FLUX_SCALE * 10 ** out[:, 0], out[:, 1]
+
+
+# --------------------------------------------------------------------------- likelihood baseline
+#: Spectral families of the likelihood fit: (catalog spectrum type, free shape parameters
+#: (name, start, lower, upper)); the PLEC exponent b is fixed at 2/3 as for the DR2 pulsars.
+FIT_SPECTRA = {
+    "logparabola": (1, (("index", 2.2, 0.5, 5.0), ("beta", 0.05, -0.3, 1.0))),
+    "plec": (2, (("index", 1.5, -1.0, 4.0), ("expfactor", 0.01, 0.0, 0.5))),
+}
+FIT_PIVOT_MEV = 1.0e3
+PLEC_EXP_INDEX = 2.0 / 3.0
+
+
+def fit_spectra(flux1000, spectrum: str, shape_a, shape_b) -> dict:
+    """The catalogue spectra dict (:data:`skyml.fermi.catalog.SPECTRUM_FIELDS`) of one fitted source."""
+    code, _ = FIT_SPECTRA[spectrum]
+    one = lambda v: np.array([float(v)])
+    return {"spectrum_type": np.array([code]), "index": one(shape_a),
+            "beta": one(shape_b if code == 1 else 0.0), "expfactor": one(shape_b if code == 2 else 0.0),
+            "exp_index": one(PLEC_EXP_INDEX if code == 2 else 1.0), "pivot_mev": one(FIT_PIVOT_MEV),
+            "flux1000": one(flux1000)}
+
+
+def source_npred(flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix, cutout_params) -> np.ndarray:
+    """Expected 10-year counts (6, npix, npix) of one point source, computed
+    with the simulation's own forward model: the exposure-weighted spectrum at
+    the energy nodes (:func:`skyml.fermi.simulate.node_counts`) and the
+    pixel-integrated FRONT/BACK Gaussian PSF of every node
+    (:func:`skyml.fermi.cutouts.render_each_source`)."""
+    from .cutouts import render_each_source
+    from .simulate import node_counts
+
+    p = cutout_params.sim_params()
+    nc = node_counts(fit_spectra(flux1000, spectrum, shape_a, shape_b), p.event_types)
+    return render_each_source([x_pix], [y_pix], nc, p)[0]
+
+
+class SourceModel:
+    """Fast :func:`source_npred` for one cut-out geometry: the energy nodes,
+    their exposure and the PSF components are computed once (same numbers as
+    the simulation, see ``test_source_model_matches_the_simulation``)."""
+
+    def __init__(self, cutout_params):
+        from . import catalog, irf
+
+        p = cutout_params.sim_params()
+        self.npix = p.npix
+        energy, weight, _ = irf.node_grid()
+        self.energy = energy
+        self.node_weight = weight * irf.exposure_cm2s(energy, p.event_types)
+        self.band_e, self.band_w = catalog._log_grid(*catalog.FLUX_BAND_MEV, 64)
+        sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+        self.sig_pix = sig_deg / p.binsz_deg
+        self.nodes, self.frac = nodes, frac
+        self.bin_masks = [cbins == k for k in range(irf.N_BINS)]
+
+    def npred(self, flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix) -> np.ndarray:
+        from . import catalog
+        from .simulate import _pixel_fractions
+
+        spec = fit_spectra(flux1000, spectrum, shape_a, shape_b)
+        norm = flux1000 / float(catalog.dnde_shape(self.band_e, spec)[0] @ self.band_w)
+        node = norm * catalog.dnde_shape(self.energy, spec)[0] * self.node_weight
+        amp = node[self.nodes] * self.frac
+        px = _pixel_fractions(np.array([float(x_pix)]), self.sig_pix, self.npix)[0]
+        py = _pixel_fractions(np.array([float(y_pix)]), self.sig_pix, self.npix)[0]
+        wy = amp[:, None] * py
+        return np.stack([wy[m].T @ px[m] for m in self.bin_masks])
+
+
+def likelihood_flux(counts10: np.ndarray, background10: np.ndarray, cutout_params,
+                    spectra=("logparabola", "plec"), max_shift_px: float = 2.0):
+    """Poisson maximum-likelihood fit of one 10-year cut-out (6, H, W) with its
+    known expected background: (F(1–100 GeV), its 1σ error, TS, success, spectrum).
+
+    The source model is :func:`source_npred` — the same PSF (FRONT/BACK
+    Gaussians per energy node), exposure and pixel integration as the
+    simulation — with free F(1–100 GeV) (the fit parameter itself, so its
+    HESSE error is the flux error), two spectral shape parameters per family of
+    ``spectra`` and a free position within ``max_shift_px`` of the cut-out
+    centre (the detected position). The statistic is gammapy's ``cash``
+    (−2 ln L), minimised with iminuit (MIGRAD, HESSE); with several families the
+    one with the lowest statistic is kept (as 4FGL chooses between spectral
+    shapes). TS = cash(background only) − cash(best fit).
+    """
+    from gammapy.stats import cash
+    from iminuit import Minuit
+
+    counts10 = np.asarray(counts10, float)
+    background10 = np.asarray(background10, float)
+    if counts10.shape != background10.shape or counts10.ndim != 3:
+        raise ValueError(f"counts {counts10.shape} and background {background10.shape} must both be (6, H, W)")
+    if np.any(~np.isfinite(background10)) or np.any(background10 <= 0):
+        raise ValueError("the background must be finite and positive")
+    centre = (counts10.shape[-1] - 1) / 2.0
+    if counts10.shape[-1] != cutout_params.npix:
+        raise ValueError(f"cut-out of {counts10.shape[-1]} px, but the cut-out parameters say {cutout_params.npix}")
+    model = SourceModel(cutout_params)
+    null = float(np.sum(cash(counts10, background10)))
+    # starting flux: the >1 GeV excess over the counts of a unit-flux index-2.2 source
+    unit = model.npred(FLUX_SCALE, "logparabola", 2.2, 0.0, centre, centre)
+    f0 = max(float(np.sum(counts10[1:5] - background10[1:5]) / np.sum(unit[1:5])), 0.05)
+    best = None
+    for spectrum in spectra:
+        _, shape = FIT_SPECTRA[spectrum]
+
+        def stat(par, spectrum=spectrum):
+            f, a, b, x, y = par
+            npred = background10 + model.npred(f * FLUX_SCALE, spectrum, a, b, x, y)
+            return float(np.sum(cash(counts10, npred)))
+
+        m = Minuit(stat, [f0, shape[0][1], shape[1][1], centre, centre], name=("f", "a", "b", "x", "y"))
+        m.errordef = Minuit.LEAST_SQUARES  # cash is -2 ln L
+        m.limits["f"] = (1e-4, 1e3)
+        m.limits["a"], m.limits["b"] = shape[0][2:], shape[1][2:]
+        m.limits["x"] = m.limits["y"] = (centre - max_shift_px, centre + max_shift_px)
+        m.errors["f"] = 0.2 * f0
+        m.migrad()
+        m.hesse()
+        if best is None or m.fval < best[0].fval:
+            best = (m, spectrum)
+    m, spectrum = best
+    err = float(m.errors["f"]) * FLUX_SCALE if m.accurate else np.nan
+    return (float(m.values["f"]) * FLUX_SCALE, err, null - float(m.fval), bool(m.valid), spectrum)
+
+
+def likelihood_fluxes(counts10, background10, cutout_params, index=None, **kwargs):
+    """:func:`likelihood_flux` of the cut-outs ``index`` (default all):
+    arrays flux, flux_err, ts, success, spectrum, seconds."""
+    import time
+
+    index = np.arange(len(counts10)) if index is None else np.asarray(index)
+    out = {k: np.full(len(index), np.nan) for k in ("flux", "flux_err", "ts", "seconds")}
+    out["success"] = np.zeros(len(index), bool)
+    out["spectrum"] = np.full(len(index), "", dtype="<U12")
+    for j, i in enumerate(index):
+        t0 = time.perf_counter()
+        f, e, ts, ok, spec = likelihood_flux(counts10[i], background10[i], cutout_params, **kwargs)
+        out["flux"][j], out["flux_err"][j], out["ts"][j], out["success"][j], out["spectrum"][j] = f, e, ts, ok, spec
+        out["seconds"][j] = time.perf_counter() - t0
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+def pulls(estimate, error, truth) -> np.ndarray:
+    """(estimate − truth) / error, elementwise; NaN where the error is not positive."""
+    estimate, error, truth = (np.asarray(a, float) for a in (estimate, error, truth))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(error > 0, (estimate - truth) / error, np.nan)
+
+
+def coverage(pull_values, z: float) -> float:
+    """Fraction of finite pulls with |pull| ≤ z (z = 1: 68.3 %, z = 1.96: 95 %)."""
+    p = np.asarray(pull_values, float)
+    p = p[np.isfinite(p)]
+    return float(np.mean(np.abs(p) <= z)) if len(p) else np.nan
+
+
+def flux_metrics(estimate, truth, pull_values) -> dict:
+    """bias (median ratio − 1), scatter (half 16–84 % range of ratio − 1),
+    pull mean and standard deviation, coverage at 68 % and 95 %, n."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    ok = np.isfinite(estimate) & np.isfinite(truth) & (truth > 0)
+    rel = estimate[ok] / truth[ok] - 1.0
+    p = np.asarray(pull_values, float)[ok]
+    p = p[np.isfinite(p)]
+    if len(rel) == 0:
+        raise ValueError("no finite flux estimates")
+    q16, q84 = np.percentile(rel, [16, 84])
+    return {"bias": float(np.median(rel)), "scatter": float(0.5 * (q84 - q16)),
+            "pull_mean": float(np.mean(p)) if len(p) else np.nan,
+            "pull_std": float(np.std(p, ddof=1)) if len(p) > 1 else np.nan,
+            "coverage68": coverage(p, 1.0), "coverage95": coverage(p, 1.96), "n": int(ok.sum())}

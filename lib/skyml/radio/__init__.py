@@ -1,0 +1,4 @@
+"""Radio source counts below the detection threshold (notebook 07, seed 003):
+an analytic EMU-like count law and its modifications, simulated sky-model and
+restored interferometric images, a CNN regressing N(s) per flux bin, and the
+classical P(D) analysis."""

@@ -1,0 +1,251 @@
+"""Train-or-load steps of notebook 07 and the counting of a user image.
+
+Training fields mix the seed's (1 + s0/s)^α modification and power-law breaks
+(so the network cannot learn one family only); the test fields are the seed's
+family with new parameters (``test``) and the tanh shape never seen in
+training (``test_unseen``). The networks are cached by a hash of their inputs
+(:func:`skyml.cta.pipeline._train_cached`); the restored-image CNN is installed
+as ``data/models/<profile>/radio_counts_cnn.keras`` with a JSON sidecar that
+records what ``skyml radio-counts`` needs: flux-bin edges, pixel size,
+sub-image size, restoring beam, noise rms, input scale, target scaler and the
+validation residual per bin (the uncertainty it reports).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cta.pipeline import _train_cached
+from . import evaluation, models
+from . import simulate as sim
+
+CNN_FILE = "radio_counts_cnn.keras"
+SKYMODEL_CNN_FILE = "radio_counts_cnn_skymodel.keras"
+TASK = "radio-counts"
+SPLIT_FAMILIES = {"train": ("alpha_s0", "broken"), "val": ("alpha_s0", "broken"), "test": ("alpha_s0",),
+                  "test_unseen": ("tanh",)}
+IMAGE_KINDS = ("skymodel", "restored")
+
+
+def fields(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
+    return sim.load_fields(n_fields, seed, params, split, npix, SPLIT_FAMILIES[split])
+
+
+def context_histograms(fields: np.ndarray, sub: int, context: int, scale_jy: float) -> np.ndarray:
+    """(n_fields · (N/sub)², N_HIST) pixel histogram of the ``context``²-px
+    block that holds each sub-image (the order of :func:`sim.sub_images`);
+    ``context`` divides the field side and is a multiple of ``sub``."""
+    f = np.asarray(fields)
+    n, ny, nx = f.shape
+    if ny % context or nx % context or context % sub:
+        raise ValueError(f"context blocks of {context} px must tile the {ny}×{nx} fields and hold whole "
+                         f"{sub}-px sub-images")
+    out = []
+    for img in f:
+        blocks = {(by, bx): models.pixel_histogram(img[by * context:(by + 1) * context,
+                                                       bx * context:(bx + 1) * context], scale_jy)
+                  for by in range(ny // context) for bx in range(nx // context)}
+        out += [blocks[(r * sub // context, c * sub // context)] for r in range(ny // sub) for c in range(nx // sub)]
+    return np.asarray(out, np.float32)
+
+
+def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int):
+    """([sub-images as network input, context histograms], per-sub-image counts) of a set of fields."""
+    if kind not in IMAGE_KINDS:
+        raise ValueError(f"unknown image kind {kind!r}; expected one of {IMAGE_KINDS}")
+    x = models.as_input(sim.sub_images(data[kind], params.sub_npix), params.noise_rms_jy)
+    h = context_histograms(data[kind], params.sub_npix, context_npix, params.noise_rms_jy)
+    return [x, h], data["counts"].reshape(-1, params.n_bins)
+
+
+def predict_counts(model, scaler: models.TargetScaler, x: np.ndarray) -> np.ndarray:
+    """Counts per sub-image and bin (n, n_bins)."""
+    return scaler.inverse(models.predict(model, x))
+
+
+def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,
+                params: sim.RadioSimParams, *, epochs: int = 10, batch_size: int = 32, patience: int = 4,
+                filters: int = 16, learning_rate: float = 1e-3, profile: str = "quick"):
+    """Train (or load) the CNN on ``kind`` images; returns (model, metadata,
+    history, seconds or None if loaded)."""
+    key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
+           "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
+           "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
+           "learning_rate": float(learning_rate), "version": 3}
+
+    def fit():
+        import keras
+
+        train = fields("train", n_train_fields, seed, params, train_npix)
+        val = fields("val", n_val_fields, seed, params, train_npix)
+        x, c = xy(train, kind, params, train_npix)
+        xv, cv = xy(val, kind, params, train_npix)
+        scaler = models.TargetScaler.fit(c)
+        keras.utils.set_random_seed(int(seed))
+        model = models.build_cnn(params.n_bins, filters, learning_rate=learning_rate, name=f"radio_cnn_{kind}",
+                                 hist_mean=x[1].mean(0), hist_std=x[1].std(0))
+        history = models.train(model, x, scaler.transform(c), xv, scaler.transform(cv), epochs=epochs,
+                               batch_size=batch_size, patience=patience, seed=seed)
+        pred_val = evaluation.per_field(predict_counts(model, scaler, xv), n_val_fields)
+        rel = evaluation.relative_residual(pred_val, evaluation.per_field(cv, n_val_fields))
+        beam = sim.beam_params(params)
+        meta = {"task": TASK, "image_kind": kind, "profile": profile, "n_train_sub_images": int(len(c)),
+                "input": "asinh(image / input_scale_jy); pixel histogram of the context_npix² block",
+                "input_scale_jy": params.noise_rms_jy, "context_npix": int(train_npix),
+                "hist_edges_sigma": models.HIST_EDGES_SIGMA.tolist(),
+                "image_unit": "Jy/beam" if kind == "restored" else "Jy/pixel",
+                "target": "standardised sqrt(counts per bin per sub-image)", "target_scaler": scaler.to_dict(),
+                "edges_jy": params.edges_jy.tolist(), "threshold_jy": params.threshold_jy,
+                "noise_rms_jy": params.noise_rms_jy, "pixel_arcsec": params.pixel_arcsec,
+                "sub_npix": params.sub_npix, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
+                "bpa_deg": beam["bpa_deg"], "val_field_npix": int(train_npix),
+                "val_rel_rms": evaluation.rms_over_fields(rel).tolist(), "sim_params": params.to_dict()}
+        return model, meta, history
+
+    install = CNN_FILE if kind == "restored" else SKYMODEL_CNN_FILE
+    return _train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
+
+
+def scaler_from_metadata(metadata: dict) -> models.TargetScaler:
+    t = metadata["target_scaler"]
+    return models.TargetScaler(t["mean"], t["std"])
+
+
+def count_image(model, metadata: dict, image: np.ndarray) -> dict:
+    """Counts per flux bin of a restored image (Jy/beam, the model's pixel
+    size and beam): the image is cut into the model's context blocks
+    (``context_npix``², rows and columns that do not fill a whole block are
+    left out), each block into sub-images; a sub-image gets the pixel
+    histogram of its block (finite pixels) as second input; sub-images with
+    NaN pixels are left out, and so are blocks with fewer than half their
+    pixels finite. The predictions are summed. Returns ``counts``,
+    ``counts_err`` (the validation RMS relative residual per bin times the
+    counts), ``n_tiles``, ``n_tiles_skipped`` and ``area_sr``."""
+    sub, ctx = int(metadata["sub_npix"]), int(metadata["context_npix"])
+    img = np.asarray(image, np.float64)
+    ny, nx = (img.shape[0] // ctx) * ctx, (img.shape[1] // ctx) * ctx
+    if ny == 0 or nx == 0:
+        raise ValueError(f"image of {img.shape[0]}×{img.shape[1]} px is smaller than one {ctx}×{ctx}-px "
+                         "context block of the model")
+    scale = float(metadata["input_scale_jy"])
+    tiles, hists, n_skipped = [], [], 0
+    for by in range(ny // ctx):
+        for bx in range(nx // ctx):
+            block = img[by * ctx:(by + 1) * ctx, bx * ctx:(bx + 1) * ctx]
+            t = block.reshape(ctx // sub, sub, ctx // sub, sub).transpose(0, 2, 1, 3).reshape(-1, sub, sub)
+            good = np.all(np.isfinite(t), axis=(1, 2))
+            if np.mean(np.isfinite(block)) < 0.5:
+                good[:] = False
+            n_skipped += int((~good).sum())
+            if good.any():
+                tiles.append(t[good])
+                hists += [models.pixel_histogram(block, scale)] * int(good.sum())
+    if not tiles:
+        raise ValueError(f"every {sub}×{sub}-px sub-image contains NaN or infinite pixels")
+    tiles = np.concatenate(tiles)
+    x = [models.as_input(tiles, scale), np.asarray(hists, np.float32)]
+    n = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
+    pixel_sr = (float(metadata["pixel_arcsec"]) / 3600.0 * np.pi / 180.0) ** 2
+    return {"counts": n, "counts_err": np.asarray(metadata["val_rel_rms"]) * n, "n_tiles": len(tiles),
+            "n_tiles_skipped": n_skipped, "area_sr": float(len(tiles) * sub * sub * pixel_sr)}
+
+
+#: Tolerances of :func:`read_restored_image` against the model's training set-up.
+PIXEL_RTOL = 0.01
+BEAM_RTOL = 0.05
+BPA_TOL_DEG = 10.0
+
+
+def read_restored_image(path, metadata: dict):
+    """Read a restored radio image (FITS, celestial WCS, BUNIT Jy/beam, beam
+    in BMAJ/BMIN/BPA [deg]) and check it against the model's training set-up.
+
+    An image with another pixel size or beam is refused, not resampled: the
+    network learned the pixel statistics of one beam and one beam-correlated
+    noise, which resampling or convolving would change; such an image needs a
+    network trained for its own beam. Returns (image [Jy/beam], wcs, header
+    values) or raises :class:`skyml.io.InputError`."""
+    from pathlib import Path
+
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from .. import io
+
+    path = Path(path)
+    image, wcs, header = io.read_image(path)
+    bunit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
+    if bunit not in ("jy/beam", "jy/bm"):
+        raise io.InputError(f"{path}: BUNIT is {header.get('BUNIT', 'missing')!r}; a restored image in "
+                            "Jy/beam is required")
+    missing = [k for k in ("BMAJ", "BMIN", "BPA") if k not in header]
+    if missing:
+        raise io.InputError(f"{path}: header lacks the restoring beam keyword(s) {', '.join(missing)}")
+    try:
+        bmaj, bmin, bpa = (float(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
+    except (TypeError, ValueError) as err:
+        raise io.InputError(f"{path}: BMAJ/BMIN/BPA are not numbers") from err
+    scales_arcsec = proj_plane_pixel_scales(wcs) * 3600.0
+    expected = float(metadata["pixel_arcsec"])
+    if np.any(np.abs(scales_arcsec - expected) > PIXEL_RTOL * expected):
+        raise io.InputError(f"{path}: pixel size {scales_arcsec[0]:.4g}″×{scales_arcsec[1]:.4g}″ differs from "
+                            f"the model's {expected:.4g}″; the image is not resampled: use a network trained "
+                            "for this pixel size")
+    mbmaj, mbmin, mbpa = (float(metadata[k]) for k in ("bmaj_deg", "bmin_deg", "bpa_deg"))
+    dpa = abs((bpa - mbpa + 90.0) % 180.0 - 90.0)
+    if (abs(bmaj / mbmaj - 1) > BEAM_RTOL or abs(bmin / mbmin - 1) > BEAM_RTOL
+            or (mbmaj / mbmin > 1.1 and dpa > BPA_TOL_DEG)):
+        raise io.InputError(f"{path}: beam {bmaj * 3600:.1f}″×{bmin * 3600:.1f}″ PA {bpa:.0f}° differs from the "
+                            f"model's {mbmaj * 3600:.1f}″×{mbmin * 3600:.1f}″ PA {mbpa:.0f}°; the image is not "
+                            "convolved to it: use a network trained for this beam")
+    return image, wcs, {"bmaj_deg": bmaj, "bmin_deg": bmin, "bpa_deg": bpa}
+
+
+def counts_table(result: dict, metadata: dict):
+    """Astropy QTable of :func:`count_image`: flux bins, counts, dN/dS and
+    Euclidean-normalised counts with uncertainties."""
+    import astropy.units as u
+    from astropy.table import QTable
+
+    edges = np.asarray(metadata["edges_jy"], np.float64)
+    width = np.diff(edges)
+    mid = np.sqrt(edges[1:] * edges[:-1])
+    area = result["area_sr"]
+    dnds = result["counts"] / width / area
+    dnds_err = result["counts_err"] / width / area
+    table = QTable({
+        "s_min": edges[:-1] * u.Jy, "s_max": edges[1:] * u.Jy, "s_mid": mid * u.Jy,
+        "x_below_threshold": float(metadata["threshold_jy"]) / mid,
+        "counts": result["counts"], "counts_err": result["counts_err"],
+        "dnds": dnds * u.Unit("Jy-1 sr-1"), "dnds_err": dnds_err * u.Unit("Jy-1 sr-1"),
+        "euclidean": mid**2.5 * dnds * u.Unit("Jy(3/2) sr-1"),
+        "euclidean_err": mid**2.5 * dnds_err * u.Unit("Jy(3/2) sr-1"),
+    })
+    table["counts"].description = "sources per flux bin in the counted area (sum over sub-images)"
+    table["counts_err"].description = "validation RMS relative residual of the bin times the counts"
+    table["s_mid"].description = "geometric bin centre"
+    table["x_below_threshold"].description = "5 sigma detection threshold / s_mid"
+    table["euclidean"].description = "s_mid^2.5 dN/dS"
+    return table
+
+
+def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
+                         dec_deg: float = -30.0, overwrite: bool = False):
+    """Write a simulated restored image as a FITS image with a SIN-projection
+    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically)."""
+    from astropy.wcs import WCS
+
+    from .. import io
+
+    ny, nx = np.shape(image)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    wcs.wcs.crval = [float(ra_deg), float(dec_deg)]
+    wcs.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
+    wcs.wcs.cdelt = [-params.pixel_arcsec / 3600.0, params.pixel_arcsec / 3600.0]
+    wcs.wcs.cunit = ["deg", "deg"]
+    beam = sim.beam_params(params)
+    header = {"BUNIT": ("Jy/beam", "restored image"), "BMAJ": (beam["bmaj_deg"], "[deg] restoring beam FWHM"),
+              "BMIN": (beam["bmin_deg"], "[deg] restoring beam FWHM"),
+              "BPA": (beam["bpa_deg"], "[deg] restoring beam position angle"),
+              "RESTFRQ": (params.freq_ghz * 1e9, "[Hz]")}
+    return io.write_fits_map(path, np.asarray(image, np.float32), wcs, header, overwrite=overwrite)

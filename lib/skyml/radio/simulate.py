@@ -1,0 +1,386 @@
+"""Simulated EMU-like radio fields (notebook 07): sky model, interferometric
+point-spread function from a simulated uv-coverage, correlated noise, and the
+restored image; true counts per flux bin of every sub-image.
+
+Instrument (``RadioSimParams``; our choices, documented):
+
+* **Frequency** 0.943 GHz (the EMU band centre), **pixels** of 7.03125″
+  (the seed's 25 deg² in 2560×2560 pixels).
+* **uv-coverage** of a 36-antenna array (ASKAP-like: 36 dishes; positions
+  drawn once, with a fixed seed, uniformly in a disc of radius 2 km: baselines
+  up to 4 km), Earth-rotation
+  synthesis over 8 h of hour angle at declination −30° from latitude −26.7°
+  (the ASKAP site). Visibilities are gridded on the 256×256 uv grid of the
+  PSF (natural weighting, a Gaussian taper of ``taper_klambda``; baselines
+  beyond the grid's Nyquist limit are dropped and the uv origin, the zero
+  spacing an interferometer does not measure, has no weight). The **dirty
+  beam** is the Fourier transform of the weights, peak 1: it has side lobes
+  and integrates to zero. The **restoring (clean) beam** is an elliptical
+  Gaussian fitted to the main lobe (astropy ``Gaussian2D``): ≈23″×19″ FWHM
+  (EMU: 15–18″), i.e. ≈3 pixels.
+* **Noise**: white noise convolved with the dirty beam (so it is correlated on
+  the beam scale, as the thermal noise of an interferometric image), scaled
+  to the rms ``noise_rms_jy`` = 20 µJy/beam (EMU-like: the EMU pilot survey
+  reached 25–30 µJy/beam, the EMU design 10–20). The 5σ detection threshold
+  is 100 µJy.
+* **Restored image** (an idealised CLEAN): every source brighter than
+  ``clean_nsigma`` × σ = 60 µJy is a perfectly recovered CLEAN component,
+  restored with the clean beam; all fainter sources and the noise stay in the
+  residual with the dirty-beam response (side lobes included). Units Jy/beam.
+* **Sky-model image**: the true sky, Jy per pixel, no telescope.
+
+Sources (fluxes from :class:`skyml.radio.counts.CountLaw`, positions uniform;
+periodic fields, so every pixel sees the side lobes of all sources):
+
+* star-forming galaxies: elliptical Gaussians with FWHM 2″ (S_1.4 / 1 mJy)^0.3
+  (the Windhorst et al. 1990 size–flux relation), 0.2 dex scatter, axis ratio
+  0.3–1;
+* AGN: 70 % cores (points), 30 % doubles: a core with 5–50 % of the flux and
+  two lobes on opposite sides at a largest angular size 15″ (S_1.4 / 10 mJy)^0.3
+  (0.3 dex scatter), each lobe an elongated Gaussian of 0.3 × that size.
+
+Sources fainter than 10 µJy (median sizes below 1″, the pixel is 7″) are
+deposited as points; so are components smaller than 0.7 pixel. The true count
+of a sub-image is the number of sources whose centre lies in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .. import cache
+from . import counts as cl
+
+SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017}
+ARRAY_SEED = 36
+CHUNK = 1_000_000
+S_EXTENDED_JY = 1e-5
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+@dataclass(frozen=True)
+class RadioSimParams:
+    freq_ghz: float = 0.943
+    pixel_arcsec: float = 7.03125
+    sub_npix: int = 64
+    noise_rms_jy: float = 20e-6
+    s_min_jy: float = 1e-7
+    s_max_jy: float = 1e-2
+    n_antennas: int = 36
+    array_radius_m: float = 2000.0
+    latitude_deg: float = -26.7
+    dec_deg: float = -30.0
+    hour_angle_h: float = 8.0
+    n_times: int = 48
+    taper_klambda: float = 8.0
+    psf_npix: int = 256
+    clean_nsigma: float = 3.0
+    n_bins: int = 12
+    bin_lo_jy: float = 1e-7
+    alpha_range: tuple = (-0.6, 0.3)
+    s0_range: tuple = (5e-6, 5e-5)
+    beta_range: tuple = (-0.5, 0.5)
+    sb_range: tuple = (3e-6, 5e-5)
+    tanh_a_range: tuple = (-0.6, 1.5)
+    tanh_s1_range: tuple = (3e-6, 3e-5)
+
+    @property
+    def threshold_jy(self) -> float:
+        """The 5σ detection threshold [Jy]."""
+        return 5.0 * self.noise_rms_jy
+
+    @property
+    def edges_jy(self) -> np.ndarray:
+        """Flux-bin edges of the labels: ``n_bins`` log bins up to the 5σ threshold."""
+        return cl.bin_edges(self.bin_lo_jy, self.threshold_jy, self.n_bins)
+
+    @property
+    def pixel_sr(self) -> float:
+        return (self.pixel_arcsec / 3600.0) ** 2 * cl.SR_PER_DEG2
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RadioSimParams":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def replace(self, **changes) -> "RadioSimParams":
+        return RadioSimParams(**{**asdict(self), **changes})
+
+
+# ---------------------------------------------------------------------------
+# uv-coverage, dirty beam, clean beam
+# ---------------------------------------------------------------------------
+
+
+def antenna_positions(params: RadioSimParams) -> np.ndarray:
+    """(n, 2) east/north antenna positions [m], fixed by ``ARRAY_SEED``."""
+    rng = np.random.default_rng(ARRAY_SEED)
+    r = params.array_radius_m * np.sqrt(rng.random(params.n_antennas))  # uniform in the disc
+    phi = rng.uniform(0, 2 * np.pi, params.n_antennas)
+    return np.column_stack([r * np.cos(phi), r * np.sin(phi)])
+
+
+def uv_coverage(params: RadioSimParams) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) [wavelengths] of all baselines and hour angles, both signs."""
+    pos = antenna_positions(params)
+    i, j = np.triu_indices(len(pos), k=1)
+    east, north = pos[i, 0] - pos[j, 0], pos[i, 1] - pos[j, 1]
+    lat, dec = np.radians(params.latitude_deg), np.radians(params.dec_deg)
+    x, y, z = -np.sin(lat) * north, east, np.cos(lat) * north  # equatorial (up = 0)
+    ha = np.radians(15.0 * np.linspace(-params.hour_angle_h / 2, params.hour_angle_h / 2, params.n_times))
+    h = ha[:, None]
+    lam = 299_792_458.0 / (params.freq_ghz * 1e9)
+    u = (np.sin(h) * x + np.cos(h) * y) / lam
+    v = (-np.sin(dec) * np.cos(h) * x + np.sin(dec) * np.sin(h) * y + np.cos(dec) * z) / lam
+    u, v = u.ravel(), v.ravel()
+    return np.concatenate([u, -u]), np.concatenate([v, -v])
+
+
+@lru_cache(maxsize=8)
+def _beams(params: RadioSimParams) -> tuple[np.ndarray, np.ndarray, tuple]:
+    n = params.psf_npix
+    dtheta = np.radians(params.pixel_arcsec / 3600.0)
+    du = 1.0 / (n * dtheta)
+    u, v = uv_coverage(params)
+    keep = (np.abs(u) < (n // 2 - 1) * du) & (np.abs(v) < (n // 2 - 1) * du)
+    u, v = u[keep], v[keep]
+    weights = np.exp(-(u**2 + v**2) / (2 * (params.taper_klambda * 1e3) ** 2))
+    grid = np.zeros((n, n))
+    np.add.at(grid, (np.rint(v / du).astype(int) % n, np.rint(u / du).astype(int) % n), weights)
+    grid[0, 0] = 0.0  # no zero spacing
+    psf = np.fft.fftshift(np.real(np.fft.ifft2(grid)))
+    psf /= psf[n // 2, n // 2]
+    beam = fit_clean_beam(psf)
+    return psf, clean_beam_image(beam, n), beam
+
+
+def dirty_beam(params: RadioSimParams) -> np.ndarray:
+    """The dirty beam (``psf_npix``², peak 1 at index (n//2, n//2), sum 0)."""
+    return _beams(params)[0].copy()
+
+
+def clean_beam(params: RadioSimParams) -> np.ndarray:
+    """The restoring beam on the PSF grid (peak 1)."""
+    return _beams(params)[1].copy()
+
+
+def beam_params(params: RadioSimParams) -> dict:
+    """Restoring beam: FWHM major/minor [px and deg], position angle BPA [deg,
+    north through east, for an image with east to the left], solid angle [px]."""
+    fmaj, fmin, theta = _beams(params)[2]
+    deg = params.pixel_arcsec / 3600.0
+    bpa = np.degrees(np.arctan2(-np.cos(theta), np.sin(theta))) % 180.0
+    return {"fwhm_major_px": fmaj, "fwhm_minor_px": fmin, "theta_rad": theta, "bmaj_deg": fmaj * deg,
+            "bmin_deg": fmin * deg, "bpa_deg": float(bpa),
+            "area_px": float(np.pi / (4 * np.log(2)) * fmaj * fmin)}
+
+
+def fit_clean_beam(psf: np.ndarray, half: int = 5) -> tuple[float, float, float]:
+    """(FWHM major, FWHM minor [px], angle of the major axis from +x [rad]) of
+    an elliptical Gaussian fitted to the main lobe (pixels above 0.25 within
+    ±``half`` pixels of the peak)."""
+    from astropy.modeling import fitting, models
+
+    c = psf.shape[0] // 2
+    win = psf[c - half:c + half + 1, c - half:c + half + 1]
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    sel = win > 0.25
+    g0 = models.Gaussian2D(1.0, 0.0, 0.0, 1.0, 1.0, 0.0, fixed={"amplitude": True, "x_mean": True, "y_mean": True})
+    g = fitting.LevMarLSQFitter()(g0, xx[sel], yy[sel], win[sel])
+    sx, sy, theta = abs(float(g.x_stddev.value)), abs(float(g.y_stddev.value)), float(g.theta.value)
+    if sy > sx:
+        sx, sy, theta = sy, sx, theta + np.pi / 2
+    return sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, float(np.mod(theta, np.pi))
+
+
+def clean_beam_image(beam: tuple[float, float, float], n: int) -> np.ndarray:
+    fmaj, fmin, theta = beam
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    a = xx * np.cos(theta) + yy * np.sin(theta)
+    b = -xx * np.sin(theta) + yy * np.cos(theta)
+    return np.exp(-0.5 * ((a / (fmaj / FWHM_PER_SIGMA)) ** 2 + (b / (fmin / FWHM_PER_SIGMA)) ** 2))
+
+
+def fold_kernel(kernel: np.ndarray, npix: int) -> np.ndarray:
+    """A centred kernel wrapped onto an ``npix``² torus with its centre at
+    index (0, 0): periodic convolution by FFT multiplies by its transform."""
+    k = np.asarray(kernel, np.float64)
+    c = k.shape[0] // 2
+    iy, ix = np.mgrid[:k.shape[0], :k.shape[1]] - c
+    out = np.zeros((npix, npix))
+    np.add.at(out, (iy % npix, ix % npix), k)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _kernel_fts(params: RadioSimParams, npix: int):
+    db = fold_kernel(_beams(params)[0], npix)
+    cb = fold_kernel(_beams(params)[1], npix)
+    noise_scale = params.noise_rms_jy / np.sqrt(np.sum(db**2))
+    return np.fft.rfft2(db), np.fft.rfft2(cb), float(noise_scale)
+
+
+def convolve_periodic(image: np.ndarray, kernel_ft: np.ndarray) -> np.ndarray:
+    return np.fft.irfft2(np.fft.rfft2(image) * kernel_ft, s=image.shape)
+
+
+def correlated_noise(rng: np.random.Generator, params: RadioSimParams, npix: int) -> np.ndarray:
+    """White noise convolved with the dirty beam, rms ``noise_rms_jy`` [Jy/beam]."""
+    db_ft, _, scale = _kernel_fts(params, npix)
+    return convolve_periodic(rng.standard_normal((npix, npix)), db_ft) * scale
+
+
+# ---------------------------------------------------------------------------
+# Sky
+# ---------------------------------------------------------------------------
+
+
+def _deposit(sky: np.ndarray, x, y, flux) -> None:
+    n = sky.shape[0]
+    ix = np.floor(x).astype(np.int64) % n
+    iy = np.floor(y).astype(np.int64) % n
+    sky += np.bincount((iy * n + ix).ravel(), weights=np.ravel(flux), minlength=n * n).reshape(n, n)
+
+
+def _stamp(sky: np.ndarray, x, y, flux, fmaj_px, fmin_px, theta) -> None:
+    n = sky.shape[0]
+    half = int(np.ceil(1.5 * fmaj_px)) + 1
+    ix0, iy0 = int(np.floor(x)), int(np.floor(y))
+    yy, xx = np.mgrid[iy0 - half:iy0 + half + 1, ix0 - half:ix0 + half + 1]
+    dx, dy = xx + 0.5 - x, yy + 0.5 - y
+    a = dx * np.cos(theta) + dy * np.sin(theta)
+    b = -dx * np.sin(theta) + dy * np.cos(theta)
+    g = np.exp(-0.5 * ((a * FWHM_PER_SIGMA / fmaj_px) ** 2 + (b * FWHM_PER_SIGMA / fmin_px) ** 2))
+    np.add.at(sky, (yy % n, xx % n), flux * g / g.sum())
+
+
+def _render_extended(rng, sky_of, s, x, y, is_sfg, params: RadioSimParams) -> None:
+    """Morphologies of the sources brighter than ``S_EXTENDED_JY``."""
+    m = len(s)
+    k = cl.flux_scale(params.freq_ghz)
+    s14 = s / k
+    px = params.pixel_arcsec
+    theta = rng.uniform(0, np.pi, m)
+    # star-forming galaxies
+    fwhm = 2.0 * (s14 / 1e-3) ** 0.3 * 10 ** (0.2 * rng.standard_normal(m)) / px
+    q = rng.uniform(0.3, 1.0, m)
+    # AGN
+    double = rng.random(m) < 0.3
+    las = 15.0 * (s14 / 1e-2) ** 0.3 * 10 ** (0.3 * rng.standard_normal(m)) / px
+    f_core = rng.uniform(0.05, 0.5, m)
+    for i in range(m):
+        sky = sky_of(s[i])
+        if is_sfg[i]:
+            if fwhm[i] < 0.7:
+                _deposit(sky, x[i], y[i], s[i])
+            else:
+                _stamp(sky, x[i], y[i], s[i], fwhm[i], max(q[i] * fwhm[i], 0.5), theta[i])
+        elif not double[i] or las[i] < 1.0:
+            _deposit(sky, x[i], y[i], s[i])
+        else:
+            _deposit(sky, x[i], y[i], f_core[i] * s[i])
+            lobe = 0.5 * (1 - f_core[i]) * s[i]
+            size = 0.3 * las[i]
+            for sign in (-1.0, 1.0):
+                lx = x[i] + sign * 0.5 * las[i] * np.cos(theta[i])
+                ly = y[i] + sign * 0.5 * las[i] * np.sin(theta[i])
+                if size < 0.7:
+                    _deposit(sky, lx, ly, lobe)
+                else:
+                    _stamp(sky, lx, ly, lobe, size, max(0.5 * size, 0.5), theta[i])
+
+
+def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str,
+                   p1: float, p2: float) -> dict[str, np.ndarray]:
+    """One periodic field of ``npix``² pixels: ``skymodel`` [Jy/px],
+    ``restored`` [Jy/beam], the true ``counts`` per sub-image and flux bin
+    (sub-images in row-major order), and ``n_sources``."""
+    sub = params.sub_npix
+    if npix % sub:
+        raise ValueError(f"field of {npix} px is not a multiple of the {sub}-px sub-images")
+    law = cl.CountLaw(params.freq_ghz, params.s_min_jy, params.s_max_jy, family, p1, p2)
+    area = npix**2 * params.pixel_sr
+    n_src = int(rng.poisson(law.total_per_sr() * area))
+    s_clean = params.clean_nsigma * params.noise_rms_jy
+    bright, faint = np.zeros((npix, npix)), np.zeros((npix, npix))
+    edges = params.edges_jy
+    nsx = npix // sub
+    counts = np.zeros((nsx * nsx, params.n_bins), dtype=np.int64)
+    for start in range(0, n_src, CHUNK):
+        m = min(CHUNK, n_src - start)
+        s = law.sample(rng, m)
+        x, y = rng.random(m) * npix, rng.random(m) * npix
+        is_sfg = rng.random(m) < cl.sfg_fraction(s, params.freq_ghz)
+        b = np.digitize(s, edges) - 1
+        ok = (b >= 0) & (b < params.n_bins)
+        isub = (np.floor(y[ok]).astype(np.int64) // sub) * nsx + np.floor(x[ok]).astype(np.int64) // sub
+        counts += np.bincount(isub * params.n_bins + b[ok], minlength=counts.size).reshape(counts.shape)
+        ext = s > S_EXTENDED_JY
+        pts = ~ext
+        hi = s > s_clean
+        _deposit(faint, x[pts & ~hi], y[pts & ~hi], s[pts & ~hi])
+        _deposit(bright, x[pts & hi], y[pts & hi], s[pts & hi])
+        _render_extended(rng, lambda flux: bright if flux > s_clean else faint, s[ext], x[ext], y[ext],
+                         is_sfg[ext], params)
+    db_ft, cb_ft, _ = _kernel_fts(params, npix)
+    restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
+    restored += correlated_noise(rng, params, npix)
+    return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src}
+
+
+def draw_parameters(rng: np.random.Generator, params: RadioSimParams, family: str) -> tuple[float, float]:
+    """(p1, p2) of a modification family, uniform in p1 and log-uniform in p2."""
+    ranges = {"alpha_s0": (params.alpha_range, params.s0_range), "broken": (params.beta_range, params.sb_range),
+              "tanh": (params.tanh_a_range, params.tanh_s1_range)}
+    if family not in ranges:
+        raise ValueError(f"unknown modification family {family!r}; expected one of {cl.FAMILIES}")
+    r1, r2 = ranges[family]
+    return float(rng.uniform(*r1)), float(np.exp(rng.uniform(np.log(r2[0]), np.log(r2[1]))))
+
+
+def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
+                    families=("alpha_s0",)) -> dict[str, np.ndarray]:
+    """``n_fields`` fields, each with its own modification: ``family`` (index
+    into :data:`skyml.radio.counts.FAMILIES`, cycling through ``families``),
+    ``p1``, ``p2``, images, true counts and ``expected`` counts per bin."""
+    rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split]])
+    out = {k: [] for k in ("skymodel", "restored", "counts", "expected", "family", "p1", "p2", "n_sources")}
+    area = npix**2 * params.pixel_sr
+    for i in range(int(n_fields)):
+        family = families[i % len(families)]
+        p1, p2 = draw_parameters(rng, params, family)
+        field = simulate_field(np.random.default_rng([int(seed), SPLIT_OFFSET[split], i]), params, npix,
+                               family, p1, p2)
+        for k in ("skymodel", "restored", "counts", "n_sources"):
+            out[k].append(field[k])
+        out["expected"].append(cl.counts_in_bins(params.edges_jy, area, params.freq_ghz, family, p1, p2))
+        out["family"].append(cl.FAMILIES.index(family))
+        out["p1"].append(p1)
+        out["p2"].append(p2)
+    arrays = {k: np.asarray(v) for k, v in out.items()}
+    for k in ("skymodel", "restored"):
+        arrays[k] = arrays[k].astype(np.float32)
+    return arrays
+
+
+def load_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
+                families=("alpha_s0",)) -> dict[str, np.ndarray]:
+    """:func:`simulate_fields`, cached in ``data/cache/radio_fields/``."""
+    key = {"n": int(n_fields), "seed": int(seed), "split": split, "npix": int(npix),
+           "families": list(families), "sim": params.to_dict(), "version": 1}
+    return cache.cached_arrays("radio_fields", key,
+                               lambda: simulate_fields(n_fields, seed, params, split, npix, families))
+
+
+def sub_images(fields: np.ndarray, sub: int) -> np.ndarray:
+    """(n_fields, N, N) -> (n_fields · (N/sub)², sub, sub), row-major within
+    each field (the order of ``counts``)."""
+    f = np.asarray(fields)
+    n, ny, nx = f.shape
+    return (f.reshape(n, ny // sub, sub, nx // sub, sub).transpose(0, 1, 3, 2, 4)
+            .reshape(-1, sub, sub))

@@ -1,0 +1,334 @@
+"""Notebook 05: variability model, yearly cut-outs, classifier inputs, flux pulls, catalogue and CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skyml import cli
+from skyml.fermi import catalogue, classify, cutouts, flux, variability
+from skyml.fermi.simulate import FermiSimParams
+
+CP = cutouts.CutoutParams()
+P = FermiSimParams()
+pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+
+
+# --------------------------------------------------------------------------- variability
+def test_yearly_factors_statistics():
+    rng = np.random.default_rng(1)
+    f = variability.yearly_factors(np.full(20000, 0.5), rng)
+    np.testing.assert_allclose(f.mean(axis=1), 1.0, rtol=1e-12)  # the catalogue flux is the 10-year mean
+    # std of log factors around the per-source mean: sigma * sqrt((n-1)/n) for white noise
+    s = np.log(f).std(axis=1, ddof=1)
+    assert np.mean(s**2) == pytest.approx(0.25, rel=0.03)
+    assert np.all(variability.yearly_factors(np.zeros(5), rng) == 1.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        variability.yearly_factors([-0.1], rng)
+
+
+def test_class_dependent_amplitude_and_steady_pulsars():
+    rng = np.random.default_rng(2)
+    s_fsrq = variability.draw_sigma(np.full(4000, "fsrq"), rng)
+    s_bll = variability.draw_sigma(np.full(4000, "bll"), rng)
+    assert np.median(s_fsrq) > 1.3 * np.median(s_bll) > 0
+    assert np.all(variability.draw_sigma(["psr", "", "snr"], rng) == 0)
+    assert np.all(variability.draw_sigma(["bcu", "rdg"], rng) > 0)  # rdg uses its own or BCU's distribution
+
+
+def test_variability_index_known_values():
+    assert variability.variability_index([10.0] * 10) == 0.0
+    # one year at 20, nine at 10: mean 11, chi2 = (9^2 + 9 * 1^2) / 11
+    assert variability.variability_index([20.0] + [10.0] * 9) == pytest.approx(90.0 / 11.0)
+    rng = np.random.default_rng(3)
+    steady = rng.poisson(50.0, size=(5000, 10))
+    assert variability.variability_index(steady).mean() == pytest.approx(9.0, rel=0.05)
+
+
+# --------------------------------------------------------------------------- cut-outs
+@pytest.fixture(scope="module")
+def sources():
+    return cutouts.simulate_cutouts({"AGN": 4, "PSR": 3}, 5, "train", CP)
+
+
+def test_cutout_shapes_labels_and_determinism(sources):
+    assert sources["counts"].shape == (7, 10, 6, 16, 16) and sources["counts"].dtype == np.int32
+    assert sources["background"].shape == (7, 6, 16, 16) and np.all(sources["background"] > 0)
+    assert list(sources["label"]) == [0] * 4 + [1] * 3
+    assert np.all(sources["flux1000"] >= CP.flux_min)
+    np.testing.assert_allclose(sources["yearly"].mean(axis=1), 1.0)
+    assert np.all(sources["sigma"][4:] == 0) and np.all(sources["yearly"][4:] == 1.0)
+    assert np.all(sources["sigma"][:4] > 0)
+    # the source sits near the centre (localisation jitter of 0.08 deg = 0.5 px per axis)
+    assert np.all(np.abs(sources["x_pix"] - 7.5) < 3) and np.all(np.abs(sources["y_pix"] - 7.5) < 3)
+    again = cutouts.simulate_cutouts({"AGN": 4, "PSR": 3}, 5, "train", CP)
+    for k in sources:
+        np.testing.assert_array_equal(sources[k], again[k])
+    other = cutouts.simulate_cutouts({"AGN": 4}, 6, "train", CP)
+    assert not np.array_equal(other["counts"], sources["counts"][:4])
+
+
+def test_split_years_and_crop():
+    rng = np.random.default_rng(4)
+    c = rng.poisson(20.0, size=(6, 16, 16))
+    years = cutouts.split_years(c, rng)
+    assert years.shape == (10, 6, 16, 16)
+    np.testing.assert_array_equal(years.sum(axis=0), c)
+    cube = np.arange(2 * 64 * 64).reshape(2, 64, 64)
+    part, x0, y0 = cutouts.crop(cube, 20.2, 30.7, 16)
+    assert part.shape == (2, 16, 16) and (x0, y0) == (13, 23)
+    assert abs(20.2 - x0 - 7.5) <= 0.5 and abs(30.7 - y0 - 7.5) <= 0.5
+    assert cutouts.crop(cube, 3.0, 30.0, 16) is None and cutouts.crop(cube, 30.0, 60.0, 16) is None
+    with pytest.raises(ValueError):
+        cutouts.simulate_cutouts({"BLL": 2}, 1, "train", CP)
+    with pytest.raises(ValueError, match="detector"):
+        cutouts.simulate_cutouts({"FAKE": 2}, 1, "train", CP)
+
+
+# --------------------------------------------------------------------------- classifier inputs
+def test_years_sorted_max_first_and_mean_subtracted():
+    counts = np.zeros((1, 10, 6, 4, 4), np.int32)
+    for y in range(10):
+        counts[0, y] = y  # year 9 has the most counts
+    ordered = classify.order_years(counts)
+    assert list(ordered[0, :, 0, 0, 0]) == list(range(9, -1, -1))
+    x = classify.variability_input(counts)
+    assert x.shape == (1, 4, 4, 10, 6)
+    assert x[0, 0, 0, 0, 0] > 0 > x[0, 0, 0, -1, 0]
+    np.testing.assert_allclose(np.sinh(x).mean(axis=3), 0.0, atol=1e-6)  # mean subtracted
+    assert classify.spectral_input(counts).shape == (1, 4, 4, 6)
+    with pytest.raises(ValueError, match="yearly cut-outs"):
+        classify.variability_input(counts[0])
+
+
+def test_augmentation_balances_and_weights():
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(3.0, size=(13, 10, 6, 8, 8))
+    labels = np.array([0] * 8 + [1] * 2 + [2] * 3)
+    aug, lab, src = classify.augment_minority(counts, labels, rng, augment_to=1.0)
+    assert np.bincount(lab).tolist() == [8, 8, 8]
+    np.testing.assert_array_equal(aug[:13], counts)
+    np.testing.assert_array_equal(aug.sum(axis=(1, 2, 3, 4)), counts[src].sum(axis=(1, 2, 3, 4)))
+    w = classify.class_weights(labels)
+    assert w[1] == pytest.approx(13 / (3 * 2)) and w[0] == pytest.approx(13 / (3 * 8))
+    assert sorted({classify.dihedral(counts[0], k).tobytes() for k in range(8)}.__len__() for _ in [0]) == [8]
+
+
+def test_catalogue_features_see_the_source(sources):
+    f = classify.catalogue_features(sources["counts"], sources["background"], CP.binsz_deg)
+    assert f.shape == (7, len(classify.FEATURE_NAMES)) and np.all(np.isfinite(f))
+    rng = np.random.default_rng(6)
+    empty = rng.poisson(np.broadcast_to(sources["background"][:, None] / 10, sources["counts"].shape))
+    f0 = classify.catalogue_features(empty, sources["background"], CP.binsz_deg)
+    k = classify.FEATURE_NAMES.index("signif_total")
+    assert np.median(f[:, k]) > np.median(f0[:, k]) + 1
+
+
+def test_classification_metrics_and_reliability_known():
+    labels = np.array([0, 0, 1, 2])
+    proba = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    m = classify.classification_metrics(labels, proba)
+    assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert m["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    r = classify.reliability(labels, proba, n_bins=10)
+    assert r["count"].sum() == 4
+    assert r["ece"] == pytest.approx((0.1 + 0.7 + 0.2 + 0.6) / 4)
+
+
+# --------------------------------------------------------------------------- flux
+def test_pulls_and_coverage_known_inputs():
+    p = flux.pulls([1.0, 3.0, 2.0, 5.0], [1.0, 1.0, 0.0, 2.0], [2.0, 2.0, 2.0, 2.0])
+    np.testing.assert_allclose(p[[0, 1, 3]], [-1.0, 1.0, 1.5])
+    assert np.isnan(p[2])
+    assert flux.coverage(p, 1.0) == pytest.approx(2 / 3)
+    rng = np.random.default_rng(7)
+    truth = 10 ** rng.uniform(-10, -8, 20000)
+    sigma = 0.1
+    est = truth * 10 ** rng.normal(0, sigma, truth.size)
+    pull = flux.pulls(np.log10(est), np.full(truth.size, sigma), np.log10(truth))
+    m = flux.flux_metrics(est, truth, pull)
+    assert abs(m["bias"]) < 0.01 and m["pull_std"] == pytest.approx(1.0, abs=0.02)
+    assert m["coverage68"] == pytest.approx(0.683, abs=0.01) and m["coverage95"] == pytest.approx(0.95, abs=0.01)
+    # underestimated errors widen the pulls
+    assert flux.flux_metrics(est, truth, pull * 2)["pull_std"] == pytest.approx(2.0, abs=0.05)
+    with pytest.raises(ValueError):
+        flux.log_flux_target([1e-10, 0.0])
+
+
+def test_gaussian_nll_is_minimal_at_the_truth():
+    import keras
+
+    y = keras.ops.convert_to_tensor(np.array([[0.3], [0.5]], np.float32))
+    at = float(flux.gaussian_nll(y, keras.ops.convert_to_tensor(np.array([[0.3, 0.2], [0.5, 0.2]], np.float32))))
+    off = float(flux.gaussian_nll(y, keras.ops.convert_to_tensor(np.array([[0.5, 0.2], [0.3, 0.2]], np.float32))))
+    assert off - at == pytest.approx(0.5 * (0.2 / 0.2) ** 2, rel=1e-5)
+
+
+def test_flux_network_inputs_see_the_background():
+    rng = np.random.default_rng(3)
+    bkg = np.full((2, 6, 16, 16), 2.0, np.float32)
+    counts = rng.poisson(bkg).astype(np.int32)
+    counts[1, :, 7:9, 7:9] += 50  # a source in the second cut-out
+    x, ph = flux.flux_inputs(counts, bkg)
+    assert x.shape == (2, 16, 16, 18) and ph.shape == (2, 12)
+    np.testing.assert_allclose(x[..., 6:12], np.log1p(2.0), rtol=1e-6)  # the background channels
+    assert np.all(ph[1, :6] > ph[0, :6]) and np.all(ph[1, :6] > np.log10(50))
+    np.testing.assert_allclose(ph[1, 6:], ph[0, 6:])  # the background term does not depend on the counts
+    with pytest.raises(ValueError, match="shape of the counts"):
+        flux.network_input(counts, bkg[:, :3])
+    w = flux.flat_log_flux_weights(10 ** np.r_[np.full(90, -9.9), np.full(10, -8.0)])
+    assert w.mean() == pytest.approx(1.0) and w[-1] / w[0] == pytest.approx(9.0)
+
+
+def _mock_source_rows(n_per_group):
+    sky = cutouts._mock_sky(5, "test", 0, CP.event_types)
+    rows = [np.flatnonzero((sky["group"] == g) & (sky["flux1000"] >= 1e-10))[:n_per_group] for g in ("agn", "psr")]
+    return sky, np.concatenate(rows)
+
+
+def test_source_model_matches_the_simulation():
+    sky, rows = _mock_source_rows(2)
+    model = flux.SourceModel(CP)
+    for r in rows:
+        rng = np.random.default_rng(int(r))
+        mu, bkg, _, _, x, y = cutouts.simulate_source_cutout(sky, int(r), CP, rng, noise_free=True)
+        # the fit's model of a source with the catalogue spectrum gives the simulated source counts
+        if sky["spectrum_type"][r] == 2:  # PLEC: the shape does not depend on the pivot
+            assert abs(sky["exp_index"][r] - flux.PLEC_EXP_INDEX) < 1e-6
+            spectrum, a, b = "plec", sky["index"][r], sky["expfactor"][r]
+        else:  # log-parabola moved from the catalogue pivot to 1 GeV: alpha + 2 beta ln(1 GeV / pivot)
+            spectrum, b = "logparabola", sky["beta"][r]
+            a = sky["index"][r] + 2 * b * np.log(flux.FIT_PIVOT_MEV / sky["pivot_mev"][r])
+        src = model.npred(sky["flux1000"][r], spectrum, a, b, x, y)
+        np.testing.assert_allclose(src, flux.source_npred(sky["flux1000"][r], spectrum, a, b, x, y, CP))
+        # the simulated 10-year counts minus the known background are this source's counts
+        np.testing.assert_allclose(mu.sum(axis=0) - bkg, src, rtol=1e-5, atol=1e-6 * src.max())
+
+
+def test_likelihood_fit_is_unbiased_on_noise_free_cutouts():
+    sky, rows = _mock_source_rows(6)
+    ratio = []
+    for i, r in enumerate(rows):
+        mu, bkg, *_ = cutouts.simulate_source_cutout(sky, int(r), CP, np.random.default_rng(i), noise_free=True)
+        f, err, ts, ok, _ = flux.likelihood_flux(mu.sum(axis=0), bkg, CP)
+        assert ok and ts > 0 and np.isfinite(err) and err > 0
+        ratio.append(f / sky["flux1000"][r])
+    bias = np.asarray(ratio) - 1
+    assert abs(np.median(bias)) < 0.03 and np.mean(np.abs(bias) < 0.03) >= 0.9, bias
+    with pytest.raises(ValueError, match="background"):
+        flux.likelihood_flux(mu.sum(axis=0), -bkg, CP)
+
+
+@pytest.mark.slow
+def test_likelihood_fit_pulls_are_unit_gaussian_on_poisson_cutouts():
+    sky, rows = _mock_source_rows(40)
+    f_true, f_fit, err = [], [], []
+    for i, r in enumerate(rows):
+        c, bkg, *_ = cutouts.simulate_source_cutout(sky, int(r), CP, np.random.default_rng(1000 + i))
+        f, e, _, _, _ = flux.likelihood_flux(c.sum(axis=0), bkg, CP)
+        f_true.append(sky["flux1000"][r]), f_fit.append(f), err.append(e)
+    m = flux.flux_metrics(f_fit, f_true, flux.pulls(f_fit, err, f_true))
+    assert m["n"] == 80 and abs(m["bias"]) < 0.05
+    assert 0.8 < m["pull_std"] < 1.25 and 0.55 < m["coverage68"] < 0.8, m
+
+
+# --------------------------------------------------------------------------- catalogue and CLI
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory):
+    import keras
+
+    from skyml.cta.models import save_model
+    from skyml.fermi.models import build_unet
+
+    folder = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    unet = save_model(build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2), folder / "fermi_unet.keras",
+                      {"task": "fermi-detect", "sim_params": P.to_dict(), "profile": "quick"})
+    feats = np.random.default_rng(0).normal(size=(20, len(classify.FEATURE_NAMES)))
+    clf = save_model(classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2),
+                     folder / "fermi_classifier.keras", {"task": "fermi-catalogue", "role": "classifier"})
+    fnet = save_model(flux.build_flux_net((16, 16, 18), 12, filters=2), folder / "fermi_flux.keras",
+                      {"task": "fermi-catalogue", "role": "flux"})
+    return unet, clf, fnet
+
+
+@pytest.fixture(scope="module")
+def yearly_cube(tmp_path_factory):
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(2.0, size=(10, 6, 64, 128))
+    return write_cube(tmp_path_factory.mktemp("c") / "yearly.fits", counts)
+
+
+def write_cube(path, counts):
+    return catalogue.write_yearly_cube(path, counts, 120.0, 45.0, P)
+
+
+def test_yearly_cube_round_trip_and_errors(tmp_path, yearly_cube):
+    counts, wcs, description = catalogue.read_yearly_cube(yearly_cube, P)
+    assert counts.shape == (10, 6, 64, 128) and "10 years" in description
+    from skyml.io import InputError
+
+    with pytest.raises(InputError, match="yearly bins"):
+        catalogue.read_yearly_cube(write_cube(tmp_path / "y9.fits", np.zeros((9, 6, 64, 64))), P)
+    with pytest.raises(InputError, match="non-negative integers"):
+        catalogue.read_yearly_cube(write_cube(tmp_path / "neg.fits", -np.ones((10, 6, 64, 64))), P)
+    with pytest.raises(InputError, match="multiples of 64"):
+        catalogue.read_yearly_cube(write_cube(tmp_path / "odd.fits", np.zeros((10, 6, 64, 40))), P)
+
+
+def test_match_dr2_names_a_catalogue_source():
+    from skyml.fermi import catalog
+
+    cat = catalog.load_dr2()
+    name, sep, idx = catalogue.match_dr2([cat["glon"][10] + 0.05, 0.0], [cat["glat"][10], -89.0], 0.5)
+    assert name[0] == cat["name"][10] and sep[0] < 0.06 and idx[0] == 10
+    assert name[1] == "" and idx[1] == -1
+
+
+def run_error(capsys, argv, *fragments):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("skyml fermi-catalogue: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv"])
+def test_cli_writes_the_catalogue(tmp_path, yearly_cube, small_models, capsys, suffix):
+    from astropy.table import QTable
+
+    unet, clf, fnet = small_models
+    out = tmp_path / f"cat{suffix}"
+    argv = ["fermi-catalogue", str(yearly_cube), "-o", str(out), "--unet-model", str(unet),
+            "--classifier-model", str(clf), "--flux-model", str(fnet), "--threshold", "0.3"]
+    assert cli.main(argv) == 0
+    assert "sources (" in capsys.readouterr().out
+    table = QTable.read(out)
+    assert table.colnames[:6] == ["ASID_LON", "ASID_LAT", "RA", "DEC", "DET_PROB", "CLASS"]
+    assert {"FLUX", "FLUX_ERR", "DR2_NAME", "P_AGN", "P_PSR", "P_FAKE"} <= set(table.colnames)
+    if len(table):
+        np.testing.assert_allclose(table["P_AGN"] + table["P_PSR"] + table["P_FAKE"], 1.0, rtol=1e-5)
+        assert np.all(table["FLUX"].value > 0) and np.all(table["FLUX_ERR"].value > 0)
+        assert set(np.asarray(table["CLASS"]).astype(str)) <= {"AGN", "PSR", "FAKE"}
+    run_error(capsys, argv, "output file exists")
+
+
+def test_cli_errors_leave_no_output(tmp_path, yearly_cube, small_models, capsys, monkeypatch):
+    unet, clf, fnet = small_models
+    out = tmp_path / "cat.fits"
+    models = ["--unet-model", str(unet), "--classifier-model", str(clf), "--flux-model", str(fnet)]
+    run_error(capsys, ["fermi-catalogue", str(tmp_path / "none.fits"), "-o", str(out)] + models, "input file not found")
+    from skyml.fermi.cube import write_counts_cube
+
+    write_counts_cube(tmp_path / "tenyear.fits", np.zeros((6, 64, 64)), 0.0, 0.0, P)
+    run_error(capsys, ["fermi-catalogue", str(tmp_path / "tenyear.fits"), "-o", str(out)] + models, "'year'")
+    run_error(capsys, ["fermi-catalogue", str(yearly_cube), "-o", str(out), "--threshold", "2"] + models,
+              "--threshold")
+    # the flux network given as the classifier is refused
+    run_error(capsys, ["fermi-catalogue", str(yearly_cube), "-o", str(out), "--unet-model", str(unet),
+                       "--classifier-model", str(fnet), "--flux-model", str(fnet)], "classifier")
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    run_error(capsys, ["fermi-catalogue", str(yearly_cube), "-o", str(out)], "model not found", "--only 0")
+    assert not out.exists()

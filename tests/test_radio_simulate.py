@@ -1,0 +1,130 @@
+"""Simulated radio fields of notebook 07: the PSF and restoring beam, the
+noise on the beam scale, determinism, the truth counts, and the P(D) model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skyml.radio import baselines, evaluation, models
+from skyml.radio import counts as cl
+from skyml.radio import simulate as sim
+
+P = sim.RadioSimParams()
+
+
+def test_dirty_beam_normalisation_and_side_lobes():
+    psf = sim.dirty_beam(P)
+    n = P.psf_npix
+    c = n // 2
+    assert psf.shape == (n, n)
+    assert psf[c, c] == pytest.approx(1.0, abs=1e-12) and psf.max() == pytest.approx(1.0, abs=1e-12)
+    assert abs(psf.sum()) < 1e-9  # no zero spacing: the dirty beam integrates to 0
+    np.testing.assert_allclose(psf[1:, 1:], psf[1:, 1:][::-1, ::-1], atol=1e-12)  # point-symmetric (real uv grid)
+    b = sim.beam_params(P)
+    r = np.hypot(*(np.mgrid[:n, :n] - c))
+    far = np.abs(psf[r > 3 * b["fwhm_major_px"]])
+    assert 0.005 < far.max() < 0.1  # side lobes exist and are at the per-cent level
+    assert psf.min() < -0.01
+    # the restoring beam: peak 1, fitted FWHM of a few pixels, its Gaussian area
+    cb = sim.clean_beam(P)
+    assert cb[c, c] == pytest.approx(1.0) and cb.max() == pytest.approx(1.0)
+    assert 2.0 < b["fwhm_minor_px"] <= b["fwhm_major_px"] < 5.0
+    assert cb.sum() == pytest.approx(b["area_px"], rel=1e-3)
+    # the main lobe of the dirty beam matches the restoring beam at the half-power points
+    assert np.abs(psf[c - 2:c + 3, c - 2:c + 3] - cb[c - 2:c + 3, c - 2:c + 3]).max() < 0.12
+
+
+def test_fold_kernel_makes_periodic_convolution():
+    k = np.zeros((9, 9))
+    k[4, 4], k[4, 5], k[0, 0] = 1.0, 0.5, 0.25
+    folded = sim.fold_kernel(k, 6)
+    assert folded.sum() == pytest.approx(k.sum())
+    img = np.zeros((6, 6))
+    img[2, 3] = 2.0
+    out = sim.convolve_periodic(img, np.fft.rfft2(folded))
+    assert out[2, 3] == pytest.approx(2.0) and out[2, 4] == pytest.approx(1.0)
+    assert out[(2 - 4) % 6, (3 - 4) % 6] == pytest.approx(0.5)
+
+
+def test_noise_rms_on_the_beam():
+    noise = sim.correlated_noise(np.random.default_rng(0), P, 512)
+    assert noise.std() == pytest.approx(P.noise_rms_jy, rel=0.03)
+    # correlated on the beam scale: neighbours correlate strongly, pixels a few beams apart do not
+    rho1 = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    rho10 = np.corrcoef(noise[:, :-10].ravel(), noise[:, 10:].ravel())[0, 1]
+    assert rho1 > 0.5 and abs(rho10) < 0.1
+
+
+def test_same_seed_same_field_bit_for_bit_and_truth_counts():
+    a = sim.simulate_fields(2, 7, P, "train", 128, ("alpha_s0", "broken"))
+    b = sim.simulate_fields(2, 7, P, "train", 128, ("alpha_s0", "broken"))
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    c = sim.simulate_fields(2, 8, P, "train", 128, ("alpha_s0", "broken"))
+    assert not np.array_equal(a["restored"], c["restored"])
+    assert list(a["family"]) == [0, 1]
+    assert a["counts"].shape == (2, 4, P.n_bins) and a["skymodel"].shape == (2, 128, 128)
+    # truth = sources placed: per field close to the expectation (Poisson), sub-images add up
+    total = a["counts"].sum(1)
+    assert np.all(np.abs(total - a["expected"]) < 5 * np.sqrt(a["expected"]) + 1)
+    # the sky model holds all the flux of the simulated sources between s_min and s_max
+    law = cl.CountLaw(P.freq_ghz, P.s_min_jy, P.s_max_jy, cl.FAMILIES[a["family"][0]], a["p1"][0], a["p2"][0])
+    mean_flux = np.trapezoid(law.n * law.grid**2, np.log(law.grid)) / law.total_per_sr()
+    assert a["skymodel"][0].sum() == pytest.approx(a["n_sources"][0] * mean_flux, rel=0.5)
+
+
+def test_truth_counts_come_from_the_sub_image():
+    """A field with sources only in one sub-image: counts appear only there."""
+    field = sim.simulate_field(np.random.default_rng(3), P, 128, "alpha_s0", 0.0, 1e-5)
+    subs = sim.sub_images(field["skymodel"][None], P.sub_npix)
+    assert subs.shape == (4, 64, 64)
+    # the flux of a sub-image correlates with its counts above 1e-5 Jy
+    bright = field["counts"][:, -4:].sum(1)
+    assert np.argmax(subs.sum((1, 2))) in np.argsort(bright)[-2:]
+    np.testing.assert_array_equal(sim.sub_images(np.arange(16.0).reshape(1, 4, 4), 2)[1], [[2, 3], [6, 7]])
+
+
+def test_pd_model_matches_analytic_moments():
+    pd = baselines.PDModel(P, 256, n_flux=60, grid_size=8192)
+    x = pd.intensities()
+    # noise only (no sources: alpha very negative with huge s0 suppresses everything)
+    p = pd.pmf(-40.0, 1.0, P.noise_rms_jy)
+    assert p.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.sqrt(np.sum(x**2 * p)) == pytest.approx(P.noise_rms_jy, rel=0.02)
+    # with sources: the mean of P(D) is sum mu S sum(b), the variance adds sum mu S^2 sum(b^2)
+    mu = pd.mu(0.0, 1e-5)
+    dirty = sim.fold_kernel(sim.dirty_beam(P), 256)
+    clean = sim.fold_kernel(sim.clean_beam(P), 256)
+    faint = pd.s <= P.clean_nsigma * P.noise_rms_jy
+    mean = np.sum(mu[faint] * pd.s[faint]) * dirty.sum() + np.sum(mu[~faint] * pd.s[~faint]) * clean.sum()
+    p = pd.pmf(0.0, 1e-5, P.noise_rms_jy)
+    assert np.sum(x * p) == pytest.approx(mean, rel=0.03)
+    # and P(D) of a simulated field's restored image has the same quantiles
+    field = sim.simulate_field(np.random.default_rng(5), P, 256, "alpha_s0", 0.0, 1e-5)
+    cdf = np.cumsum(p)
+    for q in (0.1, 0.5, 0.9):
+        assert x[np.searchsorted(cdf, q)] == pytest.approx(np.quantile(field["restored"], q),
+                                                             abs=0.15 * P.noise_rms_jy)
+
+
+def test_depth_and_residuals():
+    edges = cl.bin_edges(1e-7, 1e-4, 3)  # 1e-7, 1e-6, 1e-5, 1e-4
+    assert evaluation.depth_below_threshold([0.5, 0.05, 0.02], edges, 1e-4) == pytest.approx(100.0)
+    assert evaluation.depth_below_threshold([0.05, 0.05, 0.2], edges, 1e-4) == 0.0
+    assert evaluation.depth_below_threshold([0.05, 0.05, 0.05], edges, 1e-4) == pytest.approx(1000.0)
+    assert evaluation.depth_below_threshold([0.05, np.nan, 0.05], edges, 1e-4) == pytest.approx(10.0)
+    with pytest.raises(ValueError):
+        evaluation.depth_below_threshold([0.1, 0.1], edges, 1e-4)
+    rel = evaluation.relative_residual([[11.0, 0.0]], [[10.0, 0.0]])
+    assert rel[0, 0] == pytest.approx(0.1) and np.isnan(rel[0, 1])
+    np.testing.assert_allclose(evaluation.rms_over_fields([[0.1, 0.3], [-0.1, np.nan]]), [0.1, 0.3])
+    assert evaluation.per_field(np.ones((8, 3)), 2).tolist() == [[4, 4, 4], [4, 4, 4]]
+
+
+def test_target_scaler_round_trip():
+    counts = np.random.default_rng(0).poisson([[5.0, 500.0, 5e4]] * 200).astype(float)
+    s = models.TargetScaler.fit(counts)
+    y = s.transform(counts)
+    assert np.allclose(y.mean(0), 0, atol=1e-5) and np.allclose(y.std(0), 1, atol=1e-4)
+    np.testing.assert_allclose(s.inverse(y), counts + 0.25, rtol=1e-5)
