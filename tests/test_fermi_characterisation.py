@@ -317,7 +317,7 @@ def test_cli_errors_leave_no_output(tmp_path, yearly_cube, small_models, capsys,
     unet, clf, fnet = small_models
     out = tmp_path / "cat.fits"
     models = ["--unet-model", str(unet), "--classifier-model", str(clf), "--flux-model", str(fnet)]
-    run_error(capsys, ["fermi-catalogue", str(tmp_path / "none.fits"), "-o", str(out)] + models, "input file not found")
+    run_error(capsys, ["fermi-catalogue", str(tmp_path / "none.fits"), "-o", str(out)] + models, "file not found")
     from skyml.fermi.cube import write_counts_cube
 
     write_counts_cube(tmp_path / "tenyear.fits", np.zeros((6, 64, 64)), 0.0, 0.0, P)

@@ -73,7 +73,7 @@ def test_detect_writes_a_source_list(tmp_path, cube_path, model_path, capsys, su
 def test_bad_inputs(tmp_path, cube_path, model_path, capsys):
     out = str(tmp_path / "s.ecsv")
     model = ["--model", str(model_path)]
-    run_error(capsys, ["fermi-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "input file not found")
+    run_error(capsys, ["fermi-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "file not found")
     text = tmp_path / "notes.fits"
     text.write_text("not a FITS file")
     run_error(capsys, ["fermi-detect", str(text), "-o", out] + model, "not a readable counts cube")

@@ -44,6 +44,7 @@ __all__ = [
     "InputError",
     "read_counts_map",
     "read_image",
+    "read_counts_cube",
     "read_event_list",
     "read_cta_input",
     "write_fits_map",
@@ -304,6 +305,48 @@ def read_image(path, hdu=None):
     if not np.isfinite(values).any():
         raise InputError(f"{path}: every pixel of HDU {label} is NaN or infinite")
     return values, wcs, header
+
+
+def read_counts_cube(path, energy_edges, *, axes=("energy",), binsz_deg: float | None = None):
+    """(counts int64 ndarray, celestial WCS, gammapy ``WcsGeom``) of a gammapy
+    WCS counts cube, checked against what a model expects.
+
+    ``energy_edges`` is an astropy Quantity of the expected energy-bin edges
+    (1 % tolerance); ``axes`` the non-spatial axis names, in order, the cube
+    must have (an "energy" axis is always required); ``binsz_deg`` the expected
+    pixel size. The data must be finite non-negative integers. Every problem is
+    an :class:`InputError` naming the file.
+    """
+    import astropy.units as u
+    from gammapy.maps import Map, WcsGeom
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        cube = Map.read(path)
+    except Exception as err:  # astropy/gammapy raise many types for a non-map file
+        raise InputError(f"{path}: not a readable counts cube ({type(err).__name__}: {err})") from err
+    if not isinstance(cube.geom, WcsGeom):
+        raise InputError(f"{path}: only WCS counts cubes are supported (got {type(cube.geom).__name__})")
+    expected = u.Quantity(energy_edges)
+    names = cube.geom.axes.names
+    if "energy" not in names:
+        raise InputError(f"{path}: the cube has no 'energy' axis; expected {len(expected) - 1} energy bins")
+    if list(names) != list(axes):
+        raise InputError(f"{path}: axes {names}; expected {list(axes)}")
+    edges = cube.geom.axes["energy"].edges.to(expected.unit)
+    if len(edges) != len(expected) or not np.allclose(edges.value, expected.value, rtol=0.01):
+        raise InputError(f"{path}: energy bins {np.round(edges.value, 4).tolist()} {expected.unit} differ from "
+                         f"the model's {np.round(expected.value, 4).tolist()} {expected.unit}")
+    if binsz_deg is not None:
+        binsz = np.abs(cube.geom.pixel_scales.to_value("deg"))
+        if not np.allclose(binsz, binsz_deg, rtol=PIXEL_SIZE_RTOL):
+            raise InputError(f"{path}: pixel size {binsz.round(5).tolist()} deg differs from the model's "
+                             f"{binsz_deg} deg")
+    data = np.asarray(cube.data, dtype=float)
+    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
+        raise InputError(f"{path}: counts must be finite non-negative integers")
+    return data.astype(np.int64), cube.geom.wcs, cube.geom
 
 
 def _pointing_from_header(header: fits.Header, path: Path):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import InputError
+from ..io import InputError, read_counts_cube
 from . import catalog, classify, flux, irf, variability
 from .cube import detect_in_cube
 from .cutouts import CLASSES, CutoutParams, crop, diffuse_background
@@ -57,40 +57,19 @@ def write_yearly_cube(path, counts: np.ndarray, glon: float, glat: float, p: Fer
 
 
 def read_yearly_cube(path, p: FermiSimParams):
-    """(counts (10, 6, ny, nx) int64, celestial WCS, description); every
-    problem is an :class:`skyml.io.InputError` naming the file."""
-    from gammapy.maps import Map, WcsGeom
+    """(counts (10, 6, ny, nx) int64, celestial WCS, description)
+    (:func:`skyml.io.read_counts_cube`); every problem is an
+    :class:`skyml.io.InputError` naming the file."""
+    import astropy.units as u
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: input file not found")
-    try:
-        cube = Map.read(path)
-    except Exception as err:  # astropy/gammapy raise many types for a non-map file
-        raise InputError(f"{path}: not a readable counts cube ({type(err).__name__}: {err})") from err
-    if not isinstance(cube.geom, WcsGeom):
-        raise InputError(f"{path}: only WCS counts cubes are supported (got {type(cube.geom).__name__})")
-    names = cube.geom.axes.names
-    if names != ["energy", YEAR_AXIS]:
-        raise InputError(f"{path}: axes {names}; expected ['energy', '{YEAR_AXIS}'] "
-                         f"({irf.N_BINS} energy bins, {variability.N_YEARS} yearly bins)")
-    edges = cube.geom.axes["energy"].edges.to_value("MeV")
-    if len(edges) != len(irf.ENERGY_EDGES_MEV) or not np.allclose(edges, irf.ENERGY_EDGES_MEV, rtol=0.01):
-        raise InputError(f"{path}: energy bins {np.round(edges / 1e3, 3).tolist()} GeV differ from the "
-                         f"model's {(irf.ENERGY_EDGES_MEV / 1e3).tolist()} GeV")
-    if cube.geom.axes[YEAR_AXIS].nbin != variability.N_YEARS:
-        raise InputError(f"{path}: {cube.geom.axes[YEAR_AXIS].nbin} yearly bins; expected {variability.N_YEARS}")
-    binsz = np.abs(cube.geom.pixel_scales.to_value("deg"))
-    if not np.allclose(binsz, p.binsz_deg, rtol=0.01):
-        raise InputError(f"{path}: pixel size {binsz.round(5).tolist()} deg differs from the model's "
-                         f"{p.binsz_deg} deg")
-    data = np.asarray(cube.data, dtype=float)
+    data, wcs, geom = read_counts_cube(path, irf.ENERGY_EDGES_MEV * u.MeV, axes=("energy", YEAR_AXIS),
+                                       binsz_deg=p.binsz_deg)
+    if geom.axes[YEAR_AXIS].nbin != variability.N_YEARS:
+        raise InputError(f"{path}: {geom.axes[YEAR_AXIS].nbin} yearly bins; expected {variability.N_YEARS}")
     ny, nx = data.shape[-2:]
     if ny % p.npix or nx % p.npix:
         raise InputError(f"{path}: cube shape {data.shape} is not (10, 6, ny, nx) with ny, nx multiples of {p.npix}")
-    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
-        raise InputError(f"{path}: counts must be finite non-negative integers")
-    return data.astype(np.int64), cube.geom.wcs, f"{nx}×{ny} px × {irf.N_BINS} energy bins × {variability.N_YEARS} years"
+    return data, wcs, f"{nx}×{ny} px × {irf.N_BINS} energy bins × {variability.N_YEARS} years"
 
 
 def match_dr2(glon, glat, radius_deg: float = 0.5):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import InputError
+from ..io import read_counts_cube as read_cube
 from . import detect, irf, models
 from .simulate import FermiSimParams, network_inputs, patch_geom
 
@@ -40,36 +41,16 @@ def write_counts_cube(path, counts: np.ndarray, glon: float, glat: float, p: Fer
 
 
 def read_counts_cube(path, p: FermiSimParams):
-    """(counts (6, ny, nx), astropy celestial WCS, description) of a counts cube;
-    every problem is an :class:`skyml.io.InputError` naming the file."""
-    from gammapy.maps import Map, WcsGeom
+    """(counts (6, ny, nx), astropy celestial WCS, description) of a counts cube
+    (:func:`skyml.io.read_counts_cube`); every problem is an
+    :class:`skyml.io.InputError` naming the file."""
+    import astropy.units as u
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: input file not found")
-    try:
-        cube = Map.read(path)
-    except Exception as err:  # astropy/gammapy raise many types for a non-map file
-        raise InputError(f"{path}: not a readable counts cube ({type(err).__name__}: {err})") from err
-    if not isinstance(cube.geom, WcsGeom):
-        raise InputError(f"{path}: only WCS counts cubes are supported (got {type(cube.geom).__name__})")
-    if "energy" not in cube.geom.axes.names:
-        raise InputError(f"{path}: the cube has no 'energy' axis; expected {irf.N_BINS} energy bins")
-    edges = cube.geom.axes["energy"].edges.to_value("MeV")
-    if len(edges) != len(irf.ENERGY_EDGES_MEV) or not np.allclose(edges, irf.ENERGY_EDGES_MEV, rtol=0.01):
-        raise InputError(f"{path}: energy bins {np.round(edges / 1e3, 3).tolist()} GeV differ from the "
-                         f"model's {(irf.ENERGY_EDGES_MEV / 1e3).tolist()} GeV")
-    binsz = np.abs(cube.geom.pixel_scales.to_value("deg"))
-    if not np.allclose(binsz, p.binsz_deg, rtol=0.01):
-        raise InputError(f"{path}: pixel size {binsz.round(5).tolist()} deg differs from the model's "
-                         f"{p.binsz_deg} deg")
-    data = np.asarray(cube.data, dtype=float)
+    data, wcs, _ = read_cube(path, irf.ENERGY_EDGES_MEV * u.MeV, binsz_deg=p.binsz_deg)
     ny, nx = data.shape[-2:]
     if data.ndim != 3 or ny % p.npix or nx % p.npix:
         raise InputError(f"{path}: cube shape {data.shape} is not (6, ny, nx) with ny, nx multiples of {p.npix}")
-    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
-        raise InputError(f"{path}: counts must be finite non-negative integers")
-    return data.astype(np.int64), cube.geom.wcs, f"{nx}×{ny} px × {irf.N_BINS} energy bins"
+    return data, wcs, f"{nx}×{ny} px × {irf.N_BINS} energy bins"
 
 
 def detect_in_cube(model, counts: np.ndarray, p: FermiSimParams, method: str = "unet_kmeans",
