@@ -497,8 +497,10 @@ def lhaaso_deconvolve(args: argparse.Namespace) -> str:
     notebook 08 (or, with --psf-sigma-deg, the PSF-conditioned CNN). The
     networks are fully convolutional, so any map size at 0.1°/px works. The
     map is divided by its mean counts per pixel, passed through the network
-    and multiplied back: the output is the estimated intrinsic (PSF-free)
-    counts per pixel, written with the input's WCS."""
+    and multiplied back: the output is the estimated intrinsic counts per
+    pixel at the networks' target resolution (a Gaussian of 0.1° sigma),
+    written with the input's WCS. The networks keep the total counts of the
+    input, so the map should be free of a flat background (subtract it first)."""
     import numpy as np
 
     check_output(args.output, args.overwrite)
