@@ -344,8 +344,10 @@ def read_counts_cube(path, energy_edges, *, axes=("energy",), binsz_deg: float |
             raise InputError(f"{path}: pixel size {binsz.round(5).tolist()} deg differs from the model's "
                              f"{binsz_deg} deg")
     data = np.asarray(cube.data, dtype=float)
-    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
-        raise InputError(f"{path}: counts must be finite non-negative integers")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: {int(np.sum(~np.isfinite(data)))} pixels are NaN or infinite")
+    if np.any(data < 0) or np.any(data != np.round(data)):
+        raise InputError(f"{path}: counts must be non-negative integers")
     return data.astype(np.int64), cube.geom.wcs, cube.geom
 
 

@@ -1,0 +1,124 @@
+"""Fully convolutional networks of notebook 06 (plain Keras 3, ``keras.ops`` only).
+
+- :func:`build_unet`: the AutoSourceID-Light U-Net (Stoppa et al. 2022,
+  arXiv 2202.00489): an encoder–decoder with skip connections, ``depth``
+  poolings, filters doubling per level from ``filters``; one sigmoid output
+  trained on disk masks with binary cross-entropy (source pixels weighted
+  ×10) plus soft Dice (:func:`weighted_bce_dice_loss`); convolutions are
+  followed by batch normalisation, as in ASID-Light. The input size is free
+  (multiples of 2^depth), so a network trained on 128×128 crops runs on
+  512×512 patches.
+- :func:`build_cedirnet`: the same backbone with three outputs per pixel
+  after CeDiRNet (Tabernik, Muhovič & Skočaj 2024, arXiv 2408.14457;
+  repository vicoslab/CeDiRNet): the unit vector (sin, cos) towards the
+  nearest source centre (tanh) and a closeness exp(-d/3 px) (sigmoid); loss
+  :func:`cedirnet_loss`. The vote field becomes a centre heat map with a fixed
+  kernel bank (:func:`skyml.ctao.detect.centre_heatmap`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+
+
+@keras.saving.register_keras_serializable(package="skyml_ctao")
+def weighted_bce_dice_loss(y_true, y_pred):
+    """Binary cross-entropy with source pixels weighted ×10 (they are ~1 % of a
+    survey patch) plus (1 - soft Dice) per image."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    eps = 1e-6
+    p = ops.clip(y_pred, eps, 1 - eps)
+    bce = -ops.mean(10.0 * y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p), axis=(1, 2, 3))
+    inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
+    dice = (2 * inter + 1.0) / (ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3)) + 1.0)
+    return bce + (1 - dice)
+
+
+@keras.saving.register_keras_serializable(package="skyml_ctao")
+def cedirnet_loss(y_true, y_pred):
+    """Closeness-weighted L1 on (sin, cos) plus binary cross-entropy on the closeness."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    close = y_true[..., 2:3]
+    weight = close + 0.05
+    direction = ops.sum(weight * ops.abs(y_true[..., :2] - y_pred[..., :2]), axis=(1, 2, 3)) / \
+        ops.sum(weight, axis=(1, 2, 3))
+    eps = 1e-6
+    p = ops.clip(y_pred[..., 2:3], eps, 1 - eps)
+    bce = -ops.mean(close * ops.log(p) + (1 - close) * ops.log(1 - p), axis=(1, 2, 3))
+    return direction + 4.0 * bce
+
+
+def _block(x, filters, name):
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def _backbone(channels: int, filters: int, depth: int, name: str):
+    inp = keras.Input(shape=(None, None, int(channels)), name="image")
+    x, skips = inp, []
+    for level in range(depth):
+        x = _block(x, filters * 2**level, f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = _block(x, filters * 2**depth, "bottom")
+    for level in reversed(range(depth)):
+        x = layers.UpSampling2D(2, name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = _block(x, filters * 2**level, f"dec{level}")
+    return inp, x
+
+
+def build_unet(channels: int = 3, filters: int = 8, depth: int = 3, learning_rate: float = 2e-3,
+               name: str = "asid_unet") -> keras.Model:
+    """U-Net with one sigmoid output (source-mask probability)."""
+    inp, x = _backbone(channels, filters, depth, name)
+    out = layers.Conv2D(1, 1, activation="sigmoid", name="probability")(x)
+    model = keras.Model(inp, out, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=weighted_bce_dice_loss)
+    return model
+
+
+def build_cedirnet(channels: int = 3, filters: int = 8, depth: int = 3, learning_rate: float = 2e-3,
+                   name: str = "cedirnet") -> keras.Model:
+    """Backbone with the dense centre-direction head: (sin, cos, closeness) per pixel."""
+    inp, x = _backbone(channels, filters, depth, name)
+    direction = layers.Conv2D(2, 1, activation="tanh", name="direction")(x)
+    closeness = layers.Conv2D(1, 1, activation="sigmoid", name="closeness")(x)
+    out = layers.Concatenate(name="vote_field")([direction, closeness])
+    model = keras.Model(inp, out, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=cedirnet_loss)
+    return model
+
+
+def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=0, verbose=2):
+    """Fit with early stopping on ``val_loss`` (best weights restored); returns the history."""
+    keras.utils.set_random_seed(int(seed))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), mode="min",
+                                         restore_best_weights=True)
+    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
+                        shuffle=True, callbacks=[stop], verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int):
+    """Zero-pad (n, ny, nx, c) at the high ends to multiples of ``multiple``; returns (padded, (ny, nx))."""
+    ny, nx = x.shape[1:3]
+    py, px = (-ny) % multiple, (-nx) % multiple
+    if py or px:
+        x = np.pad(x, ((0, 0), (0, py), (0, px), (0, 0)))
+    return x, (ny, nx)
+
+
+def predict(model, x: np.ndarray, batch_size: int = 4, depth: int | None = None) -> np.ndarray:
+    """Outputs (n, ny, nx, c) of a fully convolutional model, padding the input as needed."""
+    if depth is None:
+        depth = sum(1 for layer in model.layers if layer.name.startswith("pool"))
+    xp, (ny, nx) = pad_to_multiple(np.asarray(x, np.float32), 2**depth)
+    out = np.asarray(model.predict(xp, batch_size=batch_size, verbose=0))
+    return out[:, :ny, :nx]

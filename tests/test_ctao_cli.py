@@ -1,0 +1,158 @@
+"""``skyml ctao-detect`` and ``skyml optical-detect``: source lists out, and their expected errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import QTable
+
+from skyml import cli
+from skyml.ctao import simulate
+from skyml.ctao.pipeline import write_counts_cube
+from skyml.ctao.simulate import SurveyParams
+
+P = SurveyParams(npix=64)
+pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained (small) networks in the notebook's format."""
+    import keras
+
+    from skyml.cta.models import save_model
+    from skyml.ctao.models import build_unet
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("m")
+    ctao = save_model(build_unet(3, filters=2, depth=2), folder / "ctao_unet.keras",
+                      {"task": "ctao-detect", "sim_params": P.to_dict(), "scaling": "log", "profile": "quick"})
+    optical = save_model(build_unet(1, filters=2, depth=2), folder / "optical_unet.keras",
+                         {"task": "optical-detect", "profile": "quick"})
+    optical_t = save_model(build_unet(1, filters=2, depth=2), folder / "optical_unet_t.keras",
+                           {"task": "optical-detect", "profile": "quick", "threshold": 0.9})
+    return ctao, optical, optical_t
+
+
+@pytest.fixture(scope="module")
+def cube_path(tmp_path_factory):
+    d = simulate.simulate_patches(1, 3, P, "test")
+    return write_counts_cube(tmp_path_factory.mktemp("c") / "cube.fits", d["counts"][0], P)
+
+
+def run_error(capsys, argv, *fragments):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"skyml {argv[0]}: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_ctao_detect_writes_a_source_list(tmp_path, cube_path, models, capsys):
+    out = tmp_path / "sources.ecsv"
+    argv = ["ctao-detect", str(cube_path), "-o", str(out), "--model", str(models[0]), "--threshold", "0.3"]
+    assert cli.main(argv) == 0
+    assert "sources (input: 64×64 px × 3 energy bins" in capsys.readouterr().out
+    table = QTable.read(out)
+    assert table.colnames == ["glon", "glat", "ra", "dec", "probability", "x_pix", "y_pix"]
+    assert np.all(table["probability"] >= 0.3)
+    if len(table):
+        assert np.all(np.abs(table["glon"].value - P.centre_glon) < 0.7)
+    run_error(capsys, argv, "output file exists", "--overwrite")
+
+
+def test_ctao_detect_bad_inputs(tmp_path, cube_path, models, capsys):
+    out = str(tmp_path / "s.ecsv")
+    model = ["--model", str(models[0])]
+    run_error(capsys, ["ctao-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "file not found")
+    text = tmp_path / "notes.fits"
+    text.write_text("not a FITS file")
+    run_error(capsys, ["ctao-detect", str(text), "-o", out] + model, "not a readable counts cube")
+    write_counts_cube(tmp_path / "coarse.fits", np.zeros((3, 64, 64)), SurveyParams(npix=64, binsz_deg=0.05))
+    run_error(capsys, ["ctao-detect", str(tmp_path / "coarse.fits"), "-o", out] + model, "pixel size")
+    write_counts_cube(tmp_path / "neg.fits", -np.ones((3, 64, 64)), P)
+    run_error(capsys, ["ctao-detect", str(tmp_path / "neg.fits"), "-o", out] + model, "non-negative integers")
+    nan = np.zeros((3, 64, 64))
+    nan[0, 3, 3] = np.nan
+    write_counts_cube(tmp_path / "nan.fits", nan, P)
+    run_error(capsys, ["ctao-detect", str(tmp_path / "nan.fits"), "-o", out] + model, "NaN")
+    write_counts_cube(tmp_path / "tiny.fits", np.zeros((3, 8, 8)), P)
+    run_error(capsys, ["ctao-detect", str(tmp_path / "tiny.fits"), "-o", out] + model, "ny, nx >= 16")
+
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from gammapy.maps import Map, MapAxis, WcsGeom
+
+    axis = MapAxis.from_energy_bounds(0.1, 100, 3, unit="TeV", name="energy")
+    geom = WcsGeom.create(skydir=SkyCoord(15, 0, unit="deg", frame="galactic"), npix=32, binsz=0.02,
+                          frame="galactic", axes=[axis])
+    Map.from_geom(geom).write(tmp_path / "ebins.fits")
+    run_error(capsys, ["ctao-detect", str(tmp_path / "ebins.fits"), "-o", out] + model, "energy bins")
+    Map.from_geom(geom.to_image()).write(tmp_path / "image.fits")
+    run_error(capsys, ["ctao-detect", str(tmp_path / "image.fits"), "-o", out] + model, "no 'energy' axis")
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", out, "--threshold", "1.5"] + model, "--threshold")
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", out, "--model", str(models[1])],
+              "trained for the task 'optical-detect'")
+    assert not (tmp_path / "s.ecsv").exists()
+    del u
+
+
+def test_ctao_detect_missing_model(tmp_path, cube_path, capsys, monkeypatch):
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "s.ecsv")], "model not found",
+              "notebook 06", "--only 06")
+
+
+def _image(path, data, with_wcs=True):
+    header = fits.Header()
+    if with_wcs:
+        from astropy.wcs import WCS
+
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [201.7, -47.5]
+        w.wcs.crpix = [32, 32]
+        w.wcs.cdelt = [-0.56 / 3600, 0.56 / 3600]
+        header = w.to_header()
+    fits.PrimaryHDU(np.asarray(data, np.float32), header=header).writeto(path)
+    return path
+
+
+def test_optical_detect(tmp_path, models, capsys):
+    from skyml.optical import simulate as opt
+
+    p = opt.OpticalParams(npix=64, n_crowded=20)
+    img, _, _ = opt.simulate_tile(np.random.default_rng(0), "crowded", p)
+    src = _image(tmp_path / "img.fits", img)
+    out = tmp_path / "stars.ecsv"
+    assert cli.main(["optical-detect", str(src), "-o", str(out), "--model", str(models[1]), "--threshold",
+                     "0.2"]) == 0
+    assert "sources (64×64 px)" in capsys.readouterr().out
+    table = QTable.read(out)
+    assert table.colnames[:3] == ["x_pix", "y_pix", "probability"] and "ra" in table.colnames
+    assert table.meta["thresh"] == pytest.approx(0.2)
+    # without --threshold: the model's own (validation-chosen) threshold, 0.3 if it has none
+    out2 = tmp_path / "stars2.ecsv"
+    assert cli.main(["optical-detect", str(src), "-o", str(out2), "--model", str(models[2])]) == 0
+    assert QTable.read(out2).meta["thresh"] == pytest.approx(0.9)
+    assert cli.main(["optical-detect", str(src), "-o", str(tmp_path / "s3.ecsv"), "--model", str(models[1])]) == 0
+    assert QTable.read(tmp_path / "s3.ecsv").meta["thresh"] == pytest.approx(0.3)
+    bad = img.copy()
+    bad[5, 5] = np.nan
+    e = str(tmp_path / "e.ecsv")
+    model = ["--model", str(models[1])]
+    run_error(capsys, ["optical-detect", str(_image(tmp_path / "nan.fits", bad)), "-o", e] + model, "NaN")
+    run_error(capsys, ["optical-detect", str(_image(tmp_path / "small.fits", img[:16, :16])), "-o", e] + model,
+              "too small")
+    run_error(capsys, ["optical-detect", str(_image(tmp_path / "cube.fits", np.zeros((2, 64, 64)))), "-o", e]
+              + model, "not 2D")
+    run_error(capsys, ["optical-detect", str(tmp_path / "missing.fits"), "-o", e] + model, "not found")
+    text = tmp_path / "t.fits"
+    text.write_text("hello")
+    run_error(capsys, ["optical-detect", str(text), "-o", e] + model, "not a readable FITS image")
+    run_error(capsys, ["optical-detect", str(src), "-o", e, "--model", str(models[0])],
+              "trained for the task 'ctao-detect'")
+    assert not (tmp_path / "e.ecsv").exists()
