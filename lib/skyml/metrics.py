@@ -141,3 +141,40 @@ def throughput(fn: Callable, batch: Sized, repeats: int = 3) -> float:
         fn(batch)
         best = min(best, time.perf_counter() - t0)
     return n_items / best
+
+
+def match_sky(det_lon, det_lat, true_lon, true_lat, radius_deg):
+    """Iterative nearest-neighbour association of detections with true sources
+    on the sky (Galactic lon/lat in deg): all pairs closer than ``radius_deg``
+    (a scalar, or one radius per true source) are taken in order of increasing
+    separation, each detection and each source used once.
+
+    Returns ``(det_to_true, true_to_det, separation_deg)``: for each detection
+    the index of its source (-1 if none), for each source the index of its
+    detection (-1 if missed), and for each source the separation to its
+    detection (NaN if missed).
+    """
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    det_lon, det_lat = np.atleast_1d(det_lon).astype(float), np.atleast_1d(det_lat).astype(float)
+    true_lon, true_lat = np.atleast_1d(true_lon).astype(float), np.atleast_1d(true_lat).astype(float)
+    radius = np.broadcast_to(np.asarray(radius_deg, float), true_lon.shape)
+    det_to_true = np.full(len(det_lon), -1)
+    true_to_det = np.full(len(true_lon), -1)
+    sep = np.full(len(true_lon), np.nan)
+    if len(det_lon) == 0 or len(true_lon) == 0:
+        return det_to_true, true_to_det, sep
+    dets = SkyCoord(det_lon, det_lat, unit="deg", frame="galactic")
+    truth = SkyCoord(true_lon, true_lat, unit="deg", frame="galactic")
+    # astropy: self.search_around_sky(around, r) -> (index into around, index into self, sep, dist)
+    idx_det, idx_true, sep2d, _ = truth.search_around_sky(dets, radius.max() * u.deg)
+    s = sep2d.to_value(u.deg)
+    ok = s <= radius[idx_true]
+    idx_det, idx_true, s = idx_det[ok], idx_true[ok], s[ok]
+    for j in np.argsort(s, kind="stable"):
+        a, b = idx_det[j], idx_true[j]
+        if det_to_true[a] < 0 and true_to_det[b] < 0:
+            det_to_true[a], true_to_det[b], sep[b] = b, a, s[j]
+    return det_to_true, true_to_det, sep
+

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
+from ..metrics import match_sky
+
 
 def match_patch(det_x, det_y, true_x, true_y, radius_px):
     """Greedy one-to-one matching in pixels; ``radius_px`` per true source.
@@ -40,32 +42,6 @@ def match_patch(det_x, det_y, true_x, true_y, radius_px):
         a, b = di[j], ti[j]
         if det_to_true[a] < 0 and true_to_det[b] < 0:
             det_to_true[a], true_to_det[b], sep[b] = b, a, d[a, b]
-    return det_to_true, true_to_det, sep
-
-
-def match_sky(det_lon, det_lat, true_lon, true_lat, radius_deg):
-    """As :func:`match_patch`, on the sky (Galactic lon/lat in deg, separations in deg)."""
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    det_lon, det_lat = np.atleast_1d(det_lon).astype(float), np.atleast_1d(det_lat).astype(float)
-    true_lon, true_lat = np.atleast_1d(true_lon).astype(float), np.atleast_1d(true_lat).astype(float)
-    radius = np.broadcast_to(np.asarray(radius_deg, float), true_lon.shape)
-    det_to_true = np.full(len(det_lon), -1)
-    true_to_det = np.full(len(true_lon), -1)
-    sep = np.full(len(true_lon), np.nan)
-    if len(det_lon) == 0 or len(true_lon) == 0:
-        return det_to_true, true_to_det, sep
-    dets = SkyCoord(det_lon, det_lat, unit="deg", frame="galactic")
-    truth = SkyCoord(true_lon, true_lat, unit="deg", frame="galactic")
-    idx_det, idx_true, sep2d, _ = truth.search_around_sky(dets, radius.max() * u.deg)
-    s = sep2d.to_value(u.deg)
-    ok = s <= radius[idx_true]
-    idx_det, idx_true, s = idx_det[ok], idx_true[ok], s[ok]
-    for j in np.argsort(s, kind="stable"):
-        a, b = idx_det[j], idx_true[j]
-        if det_to_true[a] < 0 and true_to_det[b] < 0:
-            det_to_true[a], true_to_det[b], sep[b] = b, a, s[j]
     return det_to_true, true_to_det, sep
 
 

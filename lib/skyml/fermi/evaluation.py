@@ -1,6 +1,6 @@
 """Matching, flux estimates, purity/completeness and DR2 recall.
 
-**Matching** (:func:`match_sources`): all detection–source pairs closer than
+**Matching** (:func:`skyml.metrics.match_sky`): all detection–source pairs closer than
 the association radius (astropy ``search_around_sky``, great-circle
 separations, so l = 0/360 is no boundary) are taken in order of increasing
 separation; a pair is accepted when neither its detection nor its source is
@@ -31,6 +31,7 @@ import numpy as np
 from astropy.table import Table
 
 from .. import metrics
+from ..metrics import match_sky as match_sources
 from . import catalog, irf
 from .simulate import FermiSimParams, in_patch, owner_pixel, patch_wcs, pix_to_world, render_sources
 
@@ -48,36 +49,6 @@ def flux_edges(centres=FLUX_CENTRES) -> np.ndarray:
     mids = np.sqrt(c[:-1] * c[1:])
     lo = c[0] ** 2 / mids[0]
     return np.concatenate([[lo], mids, [np.inf]])
-
-
-def match_sources(det_lon, det_lat, true_lon, true_lat, radius_deg: float):
-    """Iterative nearest-neighbour association.
-
-    Returns ``(det_to_true, true_to_det, separation_deg)``: for each
-    detection the index of its source (-1 if none), for each source the index
-    of its detection (-1 if missed), and for each source the separation to its
-    detection (NaN if missed).
-    """
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    det_lon, det_lat = np.atleast_1d(det_lon).astype(float), np.atleast_1d(det_lat).astype(float)
-    true_lon, true_lat = np.atleast_1d(true_lon).astype(float), np.atleast_1d(true_lat).astype(float)
-    det_to_true = np.full(len(det_lon), -1)
-    true_to_det = np.full(len(true_lon), -1)
-    sep_true = np.full(len(true_lon), np.nan)
-    if len(det_lon) == 0 or len(true_lon) == 0:
-        return det_to_true, true_to_det, sep_true
-    dets = SkyCoord(det_lon, det_lat, unit="deg", frame="galactic")
-    truth = SkyCoord(true_lon, true_lat, unit="deg", frame="galactic")
-    # astropy: self.search_around_sky(around, r) -> (index into around, index into self, sep, dist)
-    idx_det, idx_true, sep2d, _ = truth.search_around_sky(dets, radius_deg * u.deg)
-    sep_deg = sep2d.to_value(u.deg)
-    for j in np.argsort(sep_deg, kind="stable"):
-        t, d = idx_true[j], idx_det[j]
-        if true_to_det[t] < 0 and det_to_true[d] < 0:
-            true_to_det[t], det_to_true[d], sep_true[t] = d, t, sep_deg[j]
-    return det_to_true, true_to_det, sep_true
 
 
 def detections_to_sky(data: dict, det: dict, p: FermiSimParams):
