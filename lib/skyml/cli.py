@@ -548,11 +548,6 @@ def lhaaso_deconvolve(args: argparse.Namespace) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Entry point
-# ---------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------
 # fermi-catalogue
 # ---------------------------------------------------------------------------
 
@@ -807,6 +802,11 @@ def optical_detect(args: argparse.Namespace) -> str:
                        "input": args.input.name})
     write_output(io.write_table, args.output, table, overwrite=args.overwrite)
     return f"wrote {args.output}: {len(table)} sources ({image.shape[1]}×{image.shape[0]} px)"
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
