@@ -164,6 +164,35 @@ def test_gaussian_nll_is_minimal_at_the_truth():
     assert off - at == pytest.approx(0.5 * (0.2 / 0.2) ** 2, rel=1e-5)
 
 
+def test_detached_nll_fits_the_mean_by_least_squares_and_sigma_by_the_nll():
+    import keras
+
+    y = keras.ops.convert_to_tensor(np.array([[0.3], [0.5]], np.float32))
+    pred = np.array([[0.4, 0.1], [0.4, 0.1]], np.float32)
+    loss = float(flux.detached_gaussian_nll(y, keras.ops.convert_to_tensor(pred)))
+    # squared error of mu plus the NLL: at equal residuals 0.1 = sigma, 0.01 + (0.5 + ln 0.1)
+    assert loss == pytest.approx(0.01 + 0.5 + np.log(0.1), rel=1e-5)
+
+
+def test_flux_network_starts_from_the_photometry_branch_on_normalised_inputs():
+    import keras
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(5.0, 2.0, size=(64, 16, 16, 18)).astype(np.float32)
+    ph = rng.normal(3.0, 0.5, size=(64, 12)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = flux.build_flux_net((16, 16, 18), 12, filters=4, adapt_data=[x, ph])
+    normed = model.get_layer("norm_photometry")(ph)
+    np.testing.assert_allclose(np.mean(np.asarray(normed), axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.std(np.asarray(normed), axis=0), 1.0, rtol=1e-3)
+    # the image branch's correction to mu starts at zero: mu does not depend on the image
+    out_a = np.asarray(model.predict([x, ph], verbose=0))
+    out_b = np.asarray(model.predict([x[::-1], ph], verbose=0))
+    np.testing.assert_allclose(out_a[:, 0], out_b[:, 0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out_a[:, 1], out_b[:, 1])  # sigma sees the image
+    assert "dropout" not in [layer.name for layer in model.layers]
+
+
 def test_flux_network_inputs_see_the_background():
     rng = np.random.default_rng(3)
     bkg = np.full((2, 6, 16, 16), 2.0, np.float32)
