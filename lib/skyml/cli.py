@@ -414,8 +414,10 @@ def cta_localise(args: argparse.Namespace) -> str:
 
 INPUT_FERMI = arg(
     "input", metavar="INPUT", type=Path,
-    help="WCS counts cube (gammapy Map or Fermi gtbin CCUBE) with the six energy bins "
-         "0.3-1-3-10-30-100-1000 GeV, 0.15625° pixels, width and height multiples of 64",
+    help="counts in the six energy bins 0.3-1-3-10-30-100-1000 GeV: a WCS counts cube (gammapy Map or "
+         "Fermi gtbin CCUBE) with 0.15625° pixels, width and height multiples of 64; or HEALPix counts "
+         "(all-sky or partial), one gammapy HEALPix map per energy bin in HDUs COUNTS_E0..COUNTS_E5 "
+         "(any NSIDE per bin) or one HEALPix map with the six-bin energy axis",
 )
 
 
@@ -433,10 +435,14 @@ INPUT_FERMI = arg(
 )
 def fermi_detect(args: argparse.Namespace) -> str:
     """Detect point sources in a Fermi-LAT counts cube with the multi-input
-    U-Net of notebook 04. The cube is cut into 64×64-pixel (10°×10°) tiles; the
-    probability map of each tile is turned into positions by k-means with a
-    penalised number of clusters (or LoG). The source list has glon, glat, ra,
-    dec [deg], probability and the input pixel (x_pix, y_pix)."""
+    U-Net of notebook 04. A WCS cube is cut into 64×64-pixel (10°×10°) tiles;
+    HEALPix counts are reprojected (counts preserved) onto the 10°×10° patches
+    centred on the HEALPix NSIDE=8 pixel centres that the map covers, and a
+    detection is kept only from the patch of the NSIDE=8 pixel that contains
+    it, so overlapping patches give no duplicates. The probability map of
+    each patch is turned into positions by k-means with a penalised number of
+    clusters (or LoG). The source list has glon, glat, ra, dec [deg],
+    probability and the input pixel (x_pix, y_pix; NaN for HEALPix input)."""
     check_output(args.output, args.overwrite)
     if not 0.0 < args.threshold < 1.0:
         raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -454,15 +460,31 @@ def fermi_detect(args: argparse.Namespace) -> str:
             else FermiSimParams()
     except (TypeError, ValueError, KeyError) as err:
         raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
-    try:
-        counts, wcs, description = read_counts_cube(args.input, params)
-    except io.InputError as err:
-        raise CommandError(str(err)) from err
-    x, y, prob = detect_in_cube(model, counts, params, args.method, args.threshold)
-    table = detections_table(x, y, prob, wcs)
+    from .fermi import healpix
+
+    extra = {}
+    if healpix.is_healpix_file(args.input):
+        try:
+            maps, description = healpix.read_healpix_counts(args.input, params)
+        except io.InputError as err:
+            raise CommandError(str(err)) from err
+        det = healpix.detect_in_healpix(model, maps, params, args.method, args.threshold)
+        if det["n_patches"] == 0:
+            raise CommandError(f"{args.input}: the HEALPix map covers none of the 10°×10° patches "
+                               f"centred on the NSIDE={healpix.NSIDE} pixel centres")
+        table = healpix.sky_detections_table(det["glon"], det["glat"], det["probability"])
+        description = f"{description}, {det['n_patches']} patches"
+        extra = {"patches": int(det["n_patches"])}
+    else:
+        try:
+            counts, wcs, description = read_counts_cube(args.input, params)
+        except io.InputError as err:
+            raise CommandError(str(err)) from err
+        x, y, prob = detect_in_cube(model, counts, params, args.method, args.threshold)
+        table = detections_table(x, y, prob, wcs)
     table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(path),
                        "profile": model_profile(args, metadata), "method": args.method,
-                       "thresh": float(args.threshold), "input": description})
+                       "thresh": float(args.threshold), "input": description, **extra})
     write_output(io.write_table, args.output, table, overwrite=args.overwrite)
     return f"wrote {args.output}: {len(table)} sources (input: {description}, {args.method})"
 

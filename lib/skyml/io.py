@@ -327,7 +327,8 @@ def read_counts_cube(path, energy_edges, *, axes=("energy",), binsz_deg: float |
     except Exception as err:  # astropy/gammapy raise many types for a non-map file
         raise InputError(f"{path}: not a readable counts cube ({type(err).__name__}: {err})") from err
     if not isinstance(cube.geom, WcsGeom):
-        raise InputError(f"{path}: only WCS counts cubes are supported (got {type(cube.geom).__name__})")
+        raise InputError(f"{path}: only WCS counts cubes are supported here (got {type(cube.geom).__name__}); "
+                         "HEALPix counts: skyml.fermi.healpix.read_healpix_counts")
     expected = u.Quantity(energy_edges)
     names = cube.geom.axes.names
     if "energy" not in names:

@@ -6,10 +6,12 @@ energy bins of :data:`skyml.fermi.irf.ENERGY_EDGES_MEV` and square pixels of
 the model's size (10°/64 = 0.15625°); its width and height must be multiples
 of 64. The image is cut into non-overlapping 64×64 tiles (the model's
 patches); each tile is given to the U-Net and the probability map to k-means
-(or LoG). HEALPix cubes are not accepted (project them on a WCS grid first).
+(or LoG). HEALPix counts maps are handled by :mod:`skyml.fermi.healpix`
+(reprojected onto patches at the HEALPix NSIDE=8 centres).
 
 Output: one row per detection: glon, glat, ra, dec [deg], probability,
-x_pix, y_pix (0-based pixel of the input image, centres at integers).
+x_pix, y_pix (0-based pixel of the input image, centres at integers; NaN
+for a HEALPix input, :func:`skyml.fermi.healpix.sky_detections_table`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ the patch of the HEALPix pixel that contains it (:func:`owner_pixel`): the
 all-sky catalogue keeps each detection only from its owner patch. An NSIDE=8
 pixel reaches up to 7.5° from its centre, so small corners of some pixels fall
 outside their square patch; :mod:`skyml.fermi.evaluation` counts the sources
-there as not covered and reports the covered fraction.
+there as not covered and reports the covered fraction. All-sky HEALPix maps
+of the same model, and patches cut out of them (for ``skyml fermi-detect`` on
+HEALPix input), are in :mod:`skyml.fermi.healpix`.
 
 **Multi-input.** Each energy bin is simulated at 64×64 and then summed over
 blocks of ``downsample[k]`` × ``downsample[k]`` pixels, so the inputs are
@@ -113,13 +115,18 @@ def owner_pixel(glon, glat, nside: int = NSIDE) -> np.ndarray:
     return hp.ang2pix(nside, np.asarray(glon, float), np.asarray(glat, float), lonlat=True)
 
 
-def patch_geom(glon: float, glat: float, p: FermiSimParams, energy_axis=None):
-    """gammapy ``WcsGeom`` of a patch (TAN, Galactic), optionally with an energy axis."""
+def patch_geom(glon: float, glat: float, p: FermiSimParams, energy_axis=None, downsample: int = 1):
+    """gammapy ``WcsGeom`` of a patch (TAN, Galactic), optionally with an energy axis.
+
+    ``downsample`` > 1 gives the same 10°×10° patch in ``npix / downsample``
+    pixels of ``downsample`` × the size: the grid of :func:`downsample_counts`."""
     from astropy.coordinates import SkyCoord
     from gammapy.maps import WcsGeom
 
-    return WcsGeom.create(skydir=SkyCoord(glon, glat, unit="deg", frame="galactic"), npix=p.npix,
-                          binsz=p.binsz_deg, frame="galactic", proj="TAN",
+    if downsample < 1 or p.npix % downsample:
+        raise ValueError(f"downsample factor {downsample} does not divide npix={p.npix}")
+    return WcsGeom.create(skydir=SkyCoord(glon, glat, unit="deg", frame="galactic"), npix=p.npix // downsample,
+                          binsz=p.binsz_deg * downsample, frame="galactic", proj="TAN",
                           axes=[energy_axis] if energy_axis is not None else None)
 
 
@@ -237,22 +244,36 @@ def _diffuse_bin_factors(variant: int, event_types: str):
     return out
 
 
+def diffuse_counts_per_sr(glon, glat, p: FermiSimParams, variant: int | None = None):
+    """The per-direction part of :func:`background_model`: ``(galactic, iso)``
+    where ``galactic`` (6, *shape of glon) is the expected Galactic diffuse
+    counts per sr in each energy bin at (glon, glat) before PSF smoothing, and
+    ``iso`` (6,) the isotropic counts per sr. Used by :func:`background_model`
+    (WCS patches) and :mod:`skyml.fermi.healpix` (all-sky HEALPix maps)."""
+    variant = p.diffuse_variant if variant is None else variant
+    templates = diffuse.spatial_templates(glon, glat, variant)
+    factors = _diffuse_bin_factors(variant, p.event_types)
+    galactic = np.stack([sum(factors[n][k] * templates[n] for n in templates) for k in range(irf.N_BINS)])
+    return galactic, factors["iso"]
+
+
+def diffuse_psf_sigma_deg(p: FermiSimParams) -> np.ndarray:
+    """Gaussian width [deg] per energy bin by which the Galactic diffuse
+    emission is smoothed: the bin's effective PSF width for a spectral index 2.5."""
+    return irf.bin_psf_sigma_eff_deg(p.event_types, index=2.5)
+
+
 def background_model(glon: float, glat: float, p: FermiSimParams, variant: int | None = None) -> np.ndarray:
     """Expected diffuse + isotropic counts (6, npix, npix) of a patch."""
-    variant = p.diffuse_variant if variant is None else variant
     wcs = patch_wcs(glon, glat, p)
     yy, xx = np.mgrid[: p.npix, : p.npix]
     lon, lat = pix_to_world(wcs, xx, yy)
     omega = _solid_angle(p.npix, p.binsz_deg)
-    templates = diffuse.spatial_templates(lon, lat, variant)
-    factors = _diffuse_bin_factors(variant, p.event_types)
-    sigma_pix = irf.bin_psf_sigma_eff_deg(p.event_types, index=2.5) / p.binsz_deg
+    galactic, iso = diffuse_counts_per_sr(lon, lat, p, variant)
+    sigma_pix = diffuse_psf_sigma_deg(p) / p.binsz_deg
     out = np.empty((irf.N_BINS, p.npix, p.npix))
-    galactic = sum(templates.values())  # smoothing is linear: smooth the weighted sum per bin
-    for k in range(irf.N_BINS):
-        gal_k = sum(factors[n][k] * templates[n] for n in templates)
-        out[k] = ndimage.gaussian_filter(gal_k * omega, sigma_pix[k], mode="nearest") + factors["iso"][k] * omega
-    del galactic
+    for k in range(irf.N_BINS):  # smoothing is linear: smooth the weighted sum per bin
+        out[k] = ndimage.gaussian_filter(galactic[k] * omega, sigma_pix[k], mode="nearest") + iso[k] * omega
     return out
 
 
