@@ -232,6 +232,37 @@ def test_cli_on_healpix(partial_path, model_path, tmp_path, capsys):
         assert np.min(sky.match_to_catalog_sky(sky, nthneighbor=2)[1].deg) > 0.05
 
 
+def test_detect_in_healpix_restricted_to_given_pixels(partial_path, model_path):
+    from skyml.cta.models import load_model
+
+    model, _ = load_model(model_path)
+    maps, _ = healpix.read_healpix_counts(partial_path)
+    lon, lat = healpix_centres()
+    covered = [i for i in range(768) if healpix.patch_covered(maps, lon[i], lat[i], P)]
+    some = covered[:2] + [next(i for i in range(768) if i not in covered)]  # one pixel the map does not cover
+    det = healpix.detect_in_healpix(model, maps, P, "unet_kmeans", 0.3, pixels=some)
+    assert det["n_patches"] == 2 and set(np.unique(det["patch"])) <= set(covered[:2])
+
+
+def test_load_allsky_is_the_patch_simulations_sky_and_cached(tmp_path, monkeypatch):
+    from skyml import paths
+    from skyml.fermi.simulate import SPLITS, _sky
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path)
+    a = healpix.load_allsky(3, P, nside=(4, 4, 8, 8, 8, 8))
+    b = healpix.load_allsky(3, P, nside=(4, 4, 8, 8, 8, 8))
+    assert any(tmp_path.rglob("*.npz"))
+    for ma, mb in zip(a, b):
+        np.testing.assert_array_equal(ma.data, mb.data)
+    # the expected counts of its catalogue: the DR2 sky of the patch simulation (same seed sequence)
+    sky = _sky("dr2", [3, SPLITS["test"], 1000], P)
+    mu = healpix.expected_allsky(sky, P, nside=(4, 4, 8, 8, 8, 8))
+    for m, e in zip(a, mu):
+        assert abs(m.data.sum() / e.sum() - 1) < 5 / np.sqrt(e.sum())
+    with pytest.raises(ValueError, match="one catalogue"):
+        healpix.load_allsky(3, P, sky="mock", split="train")
+
+
 def test_cli_refuses_bad_healpix(maps128, partial_path, model_path, tmp_path, capsys):
     from gammapy.maps import HpxGeom, Map, MapAxis, WcsGeom
 

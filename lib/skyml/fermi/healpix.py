@@ -143,10 +143,10 @@ def source_counts_map(glon, glat, counts_nodes, k: int, nside: int, p: FermiSimP
         pix = hp.query_disc(nside, vec[i], radius)
         theta = np.arccos(np.clip(np.asarray(hp.pix2vec(nside, pix)).T @ vec[i], -1.0, 1.0))
         g = np.exp(-0.5 * (theta[:, None] / sig[None]) ** 2)  # PSF at pixel centres (× equal solid angles)
-        norm = g.sum(axis=0)
-        ok = norm > 0
+        norm = g.sum(axis=0)  # about 2 pi sigma^2 / pixel area for a sampled component
+        ok = norm > 0.5  # below: a component narrower than the pixels (sums can underflow to ~1e-300)
         out[pix] += g[:, ok] @ (amp[i, ok] / norm[ok])
-        if not ok.all():  # a component much narrower than the pixels: all in the pixel of the source
+        if not ok.all():  # all of such a component in the pixel of the source
             out[hp.vec2pix(nside, *vec[i])] += amp[i, ~ok].sum()
     return out
 
@@ -206,6 +206,31 @@ def simulate_allsky(sky: dict | None, p: FermiSimParams, seed: int, nside=None, 
     rng = np.random.default_rng(seed)
     mu = expected_allsky(sky, p, nside, nside_max, background)
     return to_maps([rng.poisson(m) for m in mu], np.float32)
+
+
+def load_allsky(seed: int, p: FermiSimParams, sky: str = "dr2", split: str = "test", nside=None,
+                nside_max: int = NSIDE_MAX) -> list:
+    """:func:`simulate_allsky` of the sky that :func:`skyml.fermi.simulate.load_patches`
+    uses for ``(seed, split, sky)`` with ``sky="dr2"`` or a test split (the
+    same catalogue, faint population included; an independent Poisson draw,
+    seed sequence ``[seed, split, 5000]``), cached in
+    ``data/cache/fermi_allsky/<hash>/``. Returns the six gammapy HEALPix maps."""
+    from .. import cache
+    from .simulate import SPLITS, _sky
+
+    if not (sky == "dr2" or split in ("test", "demo")):
+        raise ValueError("all-sky maps are made of one catalogue: the DR2 sky or a test/demo split")
+    nsides = _nsides(p, nside, nside_max)
+    key = {"seed": int(seed), "split": split, "sky": sky, "nsides": list(nsides), **p.to_dict(), "version": 1}
+
+    def build():
+        catalogue = _sky(sky, [int(seed), SPLITS[split], 1000], p)
+        rng_seed = np.random.SeedSequence([int(seed), SPLITS[split], 5000])
+        maps = simulate_allsky(catalogue, p, int(rng_seed.generate_state(1)[0]), nside=nsides)
+        return {f"e{k}": m.data.astype(np.int32) for k, m in enumerate(maps)}
+
+    arrays = cache.cached_arrays("fermi_allsky", key, build)
+    return to_maps([arrays[f"e{k}"] for k in range(irf.N_BINS)], np.float32)
 
 
 # --------------------------------------------------------------------------- files
@@ -430,17 +455,18 @@ def keep_owned(det_glon, det_glat, det_patch, processed) -> np.ndarray:
 
 
 def detect_in_healpix(model, maps, p: FermiSimParams, method: str = "unet_kmeans", threshold: float = 0.5,
-                      batch: int = 64, progress: bool = False) -> dict:
+                      batch: int = 64, progress: bool = False, pixels=None) -> dict:
     """Detections in HEALPix counts maps: patches at the NSIDE-8 centres
-    covered by the maps, U-Net per patch, duplicates removed with
-    :func:`keep_owned`. Returns ``glon``, ``glat``, ``probability``, ``patch``
+    covered by the maps (only those of the NSIDE-8 ``pixels``, if given), U-Net
+    per patch, duplicates removed with :func:`keep_owned`. Returns ``glon``, ``glat``, ``probability``, ``patch``
     (NSIDE-8 pixel), ``x_pix``, ``y_pix`` (in that patch) and ``n_patches``."""
     from tqdm.auto import tqdm
 
     from . import detect, models
 
     lon, lat = healpix_centres(NSIDE)
-    todo = np.array([i for i in range(len(lon)) if patch_covered(maps, lon[i], lat[i], p)], int)
+    candidates = range(len(lon)) if pixels is None else np.unique(np.asarray(pixels, int))
+    todo = np.array([i for i in candidates if patch_covered(maps, lon[i], lat[i], p)], int)
     keys = ("glon", "glat", "probability", "patch", "x_pix", "y_pix")
     found = {k: [] for k in keys}
     for start in tqdm(range(0, len(todo), batch), desc="HEALPix patches", disable=not progress):
