@@ -242,6 +242,13 @@ def test_detect_in_healpix_restricted_to_given_pixels(partial_path, model_path):
     some = covered[:2] + [next(i for i in range(768) if i not in covered)]  # one pixel the map does not cover
     det = healpix.detect_in_healpix(model, maps, P, "unet_kmeans", 0.3, pixels=some)
     assert det["n_patches"] == 2 and set(np.unique(det["patch"])) <= set(covered[:2])
+    fake = {"patch": np.array([covered[1], covered[0], covered[1]]), "x_pix": np.array([1.0, 2.0, 3.0]),
+            "y_pix": np.array([4.0, 5.0, 6.0]), "probability": np.array([0.9, 0.8, 0.7])}
+    as_set = healpix.as_patch_detections(fake, [covered[1], 5, covered[0]])
+    np.testing.assert_array_equal(as_set["patch"], [0, 2, 0])
+    np.testing.assert_array_equal(as_set["x_pix"], fake["x_pix"])
+    with pytest.raises(ValueError, match="not among the patches"):
+        healpix.as_patch_detections(fake, [covered[1]])
 
 
 def test_load_allsky_is_the_patch_simulations_sky_and_cached(tmp_path, monkeypatch):

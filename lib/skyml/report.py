@@ -92,6 +92,8 @@ METRICS["completeness_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
     "completeness at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
 METRICS["purity_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
     "purity at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["dr2_recall_sig_gt10_unet_kmeans_healpix"] = Metric(
+    "simulated DR2 sky as all-sky HEALPix maps cut into patches: recall of Signif_Avg>10 sources, U-Net + k-means")
 METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
     "completeness change at 2.3e-10, trained on diffuse variant 1, tested on 2 minus on 1")
 METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
@@ -161,6 +163,7 @@ for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", 
     METRICS[f"max_abs_resid_{method}"] = Metric(f"largest per-bin relative residual of N(s), {name}",
                                                 "goal ≤ 0.10 (issue 6)" if method == "cnn_restored" else "")
 del method, name
+METRICS["pd_fraction_at_bound"] = Metric("P(D) fits on the edge of the (α, s0) prior range, same-shape test fields")
 METRICS["max_abs_resid_unseen_shape_cnn_restored"] = Metric(
     "largest per-bin relative residual, n(s) shape not seen in training, CNN, restored images")
 

@@ -491,6 +491,21 @@ def detect_in_healpix(model, maps, p: FermiSimParams, method: str = "unet_kmeans
     return out
 
 
+def as_patch_detections(det: dict, centre_pixels) -> dict:
+    """Detections of :func:`detect_in_healpix` in the format of
+    :func:`skyml.fermi.detect.detect_all` for a set of patches whose NSIDE-8
+    pixels are ``centre_pixels`` (e.g. ``load_patches(...)["centre_pixel"]``):
+    ``patch`` becomes the index into that set, so the evaluation of
+    :mod:`skyml.fermi.evaluation` applies unchanged. Every detection's patch
+    must be in the set."""
+    index = {int(px): i for i, px in enumerate(np.asarray(centre_pixels, int))}
+    missing = sorted({int(px) for px in det["patch"]} - set(index))
+    if missing:
+        raise ValueError(f"detections on NSIDE-8 pixels {missing[:5]} that are not among the patches")
+    return {"patch": np.array([index[int(px)] for px in det["patch"]], int), "x_pix": np.asarray(det["x_pix"]),
+            "y_pix": np.asarray(det["y_pix"]), "probability": np.asarray(det["probability"])}
+
+
 def sky_detections_table(glon, glat, probability):
     """The table of :func:`skyml.fermi.cube.detections_table` for detections
     given on the sky: same columns, ``x_pix``/``y_pix`` NaN (no input image grid)."""
