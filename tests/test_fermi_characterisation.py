@@ -243,11 +243,11 @@ def test_likelihood_fit_is_unbiased_on_noise_free_cutouts():
     for i, r in enumerate(rows):
         mu, bkg, *_ = cutouts.simulate_source_cutout(sky, int(r), CP, np.random.default_rng(i), noise_free=True)
         # the forward model: with the curved families always free, the fit recovers the flux
-        f, err, ts, ok, *_ = flux.likelihood_flux(mu.sum(axis=0), bkg, CP, spectra=("logparabola", "plec"))
-        assert ok and ts > 0 and np.isfinite(err) and err > 0
-        ratio.append(f / sky["flux1000"][r])
+        fit = flux.likelihood_flux(mu.sum(axis=0), bkg, CP, spectra=("logparabola", "plec"))
+        assert fit["success"] and fit["ts"] > 0 and np.isfinite(fit["flux_err"]) and fit["flux_err"] > 0
+        ratio.append(fit["flux"] / sky["flux1000"][r])
         # the default, 4FGL-like choice (power law unless curvature is significant) costs at most a few per cent
-        ratio_4fgl.append(flux.likelihood_flux(mu.sum(axis=0), bkg, CP)[0] / sky["flux1000"][r])
+        ratio_4fgl.append(flux.likelihood_flux(mu.sum(axis=0), bkg, CP)["flux"] / sky["flux1000"][r])
     bias = np.asarray(ratio) - 1
     assert abs(np.median(bias)) < 0.03 and np.mean(np.abs(bias) < 0.03) >= 0.9, bias
     bias_4fgl = np.asarray(ratio_4fgl) - 1
@@ -262,8 +262,9 @@ def test_likelihood_fit_pulls_are_unit_gaussian_on_poisson_cutouts():
     f_true, f_fit, err, err_lo, err_hi = [], [], [], [], []
     for i, r in enumerate(rows):
         c, bkg, *_ = cutouts.simulate_source_cutout(sky, int(r), CP, np.random.default_rng(1000 + i))
-        f, e, _, _, _, lo, hi = flux.likelihood_flux(c.sum(axis=0), bkg, CP)
-        f_true.append(sky["flux1000"][r]), f_fit.append(f), err.append(e), err_lo.append(lo), err_hi.append(hi)
+        fit = flux.likelihood_flux(c.sum(axis=0), bkg, CP)
+        f_true.append(sky["flux1000"][r]), f_fit.append(fit["flux"]), err.append(fit["flux_err"])
+        err_lo.append(fit["flux_err_lo"]), err_hi.append(fit["flux_err_hi"])
     m = flux.flux_metrics(f_fit, f_true, flux.pulls(f_fit, err, f_true))
     assert m["n"] == 80 and abs(m["bias"]) < 0.05
     assert 0.8 < m["pull_std"] < 1.25 and 0.55 < m["coverage68"] < 0.8, m
