@@ -16,20 +16,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for op
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """An untrained (small) U-Net in the notebook's format."""
-    import keras
-
-    from skyml.cta.models import save_model
-    from skyml.fermi.models import build_unet
-
-    keras.utils.set_random_seed(0)
-    model = build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2)
-    return save_model(model, tmp_path_factory.mktemp("m") / "fermi_unet.keras",
-                      {"task": "fermi-detect", "sim_params": P.to_dict(), "profile": "quick"})
-
-
-@pytest.fixture(scope="module")
 def cube_path(tmp_path_factory):
     data = simulate_patches(2, 3, P, "train")
     counts = np.concatenate([data["counts"][0], data["counts"][1]], axis=2)  # 64 × 128 px
@@ -45,9 +31,9 @@ def run_error(capsys, argv, *fragments):
 
 
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits"])
-def test_detect_writes_a_source_list(tmp_path, cube_path, model_path, capsys, suffix):
+def test_detect_writes_a_source_list(tmp_path, cube_path, fermi_unet_path, capsys, suffix):
     out = tmp_path / f"sources{suffix}"
-    argv = ["fermi-detect", str(cube_path), "-o", str(out), "--model", str(model_path), "--threshold", "0.3"]
+    argv = ["fermi-detect", str(cube_path), "-o", str(out), "--model", str(fermi_unet_path), "--threshold", "0.3"]
     assert cli.main(argv) == 0
     assert "sources (input: 128×64 px × 6 energy bins" in capsys.readouterr().out
     table = QTable.read(out)
@@ -55,7 +41,7 @@ def test_detect_writes_a_source_list(tmp_path, cube_path, model_path, capsys, su
     counts, wcs, _ = read_counts_cube(cube_path, P)
     from skyml.cta.models import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(fermi_unet_path)
     x, y, prob = detect_in_cube(model, counts, P, "unet_kmeans", 0.3)
     assert len(table) == len(x)
     np.testing.assert_allclose(table["x_pix"], x)
@@ -70,9 +56,9 @@ def test_detect_writes_a_source_list(tmp_path, cube_path, model_path, capsys, su
     run_error(capsys, argv, "output file exists", "--overwrite")
 
 
-def test_bad_inputs(tmp_path, cube_path, model_path, capsys):
+def test_bad_inputs(tmp_path, cube_path, fermi_unet_path, capsys):
     out = str(tmp_path / "s.ecsv")
-    model = ["--model", str(model_path)]
+    model = ["--model", str(fermi_unet_path)]
     run_error(capsys, ["fermi-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "file not found")
     text = tmp_path / "notes.fits"
     text.write_text("not a FITS file")
@@ -102,7 +88,7 @@ def test_bad_inputs(tmp_path, cube_path, model_path, capsys):
     del u
 
 
-def test_model_problems(tmp_path, cube_path, model_path, capsys, monkeypatch):
+def test_model_problems(tmp_path, cube_path, fermi_unet_path, capsys, monkeypatch):
     out = str(tmp_path / "s.ecsv")
     from skyml import paths
 
@@ -110,7 +96,7 @@ def test_model_problems(tmp_path, cube_path, model_path, capsys, monkeypatch):
     run_error(capsys, ["fermi-detect", str(cube_path), "-o", out], "model not found", "notebook 04",
               "--only 04")
     other = tmp_path / "other.keras"
-    other.write_bytes(model_path.read_bytes())
+    other.write_bytes(fermi_unet_path.read_bytes())
     other.with_suffix(".json").write_text('{"task": "cta-clean"}')
     run_error(capsys, ["fermi-detect", str(cube_path), "-o", out, "--model", str(other)],
               "trained for the task 'cta-clean'")

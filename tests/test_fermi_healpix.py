@@ -32,20 +32,6 @@ def maps128():
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """An untrained (small) U-Net in the notebook's format."""
-    import keras
-
-    from skyml.cta.models import save_model
-    from skyml.fermi.models import build_unet
-
-    keras.utils.set_random_seed(0)
-    model = build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2)
-    return save_model(model, tmp_path_factory.mktemp("m") / "fermi_unet.keras",
-                      {"task": "fermi-detect", "sim_params": P.to_dict(), "profile": "quick"})
-
-
-@pytest.fixture(scope="module")
 def partial_path(maps128, tmp_path_factory):
     """A partial-sky HEALPix file (40° disc) around the bright source."""
     import astropy.units as u
@@ -203,9 +189,9 @@ def run_error(capsys, argv, *fragments):
         assert fragment in err, err
 
 
-def test_cli_on_healpix(partial_path, model_path, tmp_path, capsys):
+def test_cli_on_healpix(partial_path, fermi_unet_path, tmp_path, capsys):
     out = tmp_path / "sources.ecsv"
-    argv = ["fermi-detect", str(partial_path), "-o", str(out), "--model", str(model_path), "--threshold", "0.3"]
+    argv = ["fermi-detect", str(partial_path), "-o", str(out), "--model", str(fermi_unet_path), "--threshold", "0.3"]
     assert cli.main(argv) == 0
     assert "HEALPix partial-sky" in capsys.readouterr().out
     table = QTable.read(out)
@@ -216,7 +202,7 @@ def test_cli_on_healpix(partial_path, model_path, tmp_path, capsys):
     # the same as the library call; every detection comes from the patch that owns it (or the nearest one)
     from skyml.cta.models import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(fermi_unet_path)
     maps, _ = healpix.read_healpix_counts(partial_path)
     det = healpix.detect_in_healpix(model, maps, P, "unet_kmeans", 0.3)
     np.testing.assert_allclose(table["glon"].value, det["glon"])
@@ -232,10 +218,10 @@ def test_cli_on_healpix(partial_path, model_path, tmp_path, capsys):
         assert np.min(sky.match_to_catalog_sky(sky, nthneighbor=2)[1].deg) > 0.05
 
 
-def test_detect_in_healpix_restricted_to_given_pixels(partial_path, model_path):
+def test_detect_in_healpix_restricted_to_given_pixels(partial_path, fermi_unet_path):
     from skyml.cta.models import load_model
 
-    model, _ = load_model(model_path)
+    model, _ = load_model(fermi_unet_path)
     maps, _ = healpix.read_healpix_counts(partial_path)
     lon, lat = healpix_centres()
     covered = [i for i in range(768) if healpix.patch_covered(maps, lon[i], lat[i], P)]
@@ -270,11 +256,11 @@ def test_load_allsky_is_the_patch_simulations_sky_and_cached(tmp_path, monkeypat
         healpix.load_allsky(3, P, sky="mock", split="train")
 
 
-def test_cli_refuses_bad_healpix(maps128, partial_path, model_path, tmp_path, capsys):
+def test_cli_refuses_bad_healpix(maps128, partial_path, fermi_unet_path, tmp_path, capsys):
     from gammapy.maps import HpxGeom, Map, MapAxis, WcsGeom
 
     out = tmp_path / "s.ecsv"
-    model = ["--model", str(model_path)]
+    model = ["--model", str(fermi_unet_path)]
     # COUNTS_E<k> HDUs that hold WCS images: not HEALPix
     hdus = [fits.PrimaryHDU()]
     for k in range(6):
