@@ -18,3 +18,20 @@ def fermi_unet_path(tmp_path_factory):
     model = build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2)
     return save_model(model, tmp_path_factory.mktemp("m") / "fermi_unet.keras",
                       {"task": "fermi-detect", "sim_params": FermiSimParams().to_dict(), "profile": "quick"})
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv, *fragments)`` runs ``skyml`` with ``argv`` and asserts
+    exit status 2 and one stderr line ``skyml <argv[0]>: error: ...`` that
+    contains every fragment."""
+    from skyml import cli
+
+    def run(argv, *fragments):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"skyml {argv[0]}: error: "), err
+        for fragment in fragments:
+            assert fragment in err, err
+
+    return run

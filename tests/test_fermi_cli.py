@@ -22,16 +22,8 @@ def cube_path(tmp_path_factory):
     return write_counts_cube(tmp_path_factory.mktemp("c") / "cube.fits", counts, 120.0, 45.0, P)
 
 
-def run_error(capsys, argv, *fragments):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("skyml fermi-detect: error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits"])
-def test_detect_writes_a_source_list(tmp_path, cube_path, fermi_unet_path, capsys, suffix):
+def test_detect_writes_a_source_list(tmp_path, cube_path, fermi_unet_path, capsys, suffix, cli_error):
     out = tmp_path / f"sources{suffix}"
     argv = ["fermi-detect", str(cube_path), "-o", str(out), "--model", str(fermi_unet_path), "--threshold", "0.3"]
     assert cli.main(argv) == 0
@@ -53,24 +45,24 @@ def test_detect_writes_a_source_list(tmp_path, cube_path, fermi_unet_path, capsy
         np.testing.assert_allclose(table["glon"].value, sky.l.deg)
         np.testing.assert_allclose(table["glat"].value, sky.b.deg)
     # refuses to overwrite
-    run_error(capsys, argv, "output file exists", "--overwrite")
+    cli_error(argv, "output file exists", "--overwrite")
 
 
-def test_bad_inputs(tmp_path, cube_path, fermi_unet_path, capsys):
+def test_bad_inputs(tmp_path, cube_path, fermi_unet_path, cli_error):
     out = str(tmp_path / "s.ecsv")
     model = ["--model", str(fermi_unet_path)]
-    run_error(capsys, ["fermi-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "file not found")
+    cli_error(["fermi-detect", str(tmp_path / "nope.fits"), "-o", out] + model, "file not found")
     text = tmp_path / "notes.fits"
     text.write_text("not a FITS file")
-    run_error(capsys, ["fermi-detect", str(text), "-o", out] + model, "not a readable counts cube")
+    cli_error(["fermi-detect", str(text), "-o", out] + model, "not a readable counts cube")
     counts = np.zeros((6, 64, 64))
     wide = FermiSimParams(patch_deg=20.0)  # 0.3125° pixels
     write_counts_cube(tmp_path / "coarse.fits", counts, 0.0, 0.0, wide)
-    run_error(capsys, ["fermi-detect", str(tmp_path / "coarse.fits"), "-o", out] + model, "pixel size")
+    cli_error(["fermi-detect", str(tmp_path / "coarse.fits"), "-o", out] + model, "pixel size")
     write_counts_cube(tmp_path / "odd.fits", np.zeros((6, 64, 40)), 0.0, 0.0, P)
-    run_error(capsys, ["fermi-detect", str(tmp_path / "odd.fits"), "-o", out] + model, "multiples of 64")
+    cli_error(["fermi-detect", str(tmp_path / "odd.fits"), "-o", out] + model, "multiples of 64")
     write_counts_cube(tmp_path / "neg.fits", -np.ones((6, 64, 64)), 0.0, 0.0, P)
-    run_error(capsys, ["fermi-detect", str(tmp_path / "neg.fits"), "-o", out] + model, "non-negative integers")
+    cli_error(["fermi-detect", str(tmp_path / "neg.fits"), "-o", out] + model, "non-negative integers")
 
     import astropy.units as u
     from astropy.coordinates import SkyCoord
@@ -80,23 +72,23 @@ def test_bad_inputs(tmp_path, cube_path, fermi_unet_path, capsys):
     geom = WcsGeom.create(skydir=SkyCoord(0, 0, unit="deg", frame="galactic"), npix=64, binsz=P.binsz_deg,
                           frame="galactic", axes=[axis])
     Map.from_geom(geom).write(tmp_path / "ebins.fits")
-    run_error(capsys, ["fermi-detect", str(tmp_path / "ebins.fits"), "-o", out] + model, "energy bins")
+    cli_error(["fermi-detect", str(tmp_path / "ebins.fits"), "-o", out] + model, "energy bins")
     Map.from_geom(geom.to_image()).write(tmp_path / "image.fits")
-    run_error(capsys, ["fermi-detect", str(tmp_path / "image.fits"), "-o", out] + model, "no 'energy' axis")
-    run_error(capsys, ["fermi-detect", str(cube_path), "-o", out, "--threshold", "1.5"] + model, "--threshold")
+    cli_error(["fermi-detect", str(tmp_path / "image.fits"), "-o", out] + model, "no 'energy' axis")
+    cli_error(["fermi-detect", str(cube_path), "-o", out, "--threshold", "1.5"] + model, "--threshold")
     assert not (tmp_path / "s.ecsv").exists()
     del u
 
 
-def test_model_problems(tmp_path, cube_path, fermi_unet_path, capsys, monkeypatch):
+def test_model_problems(tmp_path, cube_path, fermi_unet_path, cli_error, monkeypatch):
     out = str(tmp_path / "s.ecsv")
     from skyml import paths
 
     monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
-    run_error(capsys, ["fermi-detect", str(cube_path), "-o", out], "model not found", "notebook 04",
+    cli_error(["fermi-detect", str(cube_path), "-o", out], "model not found", "notebook 04",
               "--only 04")
     other = tmp_path / "other.keras"
     other.write_bytes(fermi_unet_path.read_bytes())
     other.with_suffix(".json").write_text('{"task": "cta-clean"}')
-    run_error(capsys, ["fermi-detect", str(cube_path), "-o", out, "--model", str(other)],
+    cli_error(["fermi-detect", str(cube_path), "-o", out, "--model", str(other)],
               "trained for the task 'cta-clean'")

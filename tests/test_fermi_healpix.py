@@ -181,14 +181,6 @@ def test_keep_owned_removes_duplicates():
 
 
 # --------------------------------------------------------------------------- CLI
-def run_error(capsys, argv, *fragments):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("skyml fermi-detect: error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
 def test_cli_on_healpix(partial_path, fermi_unet_path, tmp_path, capsys):
     out = tmp_path / "sources.ecsv"
     argv = ["fermi-detect", str(partial_path), "-o", str(out), "--model", str(fermi_unet_path), "--threshold", "0.3"]
@@ -256,7 +248,7 @@ def test_load_allsky_is_the_patch_simulations_sky_and_cached(tmp_path, monkeypat
         healpix.load_allsky(3, P, sky="mock", split="train")
 
 
-def test_cli_refuses_bad_healpix(maps128, partial_path, fermi_unet_path, tmp_path, capsys):
+def test_cli_refuses_bad_healpix(maps128, partial_path, fermi_unet_path, tmp_path, cli_error):
     from gammapy.maps import HpxGeom, Map, MapAxis, WcsGeom
 
     out = tmp_path / "s.ecsv"
@@ -268,18 +260,18 @@ def test_cli_refuses_bad_healpix(maps128, partial_path, fermi_unet_path, tmp_pat
         geom = WcsGeom.create(npix=8, binsz=1.0, frame="galactic", axes=[axis])
         hdus.extend(Map.from_geom(geom).to_hdulist(hdu=f"COUNTS_E{k}", hdu_bands=f"COUNTS_E{k}_BANDS")[1:])
     fits.HDUList(hdus).writeto(tmp_path / "wcs_bins.fits")
-    run_error(capsys, ["fermi-detect", str(tmp_path / "wcs_bins.fits"), "-o", str(out)] + model,
+    cli_error(["fermi-detect", str(tmp_path / "wcs_bins.fits"), "-o", str(out)] + model,
               "is not a HEALPix map")
     axis = MapAxis.from_energy_bounds(0.1, 100, 6, unit="GeV", name="energy")
     Map.from_geom(HpxGeom.create(nside=8, frame="galactic", axes=[axis])).write(tmp_path / "ebins.fits")
-    run_error(capsys, ["fermi-detect", str(tmp_path / "ebins.fits"), "-o", str(out)] + model, "energy bins")
+    cli_error(["fermi-detect", str(tmp_path / "ebins.fits"), "-o", str(out)] + model, "energy bins")
     neg = _edit(partial_path, tmp_path / "neg.fits", 4, -3.0)
-    run_error(capsys, ["fermi-detect", str(neg), "-o", str(out)] + model, "negative counts")
+    cli_error(["fermi-detect", str(neg), "-o", str(out)] + model, "negative counts")
     # a small partial map that covers no patch
     import astropy.units as u
 
     pos = SkyCoord(SRC_LON, SRC_LAT, unit="deg", frame="galactic")
     small = healpix.write_allsky(tmp_path / "small.fits", [m.cutout(pos, 5 * u.deg) for m in maps128])
-    run_error(capsys, ["fermi-detect", str(small), "-o", str(out)] + model, "covers none of the")
+    cli_error(["fermi-detect", str(small), "-o", str(out)] + model, "covers none of the")
     assert not out.exists()
 
