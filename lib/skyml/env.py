@@ -1,4 +1,5 @@
-"""Environment report printed by the first cell of every notebook."""
+"""Environment report printed by the first cell of every notebook, and the
+number of simulation worker processes (``SKYML_SIM_WORKERS``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,18 @@ def report(profile: str) -> dict:
     print(f"profile: {profile}   repository: {info['root']}")
     print("  " + "  ".join(f"{k}={v}" for k, v in versions.items()))
     return info
+
+
+def simulation_workers(workers: int | None = None) -> int:
+    """Worker processes of the simulations that can run in parallel (the Fermi
+    patches, the radio fields): ``workers``, else the environment variable
+    ``SKYML_SIM_WORKERS``, else 1. The simulated arrays do not depend on it."""
+    if workers is None:
+        value = os.environ.get("SKYML_SIM_WORKERS", "1")
+        try:
+            workers = int(value)
+        except ValueError:
+            raise ValueError(f"SKYML_SIM_WORKERS must be an integer, got {value!r}") from None
+    if workers < 1:
+        raise ValueError(f"the number of simulation workers must be >= 1, got {workers}")
+    return int(workers)

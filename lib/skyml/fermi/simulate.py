@@ -39,7 +39,6 @@ same parameters give the same arrays bit for bit.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,6 +46,7 @@ from scipy import ndimage
 from scipy.special import erf
 
 from .. import cache
+from ..env import simulation_workers
 from . import catalog, diffuse, irf
 
 NSIDE = 8
@@ -361,20 +361,6 @@ def _simulate_range(start: int, stop: int, seed: int, p: "FermiSimParams", split
     return {"counts": counts, "background": bkg, **{k: v for k, v in src.items()}}
 
 
-def simulation_workers(workers: int | None = None) -> int:
-    """Worker processes of the patch simulation: ``workers``, else the
-    environment variable ``SKYML_SIM_WORKERS``, else 1."""
-    if workers is None:
-        value = os.environ.get("SKYML_SIM_WORKERS", "1")
-        try:
-            workers = int(value)
-        except ValueError:
-            raise ValueError(f"SKYML_SIM_WORKERS must be an integer, got {value!r}") from None
-    if workers < 1:
-        raise ValueError(f"the number of simulation workers must be >= 1, got {workers}")
-    return int(workers)
-
-
 def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: str = "train",
                      sky: str = "mock", progress: bool = False, workers: int | None = None) -> dict:
     """Simulate ``n`` patches; returns a dict of arrays.
@@ -387,7 +373,7 @@ def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: 
     The DR2 sky adds ``dr2_*`` arrays of the catalogue (name, signif_avg,
     c_source, class1, glon, glat, flags).
 
-    ``workers`` > 1 (default: :func:`simulation_workers`) simulates chunks of
+    ``workers`` > 1 (default: :func:`skyml.env.simulation_workers`) simulates chunks of
     whole mock skies in separate processes; the arrays are the same bit for
     bit whatever the number of workers.
     """
