@@ -153,6 +153,27 @@ def test_target_scaler_round_trip():
     np.testing.assert_allclose(s.inverse(y), counts + 0.25, rtol=1e-5)
 
 
+def test_context_histogram_noise_only_in_training_and_saved_with_the_model(tmp_path):
+    import keras
+
+    from skyml.cta.models import load_model, save_model
+
+    x = [np.zeros((3, 16, 16, 1), np.float32), np.full((3, models.N_HIST), -3.0, np.float32)]
+    for noise in (0.3, 0.0):
+        keras.utils.set_random_seed(0)
+        model = models.build_cnn(4, filters=2, dense=8, hist_mean=np.full(models.N_HIST, -3.0),
+                                 hist_std=np.ones(models.N_HIST), hist_noise=noise)
+        assert model.get_layer("hist_noise").stddev == noise
+        a, b = (np.asarray(model(x, training=False)) for _ in range(2))
+        assert np.array_equal(a, b)
+        t = np.asarray(model(x, training=True))
+        assert (not np.allclose(a, t)) if noise else np.allclose(a, t)
+        path = save_model(model, tmp_path / f"m{noise}.keras", {"hist_noise": noise})
+        loaded, meta = load_model(path)
+        assert loaded.get_layer("hist_noise").stddev == noise and meta["hist_noise"] == noise
+        np.testing.assert_allclose(np.asarray(loaded(x, training=False)), a, rtol=1e-6)
+
+
 def test_pd_fit_stays_in_the_prior_box_and_recovers_the_counts_above_its_valley():
     pd = baselines.PDModel(P, 256, n_flux=60, grid_size=8192)
     x, truth = pd.intensities(), (-0.2, 1.5e-5)

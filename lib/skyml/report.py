@@ -164,8 +164,15 @@ for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", 
                                                 "goal ≤ 0.10 (issue 6)" if method == "cnn_restored" else "")
 del method, name
 METRICS["pd_fraction_at_bound"] = Metric("P(D) fits on the edge of the (α, s0) prior range, same-shape test fields")
+METRICS["faintest_bin_resid_cnn_restored"] = Metric(
+    "relative residual in the faintest flux bin, CNN, restored images", "goal: below P(D) (issue 6)")
+METRICS["faintest_bin_resid_pd_restored"] = Metric("relative residual in the faintest flux bin, P(D) fit, restored images")
+METRICS["n_bins_cnn_restored_better_than_pd"] = Metric(
+    "flux bins in which the restored-image CNN has a smaller residual than P(D), same-shape test fields")
 METRICS["max_abs_resid_unseen_shape_cnn_restored"] = Metric(
     "largest per-bin relative residual, n(s) shape not seen in training, CNN, restored images")
+METRICS["max_abs_resid_unseen_shape_pd_restored"] = Metric(
+    "largest per-bin relative residual, n(s) shape not seen in training, P(D) fit, restored images")
 
 COLUMNS = ("Analysis / notebook", "Metric", "Value", "Anchor (published)",
            "Profile", "Machine", "n_test", "Commit")

@@ -43,8 +43,8 @@ def as_input(images: np.ndarray, scale_jy: float) -> np.ndarray:
 HIST_EDGES_SIGMA = np.arange(-6.0, 20.01, 0.5)
 N_HIST = len(HIST_EDGES_SIGMA) + 1
 HIST_FLOOR = 1e-5
-#: Standard deviation of the Gaussian noise added to the normalised context
-#: histogram during training (regularisation; off at prediction).
+#: Default standard deviation of the Gaussian noise added to the normalised
+#: context histogram during training (regularisation; off at prediction).
 HIST_NOISE = 1.0
 
 
@@ -85,10 +85,12 @@ class TargetScaler:
 
 
 def build_cnn(n_bins: int, filters: int = 16, dense: int = 128, learning_rate: float = 1e-3,
-              name: str = "radio_counts_cnn", hist_mean=None, hist_std=None) -> keras.Model:
+              name: str = "radio_counts_cnn", hist_mean=None, hist_std=None,
+              hist_noise: float = HIST_NOISE) -> keras.Model:
     """The CNN; with ``hist_mean``/``hist_std`` (per-bin training mean and
     standard deviation of :func:`pixel_histogram`) a second input, the
-    context histogram, and its branch."""
+    context histogram, and its branch, regularised in training by Gaussian
+    noise of standard deviation ``hist_noise`` on the normalised histogram."""
     inp = keras.Input(shape=(None, None, 1), name="image_asinh")
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1a")(inp)
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1b")(p)
@@ -108,7 +110,7 @@ def build_cnn(n_bins: int, filters: int = 16, dense: int = 128, learning_rate: f
         c = layers.Normalization(mean=mean, variance=var, name="hist_norm")(hin)
         # training-time noise on the normalised histogram: with one histogram per
         # training field, the branch would otherwise memorise the fields
-        c = layers.GaussianNoise(HIST_NOISE, name="hist_noise")(c)
+        c = layers.GaussianNoise(float(hist_noise), name="hist_noise")(c)
         c = layers.Dense(64, activation="relu", name="hist_dense1")(c)
         c = layers.Dense(32, activation="relu", name="hist_dense2")(c)
         c = layers.Dropout(0.3, name="hist_dropout")(c)

@@ -65,13 +65,15 @@ def predict_counts(model, scaler: models.TargetScaler, x: np.ndarray) -> np.ndar
 
 def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,
                 params: sim.RadioSimParams, *, epochs: int = 10, batch_size: int = 32, patience: int = 4,
-                filters: int = 16, learning_rate: float = 1e-3, profile: str = "quick"):
+                filters: int = 16, learning_rate: float = 1e-3, hist_noise: float = models.HIST_NOISE,
+                profile: str = "quick"):
     """Train (or load) the CNN on ``kind`` images; returns (model, metadata,
-    history, seconds or None if loaded)."""
+    history, seconds or None if loaded). ``hist_noise``: the training noise
+    on the normalised context histogram (:func:`models.build_cnn`)."""
     key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
-           "learning_rate": float(learning_rate), "version": 3}
+           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 3}
 
     def fit():
         import keras
@@ -83,7 +85,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         scaler = models.TargetScaler.fit(c)
         keras.utils.set_random_seed(int(seed))
         model = models.build_cnn(params.n_bins, filters, learning_rate=learning_rate, name=f"radio_cnn_{kind}",
-                                 hist_mean=x[1].mean(0), hist_std=x[1].std(0))
+                                 hist_mean=x[1].mean(0), hist_std=x[1].std(0), hist_noise=hist_noise)
         history = models.train(model, x, scaler.transform(c), xv, scaler.transform(cv), epochs=epochs,
                                batch_size=batch_size, patience=patience, seed=seed)
         pred_val = evaluation.per_field(predict_counts(model, scaler, xv), n_val_fields)
@@ -92,7 +94,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         meta = {"task": TASK, "image_kind": kind, "profile": profile, "n_train_sub_images": int(len(c)),
                 "input": "asinh(image / input_scale_jy); pixel histogram of the context_npix² block",
                 "input_scale_jy": params.noise_rms_jy, "context_npix": int(train_npix),
-                "hist_edges_sigma": models.HIST_EDGES_SIGMA.tolist(),
+                "hist_edges_sigma": models.HIST_EDGES_SIGMA.tolist(), "hist_noise": float(hist_noise),
                 "image_unit": "Jy/beam" if kind == "restored" else "Jy/pixel",
                 "target": "standardised sqrt(counts per bin per sub-image)", "target_scaler": scaler.to_dict(),
                 "edges_jy": params.edges_jy.tolist(), "threshold_jy": params.threshold_jy,
