@@ -108,6 +108,28 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     return _train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
 
 
+def train_selected(kind: str, hist_noise_grid, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,
+                   params: sim.RadioSimParams, **kwargs):
+    """:func:`train_model` for every context-histogram noise in
+    ``hist_noise_grid``; keeps the network with the lowest validation loss
+    (the first of equals), which is also the one installed for
+    ``skyml radio-counts``. Returns (model, metadata, history, seconds or None
+    if loaded, candidates) with ``candidates`` a list of (hist_noise, epochs,
+    best validation loss)."""
+    grid = [float(v) for v in hist_noise_grid]
+    if not grid:
+        raise ValueError("hist_noise_grid is empty: give at least one context-histogram noise")
+    candidates = []
+    for noise in grid:
+        _, _, history, _ = train_model(kind, n_train_fields, train_npix, n_val_fields, seed, params,
+                                       hist_noise=noise, **kwargs)
+        candidates.append((noise, len(history["val_loss"]), float(min(history["val_loss"]))))
+    best = grid[int(np.argmin([c[2] for c in candidates]))]
+    model, meta, history, seconds = train_model(kind, n_train_fields, train_npix, n_val_fields, seed, params,
+                                                hist_noise=best, **kwargs)
+    return model, meta, history, seconds, candidates
+
+
 def scaler_from_metadata(metadata: dict) -> models.TargetScaler:
     t = metadata["target_scaler"]
     return models.TargetScaler(t["mean"], t["std"])
