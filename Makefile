@@ -17,8 +17,6 @@ CELL_TIMEOUT ?= 3600
 # python3.11, or python3 when that is 3.11 (evaluated only when .venv is made)
 PYTHON311 = $(shell command -v python3.11 || { python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3; })
 
-export MPLBACKEND := Agg
-
 .PHONY: help venv test reproduce full full-gpu report lab
 
 help:

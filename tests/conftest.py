@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import matplotlib
 import pytest
+
+# Figures drawn by the tests themselves never open a window. This selects the
+# backend of the pytest process only; the notebooks' kernels (nbval) are separate
+# processes and show their figures inline (skyml.plotting.use_style).
+matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -38,7 +39,27 @@ AXIS_LABELS = {
 
 
 def use_style() -> None:
+    """Apply the project's figure style. Inside a Jupyter kernel, also show figures
+    inline: a batch environment's ``MPLBACKEND=Agg`` (inherited by papermill's and
+    nbval's kernels) would otherwise leave every executed notebook without figures."""
+    show_inline_in_kernel()
     plt.style.use(STYLE)
+
+
+def show_inline_in_kernel() -> bool:
+    """Switch to the inline backend when running in an IPython kernel whose backend
+    is not inline; return True when the kernel shows figures inline afterwards.
+    Outside a kernel (scripts, pytest, the CLI) nothing changes."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or "IPKernelApp" not in shell.config:
+        return False
+    if "inline" not in matplotlib.get_backend():
+        shell.run_line_magic("matplotlib", "inline")
+    return "inline" in matplotlib.get_backend()
 
 
 def figsize(width: str | float = "single", aspect: float = 0.75) -> tuple[float, float]:
