@@ -6,7 +6,7 @@
 #   make reproduce   run all notebooks, quick profile   -> build/notebooks/quick/
 #   make full        run all notebooks, full profile    -> build/notebooks/full/
 #   make full-gpu    the same with the JAX backend (GPU)
-#   make report      regenerate the README results table
+#   make report      regenerate the README headline table and docs/results.md
 #   make lab         JupyterLab on notebooks/ (kernel "Python 3.11 (skyml)")
 
 SHELL := /bin/bash

@@ -34,7 +34,7 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from papermill.exceptions import PapermillExecutionError
 
-from skyml import paths
+from skyml import paths, results
 
 PROFILES_DIR = paths.NOTEBOOKS / "profiles"
 BUILD_NOTEBOOKS = paths.BUILD / "notebooks"
@@ -245,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="time limit per cell (default: 7200)")
     parser.add_argument("--kernel", default="python3",
                         help="Jupyter kernel name (default: python3, the interpreter running this script)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="let the full profile write results and models from a work tree with "
+                             "uncommitted changes (sets SKYML_ALLOW_DIRTY=1; the commit is recorded as -dirty)")
     parser.add_argument("--keep-going", action="store_true",
                         help="after a failing notebook, run the remaining ones anyway")
     return parser.parse_args(argv)
@@ -285,12 +288,22 @@ def main(
         if kernel_problem.startswith("error"):
             return 2
 
+    environment = {"KERAS_BACKEND": args.backend}
+    if args.allow_dirty:
+        environment[results.ALLOW_DIRTY_ENV] = "1"
+    try:  # refuse a dirty full run before hours of computing, not at its first write
+        with kernel_environment(**environment):
+            results.require_clean_tree(args.profile, "results and models")
+    except results.DirtyTreeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
     build = Path(build_root) / args.profile
     print(f"profile {args.profile}, backend {args.backend}, kernel {args.kernel}, "
           f"{len(selected)} notebook(s) -> {build}", flush=True)
     outcomes = [Outcome(nb.stem) for nb in selected]
     failed = False
-    with kernel_environment(KERAS_BACKEND=args.backend):
+    with kernel_environment(**environment):
         for nb, outcome in zip(selected, outcomes):
             if failed and not args.keep_going:
                 break

@@ -1,4 +1,4 @@
-"""The README results table generated from metrics files."""
+"""The README headline table and docs/results.md generated from metrics files."""
 
 from __future__ import annotations
 
@@ -45,16 +45,20 @@ def rows(table):
     return [[c.strip() for c in line.strip("|").split(" | ")] for line in table.splitlines()[2:]]
 
 
+ASTROAI = "Di Piano, ambra-dipiano/astroAI"
+
+
 def test_table_rows_values_and_anchors(results):
     table = report.results_table(results)
-    assert table.splitlines()[0].startswith("| Analysis / notebook | Metric | Value | Anchor")
+    assert table.splitlines()[0].startswith("| Analysis / notebook | Metric | Value | Published")
     got = [(r[0], r[2], r[3], r[4]) for r in rows(table)]
     assert got == [
-        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "0.281", "0.277 (astroAI cnn-cleaner notebook)", "full"),
-        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "0.400", "0.277 (astroAI cnn-cleaner notebook)", "quick"),
-        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "2,035", "≈2,000 maps/s on a GPU", "full"),
-        ("CTA source localisation (`03_cta_cnn_regressor`)", "0.0721", f"0.070° ({report.REGRESSOR_TALK})", "full"),
-        ("CTA source localisation (`03_cta_cnn_regressor`)", "1.53e-04", "–", "full"),
+        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "0.281", f"0.277‡ ({ASTROAI})", "full"),
+        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "0.400", f"0.277‡ ({ASTROAI})", "quick"),
+        ("CTA background cleaning (`02_cta_cnn_cleaner`)", "2,035", "–", "full"),
+        ("CTA source localisation (`03_cta_cnn_regressor`)", "0.0721", f"0.070° ({ASTROAI})", "full"),
+        ("CTA source localisation (`03_cta_cnn_regressor`)", "1.53e-04", f"≈0.00175 (≈570 maps/s) ({ASTROAI})",
+         "full"),
     ]
     assert rows(table)[0][5:] == ["Test CPU (4 cores)", "500", "`abc1234`"]
 
@@ -87,26 +91,88 @@ def test_machine_with_pipe_does_not_break_the_table(tmp_path):
 
 
 def test_update_then_check(results, tmp_path, capsys):
-    readme = tmp_path / "README.md"
+    readme, page = tmp_path / "README.md", tmp_path / "results.md"
     readme.write_text(README)
-    assert report.main(["--check"], readme=readme, results_root=results) == 1
-    assert readme.read_text() == README  # --check never writes
+    kwargs = dict(readme=readme, page=page, results_root=results)
+    assert report.main(["--check"], **kwargs) == 1
+    assert readme.read_text() == README and not page.exists()  # --check never writes
 
-    assert report.main([], readme=readme, results_root=results) == 0
+    assert report.main([], **kwargs) == 0
     text = readme.read_text()
     assert "old table" not in text
     assert text.startswith("# skyml\n\nIntro.") and text.endswith(f"{report.END}\n\nFooter.\n")
-    assert report.results_table(results) in text
-    assert report.main(["--check"], readme=readme, results_root=results) == 0
+    assert report.headline_table(results) in text
+    assert page.read_text() == report.results_page(results)
+    assert report.results_table(results) in page.read_text()
+    assert report.main(["--check"], **kwargs) == 0
 
-    write_metrics(results, "full", "02_cta_cnn_cleaner", excess_relerr68_cnn=0.3)
-    assert report.main(["--check"], readme=readme, results_root=results) == 1
-    assert "out of date" in capsys.readouterr().err
+    write_metrics(results, "quick", "02_cta_cnn_cleaner", excess_relerr68_cnn=0.3)  # only the page changes
+    capsys.readouterr()
+    assert report.main(["--check"], **kwargs) == 1
+    err = capsys.readouterr().err
+    assert "out of date" in err and str(page) in err and str(readme) not in err
 
 
 def test_readme_without_markers_is_a_clear_error(results, tmp_path, capsys):
-    readme = tmp_path / "README.md"
+    readme, page = tmp_path / "README.md", tmp_path / "results.md"
     readme.write_text("# skyml\n")
-    assert report.main([], readme=readme, results_root=results) == 2
+    assert report.main([], readme=readme, page=page, results_root=results) == 2
     assert report.START in capsys.readouterr().err
-    assert readme.read_text() == "# skyml\n"
+    assert readme.read_text() == "# skyml\n" and not page.exists()
+
+
+def test_page_location_checked_before_writing(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert report.main([], readme=readme, page=tmp_path / "no" / "results.md", results_root=results) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "dir.md").mkdir()
+    assert report.main([], readme=readme, page=tmp_path / "dir.md", results_root=results) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert readme.read_text() == README
+
+
+def test_headline_best_network_classical_published_and_dirty_mark(tmp_path):
+    write_metrics(tmp_path, "full", "03_cta_cnn_regressor", loc_err68_deg_talk_cnn=0.07211,
+                  loc_err68_deg_improved_cnn=0.0175, loc_err68_deg_improved_cnn_ci68=[0.0170, 0.0181],
+                  loc_err68_deg_gammapy_blind=0.0332, loc_err68_deg_gammapy_fit=0.0154)
+    write_metrics(tmp_path, "full", "06_ctao_survey_detection", f1_above_sens_unet_log=0.7,
+                  f1_above_sens_cedirnet=0.81, f1_above_sens_tsmap=0.84)
+    data = json.loads((tmp_path / "full" / "06_ctao_survey_detection.json").read_text())
+    data["git_commit"] = "f0273a0-dirty"
+    (tmp_path / "full" / "06_ctao_survey_detection.json").write_text(json.dumps(data))
+    write_metrics(tmp_path, "quick", "02_cta_cnn_cleaner", excess_relerr68_cnn=0.4)  # quick: not a headline
+    table = report.headline_table(tmp_path)
+    got = rows("\n".join(line for line in table.splitlines() if line.startswith("|")))
+    assert got == [
+        ["CTA source localisation (`03_cta_cnn_regressor`)", "localisation error, 68% containment (deg)",
+         "0.0175 [0.0170, 0.0181] (heat-map CNN)", "0.0154 (gammapy likelihood fit)",
+         f"0.070° (CNN of the talk), 0.045° (gammapy blind search); {ASTROAI}", "`abc1234`"],
+        ["CTAO Galactic-plane survey detection (`06_ctao_survey_detection`)", "F1 above the survey sensitivity",
+         "0.810 (centre-direction regression)", "0.840 (TS map)", "none published", "`f0273a0-dirty`"],
+    ]
+    assert len(report.HEADLINES) <= 15
+    assert "docs/results.md" in table and "-dirty" in table
+
+
+def test_headline_metrics_are_known_and_lower_is_better_where_it_should_be():
+    for headline in report.HEADLINES:
+        assert headline.stem in report.ANALYSES
+        assert headline.better in ("lower", "higher", "zero")
+        for key in (*headline.networks, *headline.classical):
+            assert key in report.METRICS, key
+
+
+def test_published_numbers_appear_only_next_to_known_metrics():
+    from skyml import published
+
+    entries = published.load()["entries"]
+    assert set(entries) <= set(report.METRICS)
+    for key in entries:
+        assert report.anchor(key).startswith(entries[key].text)
+    assert report.anchor("f1_above_sens_unet_log") == ""  # no published CTAO number
+
+
+def test_no_internal_goals_in_the_published_column(results):
+    every = [report.anchor(key) for key in report.METRICS]
+    assert not [a for a in every if "goal" in a.lower() or "issue" in a.lower() or "seed" in a.lower()]

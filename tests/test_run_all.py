@@ -102,7 +102,8 @@ def test_list_shows_parameters_defaults_and_full_overrides(project, capsys):
     assert not project["build_root"].exists()
 
 
-def test_full_run_executes_copies_and_summarises(project, capsys):
+def test_full_run_executes_copies_and_summarises(project, capsys, monkeypatch):
+    monkeypatch.setenv("SKYML_ALLOW_DIRTY", "1")  # independent of this checkout's git state
     before = sources(project["notebooks_dir"])
     assert run_all.main(["--profile", "full", "--backend", "jax"], **project) == 0
     out = capsys.readouterr().out

@@ -593,12 +593,12 @@ FERMI_FLUX = TrainedModel("fermi_flux.keras", "05", "Fermi-LAT mean-variance flu
             help="flux network .keras file instead of the profile's fermi_flux.keras (notebook 05)"),
         arg("--threshold", type=float, default=0.5, help="U-Net probability threshold (default: 0.5)"),
         arg("--dr2-radius-deg", type=float, default=0.5,
-            help="association radius to 4FGL-DR2 names (default: 0.5, as seed 002)"),
+            help="association radius to 4FGL-DR2 names (default: 0.5, as Bhattacharyya et al. 2022)"),
         OVERWRITE,
     ),
 )
 def fermi_catalogue(args: argparse.Namespace) -> str:
-    """Build the catalogue-like product of seed 004 from a yearly Fermi-LAT
+    """Build the catalogue-like product of Pérez-Romero et al. (2025) from a yearly Fermi-LAT
     counts cube: notebook 04's U-Net + k-means on the 10-year sum finds the
     sources; around each, a yearly cut-out goes to notebook 05's 3D CNN
     (class AGN / PSR / FAKE and probabilities) and mean-variance network

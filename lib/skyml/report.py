@@ -1,13 +1,23 @@
-"""Regenerate the README results table from the metrics files.
+"""Regenerate the results tables from the metrics files.
 
-    python -m skyml.report            # rewrite the table in README.md
-    python -m skyml.report --check    # exit 1 when README.md is out of date
+    python -m skyml.report            # rewrite the README headline table and docs/results.md
+    python -m skyml.report --check    # exit 1 when either is out of date
 
-The table lies between ``<!-- results-table:start -->`` and
-``<!-- results-table:end -->``; rows come from ``data/results/full/`` and
-``data/results/quick/`` (see :mod:`skyml.results`). A metric appears only when
-it is in :data:`METRICS` and present in a metrics file; nothing is typed by hand.
-To add a row, add one :data:`METRICS` entry (and the notebook to :data:`ANALYSES`).
+Two outputs, both generated, never typed:
+
+* the **headline table** of ``README.md``, between ``<!-- results-table:start -->``
+  and ``<!-- results-table:end -->``: full profile only, one row per headline
+  metric (:data:`HEADLINES`) with the best network, the best classical method
+  and the published number of the same metric;
+* the **full metrics page** ``docs/results.md``: every metric of :data:`METRICS`
+  found in ``data/results/full/`` and ``data/results/quick/`` (see
+  :mod:`skyml.results`), one row per profile.
+
+Published numbers come from ``data/published.yml`` (:mod:`skyml.published`)
+only. A metric ``K`` whose file also has ``K_ci68 = [low, high]`` is shown with
+that interval. A commit ending in ``-dirty`` marks a result computed from a
+work tree with uncommitted changes. To add a row, add one :data:`METRICS`
+entry (and the notebook to :data:`ANALYSES`).
 """
 
 from __future__ import annotations
@@ -19,11 +29,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from . import paths, published
 
 START = "<!-- results-table:start -->"
 END = "<!-- results-table:end -->"
 README = paths.ROOT / "README.md"
+RESULTS_PAGE = paths.ROOT / "docs" / "results.md"
+OTHER_DEFINITION = "‡"
 
 ANALYSES = {
     "02_cta_cnn_cleaner": "CTA background cleaning",
@@ -35,59 +47,46 @@ ANALYSES = {
     "08_lhaaso_deconvolution": "LHAASO resolution enhancement",
 }
 
-CLEANER_NOTEBOOK = "astroAI cnn-cleaner notebook"
-REGRESSOR_TALK = "astroAI talk-loc-compare notebook"
-
 
 @dataclass(frozen=True)
 class Metric:
     label: str
-    anchor: str = ""  # published number and its source
 
 
 METRICS: dict[str, Metric] = {
-    "excess_relerr68_cnn": Metric("excess counts, 68% relative error (CNN-cleaned)", f"0.277 ({CLEANER_NOTEBOOK})"),
+    "excess_relerr68_cnn": Metric("excess counts, 68% relative error (CNN-cleaned)"),
     "excess_relerr68_irf": Metric("excess counts, 68% relative error (IRF background)"),
     "excess_relerr68_ring": Metric("excess counts, 68% relative error (ring background)"),
     "snr_gain_median_cnn": Metric("median S/N gain of CNN cleaning"),
-    "throughput_maps_per_s_cnn": Metric("CNN cleaning throughput (maps/s)", "≈2,000 maps/s on a GPU"),
+    "throughput_maps_per_s_cnn": Metric("CNN cleaning throughput (maps/s)"),
 }
 
 LOCALISERS = {
-    "talk_cnn": ("CNN of the talk", "0.070°", "0.047°"),
-    "improved_cnn": ("improved CNN", "", ""),
-    "gammapy_blind": ("gammapy blind search", "0.045°", "0.033°"),
-    "gammapy_fit": ("gammapy likelihood fit (first n_fit test maps)", "", ""),
-    "pointing_centre": ("pointing centre (trivial)", "", ""),
+    "talk_cnn": "CNN of the talk",
+    "improved_cnn": "improved CNN",
+    "gammapy_blind": "gammapy blind search",
+    "gammapy_fit": "gammapy likelihood fit (first n_fit test maps)",
+    "pointing_centre": "pointing centre (trivial)",
 }
-for method, (name, anchor68, anchor50) in LOCALISERS.items():
-    METRICS[f"loc_err68_deg_{method}"] = Metric(
-        f"localisation error, 68% containment (deg), {name}",
-        f"{anchor68} ({REGRESSOR_TALK})" if anchor68 else "")
-    METRICS[f"loc_err_median_deg_{method}"] = Metric(
-        f"localisation error, median (deg), {name}",
-        f"{anchor50} ({REGRESSOR_TALK})" if anchor50 else "")
+for method, name in LOCALISERS.items():
+    METRICS[f"loc_err68_deg_{method}"] = Metric(f"localisation error, 68% containment (deg), {name}")
+    METRICS[f"loc_err_median_deg_{method}"] = Metric(f"localisation error, median (deg), {name}")
     METRICS[f"sec_per_map_{method}"] = Metric(f"time per map (s), {name}")
-del method, name, anchor68, anchor50
-AUTOSOURCEID = "AutoSourceID, A&A 656 A62"
-SEED_002 = "seed 002, real data vs DR2"
+del method, name
 FERMI_METHODS = {"unet_kmeans": "U-Net + k-means", "unet_log": "U-Net + LoG", "tsmap": "TS map + find_peaks"}
 for method, name in FERMI_METHODS.items():
-    unet = method == "unet_kmeans"
     METRICS[f"completeness_hilat_f2.3e-10_{method}"] = Metric(
-        f"completeness at F(1–100 GeV)=2.3e-10, |b|>20°, {name}", f"0.88 ({AUTOSOURCEID})" if unet else "")
-    METRICS[f"purity_hilat_f2.3e-10_{method}"] = Metric(
-        f"purity at F(1–100 GeV)=2.3e-10, |b|>20°, {name}", f"0.93 ({AUTOSOURCEID})" if unet else "")
+        f"completeness at F(1–100 GeV)=2.3e-10, |b|>20°, {name}")
+    METRICS[f"purity_hilat_f2.3e-10_{method}"] = Metric(f"purity at F(1–100 GeV)=2.3e-10, |b|>20°, {name}")
     METRICS[f"dr2_recall_sig_gt10_{method}"] = Metric(
-        f"simulated DR2 sky: recall of Signif_Avg>10 sources, {name}", f"≥0.90 ({SEED_002})" if unet else "")
+        f"simulated DR2 sky: recall of Signif_Avg>10 sources, {name}")
     METRICS[f"dr2_recall_sig_lt10_{method}"] = Metric(
-        f"simulated DR2 sky: recall of Signif_Avg<10 sources, {name}", f"0.48 ({SEED_002})" if unet else "")
+        f"simulated DR2 sky: recall of Signif_Avg<10 sources, {name}")
     METRICS[f"dr2_candidates_allsky_{method}"] = Metric(
-        f"simulated DR2 sky: candidates, scaled to the whole sky, {name}",
-        f"≈8,000–9,200 at threshold 0.2 ({SEED_002})" if unet else "")
+        f"simulated DR2 sky: candidates, scaled to the whole sky, {name}")
     METRICS[f"loc_err68_deg_{method}"] = Metric(f"localisation error, 68% containment (deg), {name}")
     METRICS[f"sec_per_patch_{method}"] = Metric(f"time per 10°×10° patch (s), {name}")
-del method, name, unet
+del method, name
 METRICS["completeness_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
     "completeness at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
 METRICS["purity_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
@@ -99,22 +98,15 @@ METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
 METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
 METRICS["crlb_ratio_improved_cnn"] = Metric("improved CNN error / Cramér-Rao bound")
 
-LHAASO_STUDENTS = "seed 000, xwgong01/LHAASOSR, 63 test maps"
 LHAASO_METHODS = {"input": "blurred counts map", "cnn": "SRCNN-like CNN", "vae": "VAE", "gan": "GAN",
                   "psf_conditioned": "PSF-conditioned CNN at 40 TeV", "richardson_lucy": "Richardson–Lucy",
                   "smooth_0p29": "0.29° smoothing", "wiener": "Wiener filter"}
-LHAASO_ANCHORS = {("psnr", "input"): "13.84", ("psnr", "cnn"): "20.05", ("ssim", "input"): "0.266",
-                  ("ssim", "cnn"): "0.243", ("ms_ssim", "input"): "0.533", ("ms_ssim", "cnn"): "0.579",
-                  ("nrmse", "input"): "0.204", ("nrmse", "cnn"): "0.102"}
 for method, name in LHAASO_METHODS.items():
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("nrmse", "NRMSE")):
-        anchor_value = LHAASO_ANCHORS.get((stat, method), "")
-        METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}",
-                                             f"{anchor_value} ({LHAASO_STUDENTS})" if anchor_value else "")
-del method, name, stat, stat_label, anchor_value
-METRICS["fwhm_ratio_cnn"] = Metric("bright isolated point source: reconstructed FWHM / PSF FWHM, CNN",
-                                   "goal ≤ 0.5 (issue 7)")
-METRICS["flux_conservation_err_cnn"] = Metric("median |total flux out / in − 1|, CNN", "goal ≤ 0.05 (issue 7)")
+        METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}")
+del method, name, stat, stat_label
+METRICS["fwhm_ratio_cnn"] = Metric("bright isolated point source: reconstructed FWHM / PSF FWHM, CNN")
+METRICS["flux_conservation_err_cnn"] = Metric("median |total flux out / in − 1|, CNN")
 METRICS["fwhm_ratio_richardson_lucy"] = Metric(
     "bright isolated point source: reconstructed FWHM / PSF FWHM, Richardson–Lucy")
 METRICS["fwhm_ratio_target"] = Metric("bright isolated point source: target FWHM / PSF FWHM (the best possible)")
@@ -122,50 +114,38 @@ for method, name in (("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy"), (
     METRICS[f"min_resolved_sep_deg_{method}"] = Metric(f"two equal point sources: smallest resolved separation (deg), {name}")
 del method, name
 
-ASID = "AutoSourceID, A&A 656 A62"
-METRICS["accuracy_3class_cnn"] = Metric("AGN/PSR/FAKE accuracy, 3D CNN on yearly cut-outs", f"≈0.70 ({ASID}); goal ≥ 0.90")
+METRICS["accuracy_3class_cnn"] = Metric("AGN/PSR/FAKE accuracy, 3D CNN on yearly cut-outs")
 METRICS["accuracy_3class_trees"] = Metric("AGN/PSR/FAKE accuracy, gradient-boosted trees on catalogue features")
 METRICS["balanced_accuracy_cnn"] = Metric("balanced accuracy, 3D CNN")
 METRICS["balanced_accuracy_trees"] = Metric("balanced accuracy, gradient-boosted trees")
 for method, name in (("cnn", "mean–variance network"), ("fit", "gammapy likelihood fit")):
-    unet = method == "cnn"
-    METRICS[f"flux_bias_frac_{method}"] = Metric(f"F(1–100 GeV) median relative bias above 2e-10, {name}",
-                                                 "goal |bias| < 0.05 (issue 4)" if unet else "")
-    METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation above 2e-10, {name}",
-                                                "goal 1 ± 0.1 (issue 4)" if unet else "")
-METRICS["flux_scatter_ratio_cnn_vs_fit"] = Metric("flux scatter, network / likelihood fit (same cut-outs)",
-                                                  "goal ≤ 1.2 (issue 4)")
-del method, name, unet
+    METRICS[f"flux_bias_frac_{method}"] = Metric(f"F(1–100 GeV) median relative bias above 2e-10, {name}")
+    METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation above 2e-10, {name}")
+METRICS["flux_scatter_ratio_cnn_vs_fit"] = Metric("flux scatter, network / likelihood fit (same cut-outs)")
+del method, name
 
 CTAO_METHODS = {"unet_log": "U-Net + LoG (log scaling)", "unet_log_noscale": "U-Net + LoG (linear input)",
                 "cedirnet": "centre-direction regression", "tsmap": "TS map + find_peaks"}
 for method, name in CTAO_METHODS.items():
-    METRICS[f"f1_above_sens_{method}"] = Metric(f"F1 above the survey sensitivity, {name}",
-                                                "goal ≥ 0.95 (issue 5)" if method == "unet_log" else "")
+    METRICS[f"f1_above_sens_{method}"] = Metric(f"F1 above the survey sensitivity, {name}")
     METRICS[f"recall_above_sens_{method}"] = Metric(f"recall above the survey sensitivity, {name}")
-    METRICS[f"sep68_deg_{method}"] = Metric(f"68% separation of matched sources (deg), {name}",
-                                            "goal ≤ 0.03 (issue 5)" if method == "unet_log" else "")
+    METRICS[f"sep68_deg_{method}"] = Metric(f"68% separation of matched sources (deg), {name}")
     if method != "tsmap":
         METRICS[f"recall_at_tsmap_precision_{method}"] = Metric(
             f"recall at the TS map's precision (TS-map patches), {name}")
 del method, name
 for method, name in (("unet_log", "U-Net + LoG"), ("daofinder", "photutils DAOStarFinder")):
-    METRICS[f"f1_crowded_{method}"] = Metric(f"optical crowded field: F1, {name}",
-                                             "goal: U-Net above DAOStarFinder (issue 5)" if method == "unet_log" else "")
+    METRICS[f"f1_crowded_{method}"] = Metric(f"optical crowded field: F1, {name}")
 del method, name
 
-RADIO = "Todarello et al., arXiv 2306.15720"
 for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", "CNN, sky-model images"),
                      ("pd_restored", "P(D) fit, restored images")):
     METRICS[f"depth_10pct_xthreshold_{method}"] = Metric(
-        f"depth below the 5σ threshold (×) with every bin within 10%, {name}",
-        f"≈10 ({RADIO}); goal ≥ 30 (issue 6)" if method == "cnn_restored" else "")
-    METRICS[f"max_abs_resid_{method}"] = Metric(f"largest per-bin relative residual of N(s), {name}",
-                                                "goal ≤ 0.10 (issue 6)" if method == "cnn_restored" else "")
+        f"depth below the 5σ threshold (×) with every bin within 10%, {name}")
+    METRICS[f"max_abs_resid_{method}"] = Metric(f"largest per-bin relative residual of N(s), {name}")
 del method, name
 METRICS["pd_fraction_at_bound"] = Metric("P(D) fits on the edge of the (α, s0) prior range, same-shape test fields")
-METRICS["faintest_bin_resid_cnn_restored"] = Metric(
-    "relative residual in the faintest flux bin, CNN, restored images", "goal: below P(D) (issue 6)")
+METRICS["faintest_bin_resid_cnn_restored"] = Metric("relative residual in the faintest flux bin, CNN, restored images")
 METRICS["faintest_bin_resid_pd_restored"] = Metric("relative residual in the faintest flux bin, P(D) fit, restored images")
 METRICS["n_bins_cnn_restored_better_than_pd"] = Metric(
     "flux bins in which the restored-image CNN has a smaller residual than P(D), same-shape test fields")
@@ -174,8 +154,74 @@ METRICS["max_abs_resid_unseen_shape_cnn_restored"] = Metric(
 METRICS["max_abs_resid_unseen_shape_pd_restored"] = Metric(
     "largest per-bin relative residual, n(s) shape not seen in training, P(D) fit, restored images")
 
-COLUMNS = ("Analysis / notebook", "Metric", "Value", "Anchor (published)",
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of the README headline table: a metric measured for networks and
+    classical methods on the same test data (``{metric key: method name}``);
+    ``better`` is ``"lower"``, ``"higher"`` or ``"zero"`` (smallest |value|)."""
+
+    stem: str
+    metric: str
+    better: str
+    networks: dict[str, str]
+    classical: dict[str, str]
+
+
+HEADLINES = (
+    Headline("02_cta_cnn_cleaner", "on-region excess, 68% relative error", "lower",
+             {"excess_relerr68_cnn": "CNN-Cleaner"},
+             {"excess_relerr68_irf": "IRF background", "excess_relerr68_ring": "ring background"}),
+    Headline("03_cta_cnn_regressor", "localisation error, 68% containment (deg)", "lower",
+             {"loc_err68_deg_improved_cnn": "heat-map CNN", "loc_err68_deg_talk_cnn": "CNN of the talk"},
+             {"loc_err68_deg_gammapy_fit": "gammapy likelihood fit", "loc_err68_deg_gammapy_blind": "gammapy blind search"}),
+    Headline("04_fermi_unet_kmeans", "completeness, F(1–100 GeV)=2.3e-10, |b|>20°", "higher",
+             {"completeness_hilat_f2.3e-10_unet_kmeans": "U-Net + k-means",
+              "completeness_hilat_f2.3e-10_unet_log": "U-Net + LoG"},
+             {"completeness_hilat_f2.3e-10_tsmap": "TS map"}),
+    Headline("04_fermi_unet_kmeans", "purity, F(1–100 GeV)=2.3e-10, |b|>20°", "higher",
+             {"purity_hilat_f2.3e-10_unet_kmeans": "U-Net + k-means", "purity_hilat_f2.3e-10_unet_log": "U-Net + LoG"},
+             {"purity_hilat_f2.3e-10_tsmap": "TS map"}),
+    Headline("04_fermi_unet_kmeans", "DR2 sky: recall of Signif_Avg>10 sources", "higher",
+             {"dr2_recall_sig_gt10_unet_kmeans": "U-Net + k-means", "dr2_recall_sig_gt10_unet_log": "U-Net + LoG"},
+             {"dr2_recall_sig_gt10_tsmap": "TS map"}),
+    Headline("05_fermi_characterisation", "AGN/PSR/FAKE accuracy", "higher",
+             {"accuracy_3class_cnn": "3D CNN"}, {"accuracy_3class_trees": "gradient-boosted trees"}),
+    Headline("05_fermi_characterisation", "flux median relative bias above 2e-10", "zero",
+             {"flux_bias_frac_cnn": "mean–variance network"}, {"flux_bias_frac_fit": "likelihood fit"}),
+    Headline("06_ctao_survey_detection", "F1 above the survey sensitivity", "higher",
+             {"f1_above_sens_unet_log": "U-Net + LoG (log)", "f1_above_sens_unet_log_noscale": "U-Net + LoG (linear)",
+              "f1_above_sens_cedirnet": "centre-direction regression"},
+             {"f1_above_sens_tsmap": "TS map"}),
+    Headline("06_ctao_survey_detection", "optical crowded field: F1", "higher",
+             {"f1_crowded_unet_log": "U-Net + LoG"}, {"f1_crowded_daofinder": "DAOStarFinder"}),
+    Headline("07_radio_counts", "depth below the 5σ threshold (×), every bin within 10%", "higher",
+             {"depth_10pct_xthreshold_cnn_restored": "CNN, restored images"},
+             {"depth_10pct_xthreshold_pd_restored": "P(D) fit"}),
+    Headline("07_radio_counts", "largest per-bin relative residual of N(s)", "lower",
+             {"max_abs_resid_cnn_restored": "CNN, restored images"}, {"max_abs_resid_pd_restored": "P(D) fit"}),
+    Headline("08_lhaaso_deconvolution", "PSNR (dB)", "higher",
+             {"psnr_cnn": "CNN", "psnr_vae": "VAE", "psnr_gan": "GAN"},
+             {"psnr_richardson_lucy": "Richardson–Lucy", "psnr_smooth_0p29": "0.29° smoothing",
+              "psnr_wiener": "Wiener", "psnr_input": "blurred counts map"}),
+    Headline("08_lhaaso_deconvolution", "SSIM", "higher",
+             {"ssim_cnn": "CNN", "ssim_vae": "VAE", "ssim_gan": "GAN"},
+             {"ssim_richardson_lucy": "Richardson–Lucy", "ssim_smooth_0p29": "0.29° smoothing",
+              "ssim_wiener": "Wiener", "ssim_input": "blurred counts map"}),
+    Headline("08_lhaaso_deconvolution", "point source: FWHM / PSF FWHM", "lower",
+             {"fwhm_ratio_cnn": "CNN"}, {"fwhm_ratio_richardson_lucy": "Richardson–Lucy"}),
+)
+
+COLUMNS = ("Analysis / notebook", "Metric", "Value", "Published",
            "Profile", "Machine", "n_test", "Commit")
+HEADLINE_COLUMNS = ("Analysis", "Metric", "Best network", "Best classical method", "Published", "Commit")
+LEGEND = (
+    f"Published numbers and their sources: `data/published.yml` (definition, protocol and how each "
+    f"setting differs from this repository's; full references in `references.bib`). "
+    f"{OTHER_DEFINITION} the published number uses another definition or protocol than this row: for "
+    f"orientation only. A commit ending in `-dirty` means the result was computed from a work tree with "
+    f"uncommitted changes, so that commit alone does not reproduce it. [a, b]: 68% interval."
+)
 
 
 def format_value(value: float) -> str:
@@ -191,6 +237,24 @@ def format_value(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+def format_metric(found: dict, key: str) -> str:
+    """The value of ``key`` in a metrics file, with its ``_ci68`` interval when recorded."""
+    text = format_value(found[key])
+    interval = found.get(f"{key}_ci68")
+    if isinstance(interval, list) and len(interval) == 2:
+        text += f" [{format_value(interval[0])}, {format_value(interval[1])}]"
+    return text
+
+
+def anchor(key: str) -> str:
+    """Published number of metric ``key`` and its source, or ''."""
+    entry = published.for_metric(key)
+    if entry is None:
+        return ""
+    mark = "" if entry.same_definition else OTHER_DEFINITION
+    return f"{entry.text}{mark} ({entry.citation})"
+
+
 def read_results(profile: str, results_root: Path = paths.RESULTS) -> dict[str, dict]:
     """``{stem: metrics}`` of one profile, the layout of :func:`skyml.results.read_all`."""
     folder = Path(results_root) / profile
@@ -203,27 +267,116 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _markdown(columns, rows) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _analysis(stem: str) -> str:
+    return f"{ANALYSES[stem]} (`{stem}`)" if stem in ANALYSES else f"`{stem}`"
+
+
 def results_table(results_root: Path = paths.RESULTS, profiles=("full", "quick")) -> str:
-    """The Markdown table: notebooks in order, metrics in :data:`METRICS` order,
-    one row per profile that has the metric."""
+    """The full Markdown table: notebooks in order, metrics in :data:`METRICS`
+    order, one row per profile that has the metric."""
     by_profile = {profile: read_results(profile, results_root) for profile in profiles}
     stems = sorted({stem for found in by_profile.values() for stem in found})
     rows = []
     for stem in stems:
-        analysis = f"{ANALYSES[stem]} (`{stem}`)" if stem in ANALYSES else f"`{stem}`"
         for key, metric in METRICS.items():
             for profile in profiles:
                 found = by_profile[profile].get(stem, {})
                 if key not in found:
                     continue
-                rows.append((analysis, metric.label, format_value(found[key]), metric.anchor or "–",
+                rows.append((_analysis(stem), metric.label, format_metric(found, key), anchor(key) or "–",
                              profile, found.get("machine", "?"), found.get("n_test", "?"),
                              f"`{found.get('git_commit', '?')}`"))
     if not rows:
         return "_No results yet: run `make reproduce` (quick profile) or `make full`._"
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return _markdown(COLUMNS, rows)
+
+
+def _best(found: dict, methods: dict[str, str], better: str) -> str:
+    present = [key for key in methods if key in found]
+    if not present:
+        return "–"
+    score = {"lower": lambda k: found[k], "higher": lambda k: -found[k], "zero": lambda k: abs(found[k])}[better]
+    key = min(present, key=score)
+    return f"{format_metric(found, key)} ({methods[key]})"
+
+
+def _published_cell(headline: Headline) -> str:
+    cells, citations = [], []
+    for key, name in {**headline.networks, **headline.classical}.items():
+        entry = published.for_metric(key)
+        if entry is None:
+            continue
+        mark = "" if entry.same_definition else OTHER_DEFINITION
+        cells.append(f"{entry.text}{mark} ({name})")
+        if entry.citation not in citations:
+            citations.append(entry.citation)
+    if not cells:
+        return "none published"
+    return ", ".join(cells) + "; " + "; ".join(citations)
+
+
+def headline_table(results_root: Path = paths.RESULTS) -> str:
+    """The README table: full profile, one row per :data:`HEADLINES` entry with
+    at least one of its metrics in a full-profile metrics file."""
+    found_all = read_results("full", results_root)
+    rows = []
+    for headline in HEADLINES:
+        found = found_all.get(headline.stem, {})
+        if not any(key in found for key in (*headline.networks, *headline.classical)):
+            continue
+        rows.append((_analysis(headline.stem), headline.metric, _best(found, headline.networks, headline.better),
+                     _best(found, headline.classical, headline.better), _published_cell(headline),
+                     f"`{found.get('git_commit', '?')}`"))
+    if not rows:
+        return "_No full-profile results yet: run `make full`._"
+    return "\n\n".join([
+        "Full profile; the best network and the best classical method on the same test data, and the "
+        "published number of the same metric. Every metric of both profiles: [docs/results.md](docs/results.md).",
+        _markdown(HEADLINE_COLUMNS, rows),
+        LEGEND,
+    ])
+
+
+def results_page(results_root: Path = paths.RESULTS, profiles=("full", "quick")) -> str:
+    """``docs/results.md``: every metric of both profiles and the published numbers' sources."""
+    sources = published.sources()
+    lines = [
+        "# Results: every metric",
+        "",
+        "Generated by `python -m skyml.report` from `data/results/<profile>/*.json`; do not edit. "
+        "Each row names the profile and the machine that produced it. Quick-profile rows come from "
+        "small training sets and few epochs; they show that the pipeline works, not the method's "
+        "final accuracy.",
+        "",
+        LEGEND,
+        "",
+        results_table(results_root, profiles),
+        "",
+        "## Sources of the published numbers",
+        "",
+    ]
+    for name, source in sources.items():
+        paper = source.get("paper")
+        parts = [f"**{source['short']}** — {source['what']}."]
+        if paper:
+            parts.append(f"{paper['authors']} ({paper['year']}), arXiv {paper['arxiv']}"
+                         + (f", {paper['journal']}" if paper.get("journal") else "") + ".")
+        if source.get("talk"):
+            parts.append(f"Talk: {source['talk']}.")
+        if source.get("repository"):
+            parts.append(f"Repository: `{source['repository']}`"
+                         + (f" (commit {source['commit']})" if source.get("commit") else "") + ".")
+        parts.append("BibTeX: " + ", ".join(f"`{key}`" for key in source["cite"]) + ".")
+        lines += ["- " + " ".join(parts)]
+    for item in published.load()["not_published"]:
+        lines += ["", f"No published number for `{item['analysis']}`: {' '.join(item['note'].split())}"]
+    return "\n".join(lines) + "\n"
 
 
 def replace_table(readme_text: str, table: str) -> str:
@@ -234,38 +387,50 @@ def replace_table(readme_text: str, table: str) -> str:
     return readme_text[: start + len(START)] + "\n" + table + "\n" + readme_text[end:]
 
 
-def main(argv: list[str] | None = None, *, readme: Path = README,
+def main(argv: list[str] | None = None, *, readme: Path = README, page: Path = RESULTS_PAGE,
          results_root: Path = paths.RESULTS) -> int:
     parser = argparse.ArgumentParser(prog="python -m skyml.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 when the README table is out of date")
+                        help="do not write; exit 1 when the README table or docs/results.md is out of date")
     parser.add_argument("--profile", action="append", choices=paths.PROFILES,
-                        help="profiles to include (repeatable; default: full and quick)")
+                        help="profiles of docs/results.md (repeatable; default: full and quick)")
     args = parser.parse_args(argv)
     profiles = tuple(p for p in ("full", "quick") if not args.profile or p in args.profile)
 
-    readme = Path(readme)
+    readme, page = Path(readme), Path(page)
     if not readme.is_file():
         print(f"error: {readme} not found", file=sys.stderr)
         return 2
+    if not page.parent.is_dir():
+        print(f"error: {page.parent} does not exist", file=sys.stderr)
+        return 2
+    if page.exists() and not page.is_file():
+        print(f"error: {page} is not a regular file", file=sys.stderr)
+        return 2
     text = readme.read_text()
     try:
-        updated = replace_table(text, results_table(results_root, profiles))
+        updated = replace_table(text, headline_table(results_root))
     except ValueError as error:
         print(f"error: {readme}: {error}", file=sys.stderr)
         return 2
+    page_text = results_page(results_root, profiles)
+    old_page = page.read_text() if page.is_file() else None
+    stale = [path for path, old, new in ((readme, text, updated), (page, old_page, page_text)) if old != new]
     if args.check:
-        if updated != text:
-            print(f"{readme} results table is out of date; run: python -m skyml.report", file=sys.stderr)
+        if stale:
+            print(f"out of date: {', '.join(map(str, stale))}; run: python -m skyml.report", file=sys.stderr)
             return 1
-        print(f"{readme} results table is up to date")
+        print(f"{readme} results table and {page} are up to date")
         return 0
-    if updated != text:
-        readme.write_text(updated)
-        print(f"updated the results table in {readme}")
-    else:
-        print(f"{readme} results table already up to date")
+    for path, new in ((readme, updated), (page, page_text)):
+        if path in stale:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(new)
+            tmp.replace(path)
+            print(f"updated {path}")
+    if not stale:
+        print(f"{readme} results table and {page} already up to date")
     return 0
 
 

@@ -12,7 +12,7 @@ Pixel convention: 0-based, pixel centres at integers, x = column, y = row.
    subtraction and the acceptance-corrected ring background, Li & Ma
    significance.
 2. Blind search: gammapy ``ExcessMapEstimator`` correlated significance map
-   and ``find_peaks`` (the anchor's "gammapy blind search").
+   and ``find_peaks`` (the "gammapy blind search" of the talk's public notebook).
 3. Maximum-likelihood fit of a point source with gammapy (``Fit`` on a
    single-energy-bin ``MapDataset`` with a ``PSFMap`` built from the mixture).
 4. Cramér–Rao bound of the source position for the same Poisson model.
@@ -246,7 +246,7 @@ def blind_search(counts, background, geom, correlation_radius_deg=0.1, threshold
     the Cash (known background) significance, ``sqrt_ts``, signed. Then
     ``gammapy.estimators.utils.find_peaks(sqrt_ts, threshold, min_distance)``;
     the highest peak is returned. ``min_distance_deg`` only separates the
-    secondary peaks (kept for fidelity with the anchor's call).
+    secondary peaks (kept for fidelity with the talk's public notebook).
 
     Returns ``(ra_deg, dec_deg, sqrt_ts)`` of the peak pixel's centre (the
     position is quantised to the pixel grid), or ``(nan, nan, nan)`` when no

@@ -28,8 +28,9 @@ Conventions shared with the simulation module
 Every model uses only ``keras.layers`` and ``keras.ops``, so the same code
 runs with ``KERAS_BACKEND=tensorflow`` (default) and ``KERAS_BACKEND=jax``.
 Models are saved in the native ``.keras`` format with a JSON sidecar of
-metadata (:func:`save_model`) and read back with ``safe_mode=True``
-(:func:`load_model`).
+metadata (:func:`save_model`) that records the SHA-256 of the ``.keras`` file
+(``"keras_sha256"``), and read back with ``safe_mode=True`` after that hash
+is checked (:func:`load_model`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np
 from keras import layers, ops
 from scipy import ndimage
 
-from ..results import machine
+from ..results import file_sha256, git_commit, machine
 
 __all__ = [
     "stretch",
@@ -558,6 +559,9 @@ def _json_default(obj):
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
 
 
+SHA256_KEY = "keras_sha256"
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -571,7 +575,9 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
     half-written file. ``metadata`` (preprocessing, geometry, training set
     size, profile, ...) must be JSON-like; numpy scalars and arrays are
     converted. A ``"saved_with"`` entry (model name, parameter count, Keras
-    version, backend and the machine it was trained on) is added unless present. Returns ``path``.
+    version, backend, the machine it was trained on and the git commit) is
+    added unless present, and ``"keras_sha256"``, the SHA-256 of the saved
+    ``.keras`` file, always. Returns ``path``.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -586,17 +592,21 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
             "keras_version": keras.__version__,
             "keras_backend": keras.backend.backend(),
             "machine": machine(),
+            "git_commit": git_commit(),
         },
     )
-    text = json.dumps(meta, indent=1, sort_keys=True, default=_json_default)
+    meta.pop(SHA256_KEY, None)
+    json.dumps(meta, default=_json_default)  # refuse unserialisable metadata before any write
 
     fd, tmp_model = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
     os.close(fd)
     fd, tmp_meta = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
     try:
+        model.save(tmp_model)
+        meta[SHA256_KEY] = file_sha256(tmp_model)
+        text = json.dumps(meta, indent=1, sort_keys=True, default=_json_default)
         with os.fdopen(fd, "w") as fh:
             fh.write(text + "\n")
-        model.save(tmp_model)
         os.replace(tmp_model, path)
         os.replace(tmp_meta, _sidecar(path))
     except BaseException:
@@ -607,13 +617,28 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
     return path
 
 
+def check_sha256(path, metadata: Mapping[str, Any]) -> None:
+    """Refuse (``ValueError``, one line) a ``.keras`` file whose SHA-256 differs
+    from the one its sidecar records (sidecars written before the hash was
+    recorded have none and are not checked)."""
+    path = Path(path)
+    expected = metadata.get(SHA256_KEY)
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"model file {path} does not match its metadata: sha256 {actual[:12]}…, "
+                         f"sidecar records {str(expected)[:12]}… (modified or replaced)")
+
+
 def load_model(path) -> tuple[keras.Model, dict]:
     """Read a model written by :func:`save_model` and its metadata.
 
     Uses ``keras.saving.load_model(path, safe_mode=True)``; the custom layer
     and loss of this module are registered, so no ``custom_objects`` are
     needed. Raises ``FileNotFoundError`` naming the missing file (model or
-    sidecar) and ``ValueError`` naming the file that cannot be read.
+    sidecar) and ``ValueError`` naming the file that cannot be read or whose
+    SHA-256 differs from the one the sidecar records (:func:`check_sha256`).
     """
     path = Path(path)
     meta_path = _sidecar(path)
@@ -627,6 +652,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
         raise ValueError(f"corrupt model metadata file {meta_path}: {err}") from err
     if not isinstance(metadata, dict):
         raise ValueError(f"corrupt model metadata file {meta_path}: expected a JSON object")
+    check_sha256(path, metadata)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"corrupt or non-Keras model file {path}: not a .keras (zip) archive")
     try:

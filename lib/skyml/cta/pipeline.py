@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache, paths
+from .. import cache, paths, results
 from . import models
 from .simulate import CTASimParams, load_maps, map_wcs
 
@@ -63,20 +63,41 @@ def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
 
 
 def _install(src: Path, profile: str, name: str) -> Path:
-    """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically."""
+    """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically.
+
+    The full profile is refused from a dirty work tree
+    (:func:`skyml.results.require_clean_tree`). The copied sidecar records the
+    SHA-256 of the ``.keras`` file (checked against the cached one's when that
+    records it, added when an older cache entry does not)."""
+    results.require_clean_tree(profile, f"model {name}")
     target = paths.models_dir(profile) / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    for s, t in ((src, target), (src.with_suffix(".json"), target.with_suffix(".json"))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{t.name}-", dir=t.parent)
-        os.close(fd)
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, t)
+    metadata = json.loads(src.with_suffix(".json").read_text())
+    models.check_sha256(src, metadata)
+    metadata[models.SHA256_KEY] = results.file_sha256(src)
+    text = json.dumps(metadata, indent=1, sort_keys=True) + "\n"
+    fd, tmp_model = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    os.close(fd)
+    fd, tmp_meta = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        shutil.copyfile(src, tmp_model)
+        os.replace(tmp_model, target)
+        os.replace(tmp_meta, target.with_suffix(".json"))
+    except BaseException:
+        for tmp in (tmp_model, tmp_meta):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
     return target
 
 
 def _train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
     """Train with ``fit() -> (model, metadata, history)`` once per key; returns
-    (model, metadata, history, seconds of training or None if loaded)."""
+    (model, metadata, history, seconds of training or None if loaded). A
+    full-profile model from a dirty work tree is refused before training."""
+    results.require_clean_tree(profile, f"model {install_as}")
     info = {}
 
     def build(tmp: Path):

@@ -1,4 +1,4 @@
-"""Simulated short CTA observations, as in the real-time analysis talk (seed 001).
+"""Simulated short CTA observations, as in the real-time analysis talk (Di Piano et al.).
 
 Each observation: a 200×200 counts map at 0.025°/px (TAN, ICRS) centred on the
 telescope pointing, 100 s of livetime, one Crab-like point source (power law of

@@ -1,3 +1,3 @@
-"""CTAO Galactic-plane survey toy (seed 004): U-Net + LoG (AutoSourceID-Light)
+"""CTAO Galactic-plane survey toy (Pérez-Romero et al. 2025): U-Net + LoG (AutoSourceID-Light)
 and dense centre-direction regression (CeDiRNet) on simulated survey patches,
 against gammapy TS map + find_peaks (notebook 06)."""

@@ -1,5 +1,5 @@
 """Toy CTAO Galactic-plane-survey patches, after the "preliminary toy
-simulations" of seed 004.
+simulations" of Pérez-Romero et al. (EuCAIFCon 2025).
 
 **Geometry.** One fixed region of interest, as the seed ("always same patch"):
 512×512 pixels of 0.02° (10.24°×10.24°), Galactic CAR projection centred on

@@ -1,4 +1,4 @@
-"""The catalogue-like product of seed 004: detection + class + flux per source.
+"""The catalogue-like product of Pérez-Romero et al. (2025): detection + class + flux per source.
 
 **Input**: a yearly WCS counts cube, a gammapy ``Map`` with a ``year`` axis
 (10 bins) and the six ``energy`` bins of :mod:`skyml.fermi.irf`, pixels of
@@ -15,7 +15,7 @@ cut-out as the known background (a new cube comes without a model of the
 neighbouring sources, which the training cut-outs' known background includes); each detection is matched to the nearest 4FGL-DR2 source
 within ``dr2_radius_deg`` (astropy ``match_coordinates_sky``).
 
-**Table** (seed 004's "final catalog-like product", FITS-safe names):
+**Table** (the "final catalog-like product" of Pérez-Romero et al., FITS-safe names):
 ``ASID_LON``, ``ASID_LAT`` (Galactic, deg), ``RA``, ``DEC`` (ICRS, deg),
 ``DET_PROB`` (U-Net probability), ``CLASS`` (AGN/PSR/FAKE), ``CLASS_PROB``
 (its probability), ``P_AGN``, ``P_PSR``, ``P_FAKE``, ``FLUX`` and

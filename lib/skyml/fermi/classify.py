@@ -1,6 +1,6 @@
-"""AGN / PSR / FAKE classification of yearly LAT cut-outs (seed 002, AutoSourceID).
+"""AGN / PSR / FAKE classification of yearly LAT cut-outs (Bhattacharyya et al., Fermi-LAT catalog meeting 2022; AutoSourceID).
 
-**Input arrangement** (seed 002, "training strategy"): a cut-out
+**Input arrangement** (Bhattacharyya et al. 2022, "training strategy"): a cut-out
 (10 years, 6 energy bins, H, W) becomes the 4-D array (H, W, 10, 6) —
 width, height, year, energy. The years are ordered by their total counts in
 the cut-out, maximum first ("max count on top"), the same order for every

@@ -1,4 +1,4 @@
-"""Yearly LAT cut-outs around sources and around false detections (seed 002).
+"""Yearly LAT cut-outs around sources and around false detections (Bhattacharyya et al., Fermi-LAT catalog meeting 2022).
 
 A cut-out is ``npix`` × ``npix`` pixels of the detector's pixel size
 (10°/64 = 0.156°; 16 px = 2.5° by default) in the six energy bins of

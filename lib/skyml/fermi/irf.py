@@ -1,7 +1,7 @@
 """A documented Fermi-LAT instrument model: energy bins, PSF, exposure.
 
 **Energy bins.** Six reconstructed-energy bins from 0.3 GeV to 1 TeV
-(seed 002): 0.3–1, 1–3, 3–10, 10–30, 30–100, 100–1000 GeV. Energy dispersion
+(Bhattacharyya et al. 2022): 0.3–1, 1–3, 3–10, 10–30, 30–100, 100–1000 GeV. Energy dispersion
 is neglected (it is ≲10 % for the LAT above 300 MeV).
 
 **PSF.** The published P8R2/P8R3 scale law (Fermi Cicerone)::

@@ -1,4 +1,4 @@
-"""Multi-input U-Net for LAT point-source segmentation (seed 002).
+"""Multi-input U-Net for LAT point-source segmentation (Bhattacharyya et al., Fermi-LAT catalog meeting 2022).
 
 One input branch per resolution group of energy bins (coarse low-energy
 maps, fine high-energy maps; :func:`skyml.fermi.simulate.network_inputs`),

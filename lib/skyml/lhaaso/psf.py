@@ -1,7 +1,7 @@
 """The KM2A point spread function as a two-Gaussian profile per energy.
 
-The anchors (``../shared/ANCHORS.md``, "LHAASO deconvolution") give the width
-of the core Gaussian, sigma1 = 0.265° at 25 TeV, 0.239° at 40 TeV and 0.168°
+The student repositories ``xwgong01/LHAASOSR`` and ``boobyuuuu/LHAI`` (notebook 08) give the
+width of the core Gaussian, sigma1 = 0.265° at 25 TeV, 0.239° at 40 TeV and 0.168°
 at 100 TeV, and the 68 % containment radius r68 ≈ 0.41° above 25 TeV. The
 second Gaussian is not stated there; we take sigma2 = 2 sigma1 (a tail, as in
 the students' fits) and solve its weight so that r68 = 0.41° at 25 TeV
@@ -16,9 +16,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.optimize import brentq
 
-#: core Gaussian sigma [deg] of the KM2A PSF per energy [TeV] (anchors)
+#: core Gaussian sigma [deg] of the KM2A PSF per energy [TeV] (LHAASOSR/LHAI)
 SIGMA1_DEG = {25.0: 0.265, 40.0: 0.239, 100.0: 0.168}
-R68_DEG_25TEV = 0.41  # anchor: r68 ≈ 0.41° above 25 TeV
+R68_DEG_25TEV = 0.41  # LHAASOSR/LHAI: r68 ≈ 0.41° above 25 TeV
 TAIL_RATIO = 2.0      # sigma2 / sigma1 (our assumption, documented above)
 BINSZ_DEG = 0.1       # map pixel size
 KERNEL_HALF_PX = 16   # kernel of 33×33 px (±1.6°)

@@ -1,4 +1,4 @@
-"""Simulated MeerLICHT-like optical tiles (seed 004's optical transfer).
+"""Simulated MeerLICHT-like optical tiles (the optical transfer of Pérez-Romero et al. 2025).
 
 A tile is 256×256 pixels of 0.56″ (the MeerLICHT pixel scale), one band.
 Stars have a circular Moffat PSF (beta ``moffat_beta``) whose FWHM is drawn
