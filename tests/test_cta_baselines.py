@@ -293,3 +293,35 @@ def test_crlb_error_samples():
     np.testing.assert_allclose(np.mean(radii**2, axis=1), np.trace(covs, axis1=1, axis2=2), rtol=0.01)
     np.testing.assert_allclose(np.quantile(radii, 0.68, axis=1), baselines.crlb_radius68(covs), rtol=0.01)
     assert baselines.crlb_error_samples(covs, rng).shape == (2, 1)
+
+
+def test_fov_background_norm_excludes_the_source():
+    """On a flat template scaled by 1.15 with one bright source, the FoV fit
+    recovers the normalisation; the plain ratio of sums is biased high."""
+    from skyml.cta.baselines import fov_background_norm
+
+    rng = np.random.default_rng(3)
+    template = np.full((100, 100), 2.0)
+    yy, xx = np.mgrid[:100, :100]
+    source = 3000 * np.exp(-((xx - 40) ** 2 + (yy - 55) ** 2) / (2 * 2.0 ** 2)) / (2 * np.pi * 2.0 ** 2)
+    counts = rng.poisson(1.15 * template + source)
+    naive = counts.sum() / template.sum()
+    norm = fov_background_norm(counts, template, threshold=5.0)
+    assert abs(norm - 1.15) < 0.02 < abs(naive - 1.15)
+    stack = fov_background_norm(np.stack([counts, counts]), np.stack([template, template]), threshold=5.0)
+    assert stack.shape == (2,) and np.all(stack == norm)
+    with pytest.raises(ValueError):
+        fov_background_norm(counts, template[:50])
+
+
+def test_bootstrap_ci_is_reproducible_and_brackets_the_statistic():
+    from skyml import metrics
+
+    rng = np.random.default_rng(0)
+    est, true = rng.normal(10, 1, 400), np.full(400, 10.0)
+    ci = metrics.bootstrap_ci(metrics.relative_error_percentile, est, true, n_resamples=300, seed=1)
+    value = metrics.relative_error_percentile(est, true)
+    assert ci[0] < value < ci[1] and ci[1] - ci[0] < 0.3 * value
+    assert ci == metrics.bootstrap_ci(metrics.relative_error_percentile, est, true, n_resamples=300, seed=1)
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(np.mean, est, true[:10])

@@ -27,6 +27,7 @@ __all__ = [
     "relative_error_percentile",
     "lima_significance",
     "throughput",
+    "bootstrap_ci",
 ]
 
 
@@ -178,3 +179,24 @@ def match_sky(det_lon, det_lat, true_lon, true_lat, radius_deg):
             det_to_true[a], true_to_det[b], sep[b] = b, a, s[j]
     return det_to_true, true_to_det, sep
 
+
+
+def bootstrap_ci(statistic: Callable, *samples, n_resamples: int = 1000, level: float = 0.68,
+                 seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval ``[low, high]`` of ``statistic(*samples)``.
+
+    ``samples`` are arrays of equal length whose rows belong together (one row
+    per test map, patch or field); they are resampled together
+    (``scipy.stats.bootstrap`` with ``paired=True``), so the interval reflects
+    the spread over test items. ``seed`` fixes the resampling, so the same
+    inputs give the same interval. ``level`` is the central coverage (0.68:
+    the 16th and 84th percentiles of the bootstrap distribution).
+    """
+    from scipy.stats import bootstrap
+
+    arrays = [np.asarray(s) for s in samples]
+    if not arrays or len({len(a) for a in arrays}) != 1 or len(arrays[0]) < 2:
+        raise ValueError("bootstrap_ci: give one or more samples of equal length >= 2")
+    res = bootstrap(tuple(arrays), statistic, paired=True, vectorized=False, n_resamples=int(n_resamples),
+                    confidence_level=float(level), method="percentile", rng=np.random.default_rng(seed))
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]

@@ -32,30 +32,48 @@ def aperture_masks(maps: dict, on_radius_deg=0.2, ring_inner_deg=0.5, ring_outer
     return on, off
 
 
-def cleaner_photometry(maps: dict, cleaned_counts: np.ndarray, on: np.ndarray, off: np.ndarray) -> Table:
-    """On-region excess of the truth, the CNN-Cleaner, IRF-template subtraction
-    and the ring background; Li&Ma significance before and after cleaning.
-
-    The significance "after" applies the same on/ring Li&Ma formula to the
-    cleaned map (in counts); a cleaned map is not Poisson distributed, so it
-    is the talk's heuristic measure of how much the cleaning isolates the
-    source, not a calibrated significance.
+def cleaner_photometry(maps: dict, cleaned_counts: np.ndarray, on: np.ndarray, off: np.ndarray,
+                       background_norms: dict[str, np.ndarray] | None = None) -> Table:
+    """On-region excess of the truth, the CNN-Cleaner, IRF-template subtraction,
+    the ring background and, for each entry ``name: norms`` of
+    ``background_norms``, the template scaled by a fitted normalisation per map
+    (column ``excess_<name>``). ``sig_lima`` is the Li & Ma significance of the
+    raw map (on region against the ring); a cleaned map is not Poisson
+    distributed, so no significance is computed on it.
     """
     counts = maps["counts"].astype(float)
     background = background_for(maps).astype(float)
     truth = np.sum(np.where(on, maps["source_counts"], 0), axis=(1, 2)).astype(float)
     _, _, excess_irf = baselines.excess_irf(counts, background, on)
     n_on, n_off, alpha, excess_ring = baselines.excess_ring(counts, background, on, off)
-    excess_cnn = np.sum(np.where(on, cleaned_counts, 0.0), axis=(1, 2))
-    sig_before = metrics.lima_significance(n_on, n_off, alpha)
-    c_on = np.sum(np.where(on, cleaned_counts, 0.0), axis=(1, 2))
-    c_off = np.sum(np.where(off, np.clip(cleaned_counts, 0, None), 0.0), axis=(1, 2))
-    sig_after = metrics.lima_significance(c_on, c_off, alpha)
-    return Table({
-        "excess_true": truth, "excess_cnn": excess_cnn, "excess_irf": excess_irf, "excess_ring": excess_ring,
-        "sig_lima_before": sig_before, "sig_lima_after": sig_after,
-        "npred_source": maps["npred_source"], "bkg_norm": maps["bkg_norm"], "irf_id": maps["irf_id"],
-    })
+    columns = {
+        "excess_true": truth,
+        "excess_cnn": np.sum(np.where(on, cleaned_counts, 0.0), axis=(1, 2)),
+        "excess_irf": excess_irf, "excess_ring": excess_ring,
+    }
+    for name, norms in (background_norms or {}).items():
+        scaled = np.asarray(norms, dtype=float)[:, None, None] * background
+        columns[f"excess_{name}"] = baselines.excess_irf(counts, scaled, on)[2]
+    columns.update({"sig_lima": metrics.lima_significance(n_on, n_off, alpha),
+                    "npred_source": maps["npred_source"], "bkg_norm": maps["bkg_norm"], "irf_id": maps["irf_id"]})
+    return Table(columns)
+
+
+def talk_metric_excesses(maps: dict, cleaned_smooth: np.ndarray, on: np.ndarray, smooth_sigma_px: float):
+    """On-region excesses of the talk's cleaner metric (astroAI ``cnn-cleaner``
+    notebook): the cleaner's output on maps smoothed with a Gaussian of
+    ``smooth_sigma_px`` against "STD", the same smoothed counts map minus the
+    same smoothed IRF background template. Returns ``(excess_cnn, excess_std)``
+    per map; the metric is the 68th percentile of ``|cnn - std| / std`` over
+    maps with ``std > 0``.
+    """
+    from . import models
+
+    counts = models.smooth(maps["counts"], smooth_sigma_px).astype(float)
+    template = models.smooth(background_for(maps), smooth_sigma_px).astype(float)
+    excess_std = np.sum(np.where(on, counts - template, 0.0), axis=(1, 2))
+    excess_cnn = np.sum(np.where(on, cleaned_smooth, 0.0), axis=(1, 2))
+    return excess_cnn, excess_std
 
 
 def angular_errors(maps: dict, ra_deg, dec_deg) -> np.ndarray:
@@ -84,3 +102,66 @@ def crlb_errors(maps: dict, binsz_deg: float, rng: np.random.Generator, n: int |
         radius68[i] = baselines.crlb_radius68(cov) * binsz_deg
         draws[i] = baselines.crlb_error_samples(cov, rng)[0] * binsz_deg
     return radius68, draws
+
+
+def tune_fov_threshold(maps: dict, thresholds, on_radius_deg: float = 0.2) -> dict:
+    """Choose the exclusion threshold of :func:`baselines.fov_background_norm`
+    on (validation) maps: the one with the smallest 68th percentile of the
+    on-region excess's relative error against the true source counts.
+
+    Returns ``{"threshold", "scores" (threshold -> score), "interior"}``;
+    ``interior`` is True when the chosen value is strictly inside the grid
+    (not its smallest or largest value), as a tuned baseline must be.
+    """
+    grid = sorted(float(t) for t in thresholds)
+    if len(grid) < 3:
+        raise ValueError("tune_fov_threshold: give at least three thresholds")
+    on, _ = aperture_masks(maps, on_radius_deg)
+    counts = maps["counts"].astype(float)
+    template = background_for(maps).astype(float)
+    truth = np.sum(np.where(on, maps["source_counts"], 0), axis=(1, 2)).astype(float)
+    usable = truth > 0
+    scores = {}
+    for thr in grid:
+        norms = baselines.fov_background_norm(maps["counts"], background_for(maps), threshold=thr)
+        excess = baselines.excess_irf(counts, norms[:, None, None] * template, on)[2]
+        scores[thr] = metrics.relative_error_percentile(excess[usable], truth[usable])
+    best = min(grid, key=scores.get)
+    return {"threshold": best, "scores": scores, "interior": grid[0] < best < grid[-1]}
+
+
+#: Methods of the cleaner comparison: column suffix -> label.
+CLEANER_METHODS = {"cnn": "CNN-Cleaner", "bgnet": "learned FoV fit", "fov": "FoV fit (classical)",
+                   "irf": "IRF template", "ring": "ring background (needs position)"}
+
+
+def compare_cleaners(maps: dict, cleaned: np.ndarray, cleaned_talk: np.ndarray, norms: dict,
+                     on_radius_deg: float, talk_smooth_sigma_px: float, n_boot: int = 1000, seed: int = 0):
+    """Both cleaner metrics for every method of :data:`CLEANER_METHODS` on one test set.
+
+    ``cleaned``: the CNN-Cleaner's maps in counts (unsmoothed training);
+    ``cleaned_talk``: the talk-preprocessed cleaner's maps (trained on maps
+    smoothed with ``talk_smooth_sigma_px``); ``norms``: background
+    normalisations per map for ``"bgnet"`` and ``"fov"``. Returns the per-map
+    table and a summary: for each method ``relerr68`` (true-count metric),
+    its bootstrap ``ci68`` and the median ``bias``; ``talk_metric`` with its
+    ``ci68`` and the number of maps it uses (those with a positive STD excess).
+    """
+    on, off = aperture_masks(maps, on_radius_deg)
+    table = cleaner_photometry(maps, cleaned, on, off, background_norms=norms)
+    t = table[table["excess_true"] > 0]
+    true = np.asarray(t["excess_true"])
+    summary = {"n_maps": len(t)}
+    for m in CLEANER_METHODS:
+        est = np.asarray(t[f"excess_{m}"])
+        summary[m] = {"relerr68": metrics.relative_error_percentile(est, true),
+                      "ci68": metrics.bootstrap_ci(metrics.relative_error_percentile, est, true,
+                                                   n_resamples=n_boot, seed=seed),
+                      "bias": float(np.median((est - true) / true))}
+    talk_cnn, talk_std = talk_metric_excesses(maps, cleaned_talk, on, talk_smooth_sigma_px)
+    ok = talk_std > 0
+    summary["talk_metric"] = metrics.relative_error_percentile(talk_cnn[ok], talk_std[ok])
+    summary["talk_metric_ci68"] = metrics.bootstrap_ci(metrics.relative_error_percentile, talk_cnn[ok], talk_std[ok],
+                                                       n_resamples=n_boot, seed=seed)
+    summary["n_maps_talk_metric"] = int(ok.sum())
+    return table, summary

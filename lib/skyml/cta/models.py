@@ -292,6 +292,79 @@ class SpatialSoftArgmax(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="skyml")
+class WeightedRatio(layers.Layer):
+    """Background normalisation as a learned weighted ratio of counts to template.
+
+    Inputs ``[maps, logits]``: ``maps`` of shape ``(batch, h, w, 2)`` holding
+    the counts and the background template (both divided by the template's
+    mean), ``logits`` of shape ``(batch, h, w, 1)``. With pixel weights
+    ``p = softmax(logits)`` over the ``h * w`` pixels, the output is
+    ``log(sum p * counts / sum p * template)``, shape ``(batch, 1)``. Any
+    weighting gives an unbiased normalisation on a source-free map; the
+    network only learns where to look (away from sources), so the estimate
+    stays a ratio of data to template whatever the exposure.
+    """
+
+    def call(self, inputs):
+        maps, logits = inputs
+        shape = ops.shape(logits)
+        flat = ops.reshape(ops.cast(logits, "float32"), (shape[0], -1))
+        prob = ops.softmax(flat, axis=-1)
+        counts = ops.reshape(ops.cast(maps[..., 0], "float32"), (shape[0], -1))
+        template = ops.reshape(ops.cast(maps[..., 1], "float32"), (shape[0], -1))
+        ratio = ops.sum(prob * counts, axis=-1) / ops.maximum(ops.sum(prob * template, axis=-1), 1e-6)
+        return ops.expand_dims(ops.log(ops.maximum(ratio, 1e-6)), -1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+
+def build_background_normaliser(input_shape=(200, 200, 2), filters: int = 16, pool: int = 4,
+                                learning_rate: float = 1e-3) -> keras.Model:
+    """A learned field-of-view background fit: predicts ``log`` of the
+    background normalisation of a counts map against its IRF template,
+    without the source position. Compiled (Adam, mean squared error on the
+    log normalisation).
+
+    Input ``(N, ny, nx, 2)``: counts and template, each divided by the
+    template's mean (:func:`background_normaliser_inputs`). Both channels are
+    first summed in ``pool`` x ``pool`` blocks (an average pool times
+    ``pool**2``, so block sums of counts and template keep their ratio).
+    Dilated 3 x 3 convolutions (dilation 1, 2, 4; receptive field 15 blocks,
+    1.5 deg for 4 x 4 blocks of 0.025 deg, wider than the PSF and the on
+    region) look at both channels and give per-block logits;
+    :class:`WeightedRatio` turns them into the normalisation. The cleaned map
+    is then ``counts - exp(output) * template``.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="counts_and_template")
+    blocks = layers.AveragePooling2D(int(pool), name="block_mean")(inputs)
+    x = layers.Rescaling(float(pool) ** 2, name="block_sum")(blocks)
+    maps = x
+    for i, rate in enumerate((1, 2, 4)):
+        x = layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, activation="relu", name=f"conv{i + 1}")(x)
+    logits = layers.Conv2D(1, 1, name="weight_logits")(x)
+    outputs = WeightedRatio(name="log_norm")([maps, logits])
+    model = keras.Model(inputs, outputs, name="background_normaliser")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
+    return model
+
+
+def background_normaliser_inputs(counts, templates) -> np.ndarray:
+    """``(N, ny, nx, 2)`` float32 input of :func:`build_background_normaliser`:
+    counts and template maps divided by each template's mean."""
+    counts = _check_maps(counts)
+    templates = _check_maps(templates)
+    if counts.shape[:3] != templates.shape[:3]:
+        raise ValueError(f"counts {counts.shape} and templates {templates.shape} differ")
+    c = counts.reshape(counts.shape[:3]).astype(np.float32)
+    t = templates.reshape(templates.shape[:3]).astype(np.float32)
+    mean = t.reshape(len(t), -1).mean(axis=1)
+    if np.any(~(mean > 0)):
+        raise ValueError("background templates must have a positive mean")
+    return np.stack([c / mean[:, None, None], t / mean[:, None, None]], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="skyml")
 def euclidean_distance(y_true, y_pred):
     """Euclidean distance between true and predicted normalised ``(x, y)``
     labels, per sample (Keras averages it over the batch).
@@ -491,6 +564,12 @@ def count_params(model: keras.Model) -> int:
 # ---------------------------------------------------------------------------
 
 
+def _as_input(x) -> np.ndarray:
+    """Maps ``(N, ny, nx)`` get a channel axis; multi-channel ``(N, ny, nx, C)`` are only cast."""
+    arr = np.asarray(x)
+    return np.asarray(arr, dtype=np.float32) if arr.ndim == 4 else as_images(arr)
+
+
 def _as_target(y) -> np.ndarray:
     arr = np.asarray(y, dtype=np.float32)
     return arr[..., None] if arr.ndim == 3 else arr
@@ -530,9 +609,9 @@ def train(
         monitor="val_loss", patience=int(patience), mode="min", restore_best_weights=True
     )
     history = model.fit(
-        as_images(x),
+        _as_input(x),
         _as_target(y),
-        validation_data=(as_images(x_val), _as_target(y_val)),
+        validation_data=(_as_input(x_val), _as_target(y_val)),
         epochs=int(epochs),
         batch_size=int(batch_size),
         shuffle=True,

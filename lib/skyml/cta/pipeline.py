@@ -20,9 +20,11 @@ import numpy as np
 
 from .. import cache, paths, results
 from . import models
-from .simulate import CTASimParams, load_maps, map_wcs
+from .simulate import CTASimParams, background_for, load_maps, map_wcs
 
 CLEANER_FILE = "cta_cleaner.keras"
+TALK_SMOOTH_CLEANER_FILE = "cta_cleaner_talk_smooth.keras"
+BACKGROUND_NORMALISER_FILE = "cta_background_normaliser.keras"
 LOCALISER_FILE = "cta_localiser.keras"
 TALK_REGRESSOR_FILE = "cta_talk_regressor.keras"
 
@@ -141,7 +143,43 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_cleaner", key, fit, profile, CLEANER_FILE)
+    install_as = CLEANER_FILE if smooth_sigma_px == 0 else TALK_SMOOTH_CLEANER_FILE
+    return _train_cached("cta_cleaner", key, fit, profile, install_as)
+
+
+def train_background_normaliser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
+                                patience=10, filters=16, profile="quick"):
+    """The learned field-of-view background fit (:func:`models.build_background_normaliser`)
+    trained on ``n_train`` maps to predict ``log(bkg_norm)``, the true background's
+    normalisation against the IRF template, with early stopping on ``n_val`` maps."""
+    key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
+           "patience": int(patience), "filters": int(filters), "version": 2}
+
+    def fit():
+        train = load_maps(n_train, seed, params, split="train")
+        val = load_maps(n_val, seed, params, split="val")
+        x = models.background_normaliser_inputs(train["counts"], background_for(train))
+        xv = models.background_normaliser_inputs(val["counts"], background_for(val))
+        y = np.log(train["bkg_norm"]).astype(np.float32)[:, None]
+        yv = np.log(val["bkg_norm"]).astype(np.float32)[:, None]
+        import keras
+
+        keras.utils.set_random_seed(int(seed))
+        model = models.build_background_normaliser(x.shape[1:], filters=filters)
+        history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size,
+                               patience=patience, seed=seed, verbose=2)
+        meta = {"task": "cta-background-norm", "target": "log(true background / IRF template)",
+                "n_train": int(n_train), "profile": profile, "npix": int(params.npix),
+                "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
+        return model, meta, history
+
+    return _train_cached("cta_background_normaliser", key, fit, profile, BACKGROUND_NORMALISER_FILE)
+
+
+def background_norms(model, counts: np.ndarray, templates: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Background normalisation per map predicted by the learned FoV fit."""
+    x = models.background_normaliser_inputs(counts, templates)
+    return np.exp(model.predict(x, batch_size=batch_size, verbose=0)[:, 0]).astype(float)
 
 
 def clean_counts(model, counts: np.ndarray, smooth_sigma_px: float = 0.0, batch_size: int = 64) -> np.ndarray:
@@ -207,3 +245,18 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         return model, meta, history
 
     return _train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+
+
+def apply_cleaners(maps: dict, cleaner, talk_cleaner, normaliser, fov_threshold: float,
+                   smooth_sigma_px: float, talk_smooth_sigma_px: float):
+    """Every cleaning method of notebook 02 on one set of maps: the CNN-Cleaner's
+    and the talk-preprocessed cleaner's maps in counts, and the background
+    normalisations of the learned and the classical field-of-view fits."""
+    from . import baselines
+
+    templates = background_for(maps)
+    cleaned = clean_counts(cleaner, maps["counts"], smooth_sigma_px)
+    cleaned_talk = clean_counts(talk_cleaner, maps["counts"], talk_smooth_sigma_px)
+    norms = {"bgnet": background_norms(normaliser, maps["counts"], templates),
+             "fov": baselines.fov_background_norm(maps["counts"], templates, threshold=fov_threshold)}
+    return cleaned, cleaned_talk, norms
