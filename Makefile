@@ -7,7 +7,9 @@
 #   make full        run all notebooks, full profile    -> build/notebooks/full/
 #   make full-gpu    the same with the JAX backend (GPU)
 #   make report      regenerate the README headline table and docs/results.md
-#   make lab         JupyterLab on notebooks/ (kernel "Python 3.11 (skyml)")
+#   make lab         JupyterLab on notebooks/ (kernel "Python 3 (skyml)"); options in LAB_ARGS
+#   make workshop-pack    data/cache + data/models/quick -> build/skyml-workshop-quick.tar.gz (+ .sha256)
+#   make workshop-unpack  verify and restore that archive (FORCE=1 replaces files that differ)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -17,7 +19,7 @@ CELL_TIMEOUT ?= 3600
 # python3.11, or python3 when that is 3.11 (evaluated only when .venv is made)
 PYTHON311 = $(shell command -v python3.11 || { python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3; })
 
-.PHONY: help venv test reproduce full full-gpu report lab
+.PHONY: help venv test reproduce full full-gpu report lab workshop-pack workshop-unpack
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -51,5 +53,15 @@ full-gpu: $(STAMP)
 report: $(STAMP)
 	$(PY) -m skyml.report
 
+# e.g. make lab LAB_ARGS="--allow-root --no-browser --ip=0.0.0.0" (a classroom server, a container)
+LAB_ARGS ?=
+WORKSHOP_ARCHIVE ?= build/skyml-workshop-quick.tar.gz
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
+
+workshop-pack: $(STAMP)
+	$(PY) -m skyml.workshop pack $(WORKSHOP_ARCHIVE) $(if $(filter 1,$(FORCE)),--overwrite)
+
+workshop-unpack: $(STAMP)
+	$(PY) -m skyml.workshop unpack $(WORKSHOP_ARCHIVE) $(if $(filter 1,$(FORCE)),--force)

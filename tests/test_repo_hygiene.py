@@ -45,9 +45,28 @@ def test_one_parameters_cell_with_quick_profile(notebook):
         f'{path.name}: the parameters cell must define profile = "quick"'
 
 
-def test_kernelspec_is_python3(notebook):
+def test_kernelspec_is_skyml(notebook):
+    # the kernel that `make venv` registers; run_all.py and nbval choose their kernel themselves
     path, nb = notebook
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", path.name
+    assert nb.metadata.get("kernelspec") == {
+        "name": "skyml", "display_name": "Python 3 (skyml)", "language": "python"}, path.name
+
+
+def test_cells_have_ids(notebook):
+    path, nb = notebook
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), path.name
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: missing or repeated cell ids"
+    nbformat.validate(nb)
+
+
+def test_learner_cell_first(notebook):
+    path, nb = notebook
+    if path.stem.startswith("09"):
+        return
+    text = nb.cells[1].source
+    assert nb.cells[1].cell_type == "markdown" and text.startswith("## Before you start"), path.name
+    assert "**You will learn to**" in text and "**Prerequisites:**" in text and "**Run time:**" in text, path.name
 
 
 def test_outputs_stripped(notebook):

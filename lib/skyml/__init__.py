@@ -14,3 +14,8 @@ Modules by concern:
 """
 
 __version__ = "0.1.0"
+
+from . import env as _env
+
+# TensorFlow's C++ start-up lines: quietened before anything imports it (see skyml.env)
+_env.quiet_native_logs()

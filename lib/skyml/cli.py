@@ -484,7 +484,7 @@ def fermi_detect(args: argparse.Namespace) -> str:
         table = detections_table(x, y, prob, wcs)
     table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(path),
                        "profile": model_profile(args, metadata), "method": args.method,
-                       "thresh": float(args.threshold), "input": description, **extra})
+                       "thresh": float(args.threshold), "input": description.replace("×", "x"), **extra})
     write_output(io.write_table, args.output, table, overwrite=args.overwrite)
     return f"wrote {args.output}: {len(table)} sources (input: {description}, {args.method})"
 
@@ -768,7 +768,7 @@ def ctao_detect(args: argparse.Namespace) -> str:
     table = detections_table(x, y, score, wcs)
     table.meta.update({"creator": f"skyml {__version__} ctao-detect", "model": str(path),
                        "profile": model_profile(args, metadata), "thresh": float(args.threshold),
-                       "input": description})
+                       "input": description.replace("×", "x")})
     write_output(io.write_table, args.output, table, overwrite=args.overwrite)
     return f"wrote {args.output}: {len(table)} sources (input: {description})"
 

@@ -1,11 +1,18 @@
-"""Environment report printed by the first cell of every notebook, and the
-number of simulation worker processes (``SKYML_SIM_WORKERS``)."""
+"""Environment report printed by the first cell of every notebook, the
+number of simulation worker processes (``SKYML_SIM_WORKERS``), and the one
+place where the start-up log lines of TensorFlow's C++ runtime are quietened
+(:func:`quiet_native_logs`, called when ``skyml`` is imported)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import platform
+import re
 import sys
+import tempfile
 from importlib import metadata
 
 PACKAGES = ("numpy", "scipy", "astropy", "gammapy", "healpy", "keras", "tensorflow-cpu", "tensorflow",
@@ -55,3 +62,91 @@ def simulation_workers(workers: int | None = None) -> int:
     if workers < 1:
         raise ValueError(f"the number of simulation workers must be >= 1, got {workers}")
     return int(workers)
+
+
+# TensorFlow's C++ runtime writes straight to file descriptor 2, which Python's
+# warnings filters never see, and every notebook would open with red lines. Its
+# threshold must be in the environment before TensorFlow is first imported, so
+# it is set when ``skyml`` is imported (every notebook imports skyml first).
+# Level 3 hides INFO/WARNING/ERROR lines of the C++ runtime: its ERROR lines in
+# these analyses are grappler's "remapper failed: INVALID_ARGUMENT" (the graph
+# optimiser gives up a fusion and runs the unfused graph); real failures still
+# raise Python exceptions. A value already set by the user is kept.
+NATIVE_LOG_LEVELS = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+# Two lines are written while TensorFlow's shared libraries load, before its
+# logger reads TF_CPP_MIN_LOG_LEVEL, so no variable turns them off (turning off
+# oneDNN with TF_ENABLE_ONEDNN_OPTS=0 would change the numbers). Only these
+# lines are dropped from what the import writes; anything else is passed on.
+_STARTUP_LINES = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|port\.cc:\d+\] oneDNN custom operations are on"
+)
+
+
+@contextlib.contextmanager
+def _drop_native_lines(pattern: re.Pattern = _STARTUP_LINES):
+    """Capture file descriptor 2 in the block; write back every line but ``pattern``'s."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not pattern.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` inside :func:`_drop_native_lines`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: find the real spec without this finder
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec_module(module):
+            with _drop_native_lines():
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_native_logs() -> None:
+    """Set :data:`NATIVE_LOG_LEVELS` (unless already set) and quieten the first
+    TensorFlow import. Idempotent; does nothing more once TensorFlow is imported."""
+    for name, value in NATIVE_LOG_LEVELS.items():
+        os.environ.setdefault(name, value)
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def fermipy_dir():
+    """Folder of the installed fermipy package, whose catalogues and templates the
+    Fermi and LHAASO simulations read. Found without importing fermipy: its
+    ``__init__`` runs ``git describe`` in its own folder, which inside a virtual
+    environment in a git checkout prints "fatal: No names found" and may rewrite
+    fermipy's ``_version.py``; only the data files are needed here."""
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("fermipy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("fermipy is not installed (pip install fermipy)")
+    return Path(list(spec.submodule_search_locations)[0])

@@ -59,9 +59,9 @@ SPECTRUM_FIELDS = ("spectrum_type", "index", "beta", "expfactor", "exp_index", "
 
 def dr2_path() -> Path:
     """Path of ``gll_psc_v27.fit`` inside the installed fermipy package."""
-    import fermipy
+    from ..env import fermipy_dir
 
-    path = Path(fermipy.__file__).parent / "data" / "catalogs" / "gll_psc_v27.fit"
+    path = fermipy_dir() / "data" / "catalogs" / "gll_psc_v27.fit"
     if not path.is_file():
         raise FileNotFoundError(f"4FGL-DR2 catalogue not found at {path} (is fermipy installed?)")
     return path

@@ -116,9 +116,9 @@ def plane_centres(params: LHAASOSimParams) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fermipy_catalogs() -> Path:
-    import fermipy
+    from ..env import fermipy_dir
 
-    return Path(fermipy.__file__).parent / "data" / "catalogs"
+    return fermipy_dir() / "data" / "catalogs"
 
 
 @lru_cache(maxsize=1)

@@ -11,12 +11,18 @@ import numpy as np
 
 def daofind(image: np.ndarray, fwhm_px: float, nsigma: float = 5.0):
     """(x, y, score) of the stars found in one image."""
+    import warnings
+
     from astropy.stats import sigma_clipped_stats
     from photutils.detection import DAOStarFinder
+    from photutils.utils.exceptions import NoDetectionsWarning
 
     _, median, std = sigma_clipped_stats(image, sigma=3.0)
     finder = DAOStarFinder(fwhm=float(fwhm_px), threshold=nsigma * std)
-    found = finder(np.asarray(image, float) - median)
+    with warnings.catch_warnings():
+        # no star above the threshold is a valid outcome (an empty catalogue), not a problem
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        found = finder(np.asarray(image, float) - median)
     if found is None or len(found) == 0:
         return np.empty(0), np.empty(0), np.empty(0)
     x = np.asarray(found["x_centroid"], float)
