@@ -9,16 +9,9 @@ trained model is also installed under ``data/models/<profile>/`` where the
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
-from pathlib import Path
-
 import numpy as np
 
-from .. import cache, paths
+from ..training import train_cached
 from . import models
 from .simulate import CTASimParams, load_maps, map_wcs
 
@@ -62,38 +55,6 @@ def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
     return ra, dec
 
 
-def _install(src: Path, profile: str, name: str) -> Path:
-    """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically."""
-    target = paths.models_dir(profile) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for s, t in ((src, target), (src.with_suffix(".json"), target.with_suffix(".json"))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{t.name}-", dir=t.parent)
-        os.close(fd)
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, t)
-    return target
-
-
-def _train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
-    """Train with ``fit() -> (model, metadata, history)`` once per key; returns
-    (model, metadata, history, seconds of training or None if loaded)."""
-    info = {}
-
-    def build(tmp: Path):
-        t0 = time.perf_counter()
-        model, metadata, history = fit()
-        info["seconds"] = time.perf_counter() - t0
-        metadata = {**metadata, "train_seconds": info["seconds"], "cache_key": key}
-        models.save_model(model, tmp / "model.keras", metadata)
-        (tmp / "history.json").write_text(json.dumps(history))
-
-    folder = cache.cached_dir(kind, key, build)
-    model, metadata = models.load_model(folder / "model.keras")
-    history = json.loads((folder / "history.json").read_text())
-    _install(folder / "model.keras", profile, install_as)
-    return model, metadata, history, info.get("seconds")
-
-
 def _sim_key(n_train, n_val, seed, params: CTASimParams):
     return {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict()}
 
@@ -120,7 +81,7 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_cleaner", key, fit, profile, CLEANER_FILE)
+    return train_cached("cta_cleaner", key, fit, profile, CLEANER_FILE)
 
 
 def clean_counts(model, counts: np.ndarray, smooth_sigma_px: float = 0.0, batch_size: int = 64) -> np.ndarray:
@@ -155,7 +116,7 @@ def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *,
                 "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
+    return train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
 
 
 def talk_regressor_inputs(cleaner, counts: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
@@ -185,4 +146,4 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    return train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
