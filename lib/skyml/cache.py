@@ -13,7 +13,7 @@ The cache heals itself:
   rebuilt;
 - a build goes to a hidden temporary folder ``.<hash>-<random>`` next to the
   entry and is renamed into place, under an exclusive lock
-  (``<hash>.lock``), so concurrent fills of one entry build it once and an
+  (``<root>/.locks/<kind>-<hash>.lock``), so concurrent fills of one entry build it once and an
   interrupted build never leaves a half-written entry; temporary folders
   older than :data:`STALE_SECONDS` (left by a killed process) are swept;
 - the root is ``$SKYML_CACHE`` or the repository's ``data/cache``; when that
@@ -234,6 +234,14 @@ def sweep_stale(folder: Path, max_age_s: float = STALE_SECONDS) -> list[Path]:
     return removed
 
 
+def _lock_path(base: Path, kind: str, name: str) -> Path:
+    """The lock file of an entry: ``<root>/.locks/<kind>-<hash>.lock`` (kept
+    out of the kind folder, whose listing is the list of entries)."""
+    folder = base / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{kind}-{name}.lock"
+
+
 @contextlib.contextmanager
 def _locked(lock_path: Path) -> Iterator[None]:
     """An exclusive lock on ``lock_path`` (fcntl.flock); a no-op where file
@@ -275,7 +283,7 @@ def _find_valid(kind: str, params: Mapping, roots: list[Path], verbose: bool) ->
                     _report(kind, folder, "entry of an older skyml verified; checksum added")
             return folder
         if _writable(folder.parent):
-            with _locked(folder.parent / f"{name}.lock"):
+            with _locked(_lock_path(base, kind, name)):
                 if folder.exists() and verify(folder, kind, params) is not None:
                     _report(kind, folder, f"damaged entry ({problem}); removed, rebuilding")
                     _remove(folder)
@@ -310,7 +318,7 @@ def cached_dir(
     parent = base / kind
     parent.mkdir(parents=True, exist_ok=True)  # mode 0o777 & ~umask
     target = parent / name
-    with _locked(parent / f"{name}.lock"):
+    with _locked(_lock_path(base, kind, name)):
         sweep_stale(parent)
         if target.exists():
             problem = verify(target, kind, params)
