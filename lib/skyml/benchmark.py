@@ -14,7 +14,7 @@ side × side pixels with the command's channels (1 for maps; 3, 6 and 10×6
 for the CTAO, Fermi-LAT and yearly Fermi-LAT cubes) is written as a sparse
 file (a valid FITS file whose data are zeros, so the disk holds only its
 header), the command runs in a fresh process, and its peak resident memory
-(``ru_maxrss`` of that process, from ``os.wait4``), exit status, time and
+(VmHWM of that process, read from ``/proc/self/status`` as it exits), exit status, time and
 stderr line are reported as one JSON line. The target is < 2 GB per command.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -84,16 +83,33 @@ def sparse_fits(path: Path, shape: tuple[int, ...], bitpix: int = -32) -> Path:
     return path
 
 
-def measure(argv: list[str]) -> dict:
-    """Peak RSS [MB], exit status, seconds and last stderr line of ``argv`` run in a fresh process."""
+#: Run in the measured process: the command, then its own peak resident memory
+#: (VmHWM; ``ru_maxrss`` would include the high-water mark of the forking parent).
+_CHILD = (
+    "import sys\n"
+    "from skyml import cli\n"
+    "try:\n"
+    "    status = cli.main(sys.argv[1:])\n"
+    "finally:\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM'):\n"
+    "            sys.stderr.write('\\nVmHWM_KB ' + line.split()[1] + '\\n')\n"
+    "sys.exit(status)\n"
+)
+
+
+def measure(command_argv: list[str]) -> dict:
+    """Peak RSS [MB], exit status, seconds and last stderr line of ``skyml
+    <command_argv>`` run in a fresh process (Linux: VmHWM of /proc)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, *command_argv], stdout=subprocess.DEVNULL,
+                              stderr=err)
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": proc.returncode,
+    peak = [int(line.split()[1]) for line in lines if line.startswith("VmHWM_KB ")]
+    lines = [line for line in lines if line.strip() and not line.startswith("VmHWM_KB ")]
+    return {"peak_rss_mb": round(peak[-1] / 1024, 1) if peak else None, "exit": proc.returncode,
             "seconds": round(time.perf_counter() - t0, 2), "stderr": lines[-1] if lines else ""}
 
 
@@ -103,8 +119,7 @@ def memory(side: int = 8000, profile: str = "full") -> dict:
     with tempfile.TemporaryDirectory(prefix="skyml-memory-") as folder:
         for command, channels, suffix in MEMORY_CASES:
             src = sparse_fits(Path(folder) / f"{command}.fits", (*channels, side, side))
-            argv = [sys.executable, "-m", "skyml.cli", command, str(src), "-o",
-                    str(Path(folder) / f"{command}-out{suffix}"), "--profile", profile]
+            argv = [command, str(src), "-o", str(Path(folder) / f"{command}-out{suffix}"), "--profile", profile]
             out[command] = measure(argv)
             src.unlink()
     return out
