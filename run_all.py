@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -71,11 +72,17 @@ def find_notebooks(notebooks_dir: Path = paths.NOTEBOOKS) -> list[Path]:
 
 
 def select(notebooks: list[Path], only: list[str] | None = None, start: str | None = None) -> list[Path]:
-    """Notebooks named by number prefix (``--only``), or from one on (``--from``)."""
+    """Notebooks named by whole number (``--only 2`` or ``--only 02``), or
+    from one on (``--from``); an empty selection is refused."""
+    def number(path: Path) -> int:
+        return int(path.stem.split("_", 1)[0])
+
     def matching(token: str) -> list[Path]:
-        hits = [p for p in notebooks if p.stem.startswith(token)]
+        names = ", ".join(p.stem for p in notebooks) or "none"
+        if not token.isdigit():
+            raise SystemExit(f"error: {token!r} is not a notebook number (found: {names})")
+        hits = [p for p in notebooks if number(p) == int(token)]
         if not hits:
-            names = ", ".join(p.stem for p in notebooks) or "none"
             raise SystemExit(f"error: no notebook matches {token!r} (found: {names})")
         return hits
 
@@ -86,6 +93,10 @@ def select(notebooks: list[Path], only: list[str] | None = None, start: str | No
     if start:
         first = notebooks.index(matching(start)[0])
         selected = [p for p in selected if notebooks.index(p) >= first]
+    if not selected:
+        given = " ".join(part for part in (f"--only {' '.join(only)}" if only else "",
+                                           f"--from {start}" if start else "") if part)
+        raise SystemExit(f"error: {given} selects no notebook; nothing to run")
     return selected
 
 
@@ -96,7 +107,15 @@ def load_overrides(profile: str, profiles_dir: Path = PROFILES_DIR) -> dict[str,
     source = Path(profiles_dir) / f"{profile}.yml"
     if not source.is_file():
         raise SystemExit(f"error: profile file {source} not found")
-    overrides = yaml.safe_load(source.read_text()) or {}
+    try:
+        overrides = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise SystemExit(f"error: {source}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SystemExit(f"error: {source}: cannot read ({err})") from None
     if not isinstance(overrides, dict) or not all(
         isinstance(v, dict) or v is None for v in overrides.values()
     ):
@@ -124,7 +143,71 @@ def check_parameters(notebooks: list[Path], profile: str, overrides: dict[str, d
                 f"{nb.stem}: unknown parameter(s) {', '.join(unknown)}; "
                 f"declared: {', '.join(declared) or 'none (no cell tagged parameters)'}"
             )
+        for name, value in overrides.get(nb.stem, {}).items():
+            if name in declared and name != "profile":
+                problem = check_value(name, value, declared[name]["default"])
+                if problem:
+                    problems.append(f"{nb.stem}: {name} = {value!r}: {problem}")
     return problems
+
+
+#: Integer parameters that must be at least 1 (any other integer parameter with
+#: a non-negative default must be non-negative: sizes, counts, seeds).
+POSITIVE_INTS = re.compile(r"^(.*epochs|batch_size|patience)$")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "None" if value is None else type(value).__name__
+
+
+_ACCEPTS = {"int": {"int"}, "float": {"int", "float"}, "bool": {"bool"}, "str": {"str"}, "list": {"list"},
+            "dict": {"dict"}}
+
+
+def check_value(name: str, value, default_source: str) -> str | None:
+    """A problem with a profile value against the notebook's default (its
+    literal in the parameters cell), or None. Types follow the default; a
+    default that is not a Python literal, or None, accepts anything."""
+    import ast
+
+    try:
+        default = ast.literal_eval(default_source)
+    except (ValueError, SyntaxError, TypeError):
+        return None
+    want, got = _kind(default), _kind(value)
+    if want not in _ACCEPTS:
+        return None
+    if got not in _ACCEPTS[want]:
+        return f"expected {want} like the notebook default {default_source}, got {got}"
+    if want == "int":
+        if POSITIVE_INTS.match(name) and value < 1:
+            return "must be at least 1"
+        if default >= 0 and value < 0:
+            return "must not be negative"
+    if want == "float" and not math.isfinite(value):
+        return "must be finite"
+    if want in ("list", "dict"):
+        items = list(default.values()) if want == "dict" else list(default)
+        given = list(value.values()) if want == "dict" else list(value)
+        kinds = {_kind(v) for v in items}
+        if len(kinds) == 1 and kinds <= set(_ACCEPTS):
+            (kind,) = kinds
+            bad = [v for v in given if _kind(v) not in _ACCEPTS[kind]]
+            if bad:
+                return f"items must be {kind} like the notebook default {default_source}, got {bad[0]!r}"
+    return None
 
 
 def describe(notebooks: list[Path], full_overrides: dict[str, dict]) -> str:

@@ -161,20 +161,20 @@ def test_tampered_model_refused(small_model, tmp_path, cli_error):
 
 
 def test_install_adds_the_hash_and_refuses_a_dirty_full_profile(repo, small_model, tmp_path):
-    from skyml.cta import pipeline
+    from skyml.training import install_model
 
     old = tmp_path / "old.keras"  # a cache entry written before the hash was recorded
     old.write_bytes(small_model.read_bytes())
     meta = json.loads(small_model.with_suffix(".json").read_text())
     del meta["keras_sha256"]
     old.with_suffix(".json").write_text(json.dumps(meta))
-    installed = pipeline._install(old, "full", "cta_cleaner.keras")
+    installed = install_model(old, "full", "cta_cleaner.keras")
     assert json.loads(installed.with_suffix(".json").read_text())["keras_sha256"] == \
         hashlib.sha256(installed.read_bytes()).hexdigest()
     (repo / "lib" / "code.py").write_text("x = 2\n")
     installed.unlink()
     with pytest.raises(results.DirtyTreeError, match="model cta_cleaner.keras"):
-        pipeline._install(old, "full", "cta_cleaner.keras")
+        install_model(old, "full", "cta_cleaner.keras")
     assert not installed.exists()
 
 

@@ -4,39 +4,56 @@ user data.
 Usage::
 
     skyml --help
-    skyml cta-clean INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH] [--overwrite]
-    skyml cta-localise INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
-    skyml fermi-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--method M]
-                       [--threshold P] [--overwrite]
-    skyml fermi-catalogue INPUT -o OUTPUT.fits [--profile quick|full] [--unet-model PATH]
-                       [--classifier-model PATH] [--flux-model PATH] [--threshold P] [--overwrite]
-    skyml lhaaso-deconvolve INPUT -o OUTPUT.fits [--profile quick|full] [--model PATH]
-                       [--psf-sigma-deg DEG] [--overwrite]
-    skyml radio-counts INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--overwrite]
-    skyml ctao-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--threshold P] [--overwrite]
-    skyml optical-detect INPUT -o OUTPUT.ecsv [--profile quick|full] [--model PATH] [--threshold P]
-                       [--overwrite]
+    skyml COMMAND INPUT -o OUTPUT [--profile quick|full] [--model PATH] [--overwrite] [options]
+    skyml COMMAND INPUT [INPUT ...] --output-dir DIR [--profile quick|full] [--model PATH] [--overwrite]
 
-Each subcommand is one function decorated with :func:`subcommand`, which
-registers it in :data:`COMMANDS` together with its arguments (built from the
-shared :data:`INPUT_CTA`, :func:`output`, :data:`PROFILE`, :data:`MODEL` and
-:data:`OVERWRITE` helpers). The function receives the parsed arguments and
-returns the line printed on success.
+    COMMAND: cta-clean, cta-localise, fermi-detect, fermi-catalogue, lhaaso-deconvolve,
+             radio-counts, ctao-detect, optical-detect
 
-Errors the user can fix (bad input, missing model, existing output) print one
-line ``skyml <command>: error: <message>`` on stderr and exit with status 2,
-without a traceback; outputs are written atomically, so a failed run leaves no
-output file. Heavy libraries (Keras, gammapy) are imported inside the
-commands so that ``skyml --help`` is fast.
+This module holds the parser and the file policy shared by every command;
+each command's work lives beside its analysis (``skyml.cta.command``,
+``skyml.fermi.command``, ``skyml.lhaaso.command``, ``skyml.radio.command``,
+``skyml.ctao.command``, ``skyml.optical.command``), as a pair of functions
+``<name>_setup(args) -> state`` (check the options, load the model: once per
+run) and ``<name>_process(state, input, output) -> str`` (one input file to
+one output file; returns the success line). :func:`file_command` registers
+such a pair; :func:`subcommand` registers a plain ``run(args) -> str``.
+
+File policy (:func:`plan_outputs`, :func:`check_output`):
+
+- an output that resolves to an input (the same path, a symbolic or hard
+  link to it) or that exists and is not a regular file (a folder, FIFO,
+  device, socket) is refused, even with ``--overwrite``; an existing regular
+  file is replaced only with ``--overwrite``;
+- the output folder is checked before any computation: it must exist and a
+  file must be creatable in it (a read-only or full file system, missing
+  permission, ``/proc``, a name longer than the file system allows are all
+  found here); outputs are written to a hidden temporary file next to the
+  output, whose name always fits the file-name limit, and moved into place,
+  so a failed run leaves no output; such temporaries older than an hour
+  (left by a killed run) are removed;
+- inputs are checked for size from their FITS headers before any data are
+  read or a model is loaded (:mod:`skyml.guards`), and for degenerate values
+  (all zero, constant, not finite, absurd scale, non-integer counts) once read.
+
+Errors the user can fix (bad input, missing model, existing output, any OS
+error) print one line ``skyml <command>: error: <message>`` on stderr and exit
+with status 2, without a traceback. With several inputs, each failing input
+gets its line and the others are still processed; the exit status is 2 when
+any failed. Heavy libraries (Keras, gammapy) are imported inside the commands
+so that ``skyml --help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
+import stat
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +64,8 @@ from . import __version__
 PROG = "skyml"
 #: Exit status of every expected error (as for argparse usage errors).
 EXIT_ERROR = 2
+#: Output temporaries older than this (seconds) are left-overs of a killed run.
+STALE_SECONDS = 3600
 
 
 class CommandError(Exception):
@@ -69,13 +88,14 @@ def arg(*flags: str, **options: Any) -> Argument:
 @dataclass(frozen=True)
 class Command:
     """A registered subcommand: its name, ``--help`` texts, arguments, and
-    the function that runs it and returns the success line."""
+    the function that runs it and returns the success line (or, for a file
+    command, the exit status after printing its lines)."""
 
     name: str
     help: str
     description: str
     arguments: tuple[Argument, ...]
-    run: Callable[[argparse.Namespace], str]
+    run: Callable[[argparse.Namespace], str | int]
 
 
 #: Registered subcommands, in the order ``skyml --help`` lists them.
@@ -102,17 +122,22 @@ def subcommand(name: str, help: str, arguments: tuple[Argument, ...]):
 # Shared arguments
 # ---------------------------------------------------------------------------
 
-INPUT_CTA = arg(
-    "input", metavar="INPUT", type=Path,
-    help="GADF DL3 event list (FITS with an EVENTS HDU), or a 200×200 counts map "
-         "FITS image at 0.025°/px with a celestial WCS",
-)
+
+def inputs(help: str) -> Argument:
+    """The positional input files (one or more)."""
+    return arg("inputs", metavar="INPUT", type=Path, nargs="+", help=help + " (several: use --output-dir)")
 
 
 def output(suffix: str, what: str) -> Argument:
-    """The required ``-o/--output`` file argument."""
-    return arg("-o", "--output", metavar=f"OUTPUT{suffix}", type=Path, required=True,
-               help=f"{what} to write (refused if it exists, unless --overwrite)")
+    """The ``-o/--output`` file argument (one input)."""
+    return arg("-o", "--output", metavar=f"OUTPUT{suffix}", type=Path, default=None,
+               help=f"{what} to write (refused if it exists, unless --overwrite; never the input or a "
+                    "non-regular file)")
+
+
+def output_dir(name_tail: str) -> Argument:
+    return arg("--output-dir", metavar="DIR", type=Path, default=None,
+               help=f"write one output per input into DIR (created if missing), named <input stem>{name_tail}")
 
 
 PROFILE = arg(
@@ -122,7 +147,143 @@ PROFILE = arg(
 MODEL = arg("--model", metavar="PATH", type=Path, default=None,
             help="a .keras model file to use instead of the profile's (its .json metadata "
                  "sidecar must sit next to it)")
-OVERWRITE = arg("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+OVERWRITE = arg("--overwrite", action="store_true",
+                help="replace an existing OUTPUT (a regular file that is not an input)")
+
+
+# ---------------------------------------------------------------------------
+# File policy
+# ---------------------------------------------------------------------------
+
+#: Suffixes stripped from an input name to make the output stem.
+INPUT_SUFFIXES = (".fits.gz", ".fits.fz", ".fit.gz", ".fits", ".fit", ".fts", ".gz")
+
+
+def output_name(input_path: Path, tail: str) -> str:
+    name = input_path.name
+    for suffix in INPUT_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name + tail
+
+
+def plan_outputs(args: argparse.Namespace, tail: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs of ``-o`` (one input) or ``--output-dir``."""
+    given = list(args.inputs)
+    if args.output is not None and args.output_dir is not None:
+        raise CommandError("give either -o/--output or --output-dir, not both")
+    if args.output is not None:
+        if len(given) != 1:
+            raise CommandError(f"-o/--output takes one input, got {len(given)}; use --output-dir for several")
+        return [(given[0], args.output)]
+    if args.output_dir is None:
+        raise CommandError("give the output file with -o/--output (or a folder with --output-dir)")
+    folder = args.output_dir
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"{folder}: --output-dir is not a folder")
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise CommandError(f"{folder}: the folder above it, {folder.parent}, does not exist")
+        try:
+            folder.mkdir()
+        except OSError as err:
+            raise CommandError(f"{folder}: cannot create the output folder ({err.strerror})") from err
+    pairs, seen = [], {}
+    for path in given:
+        out = folder / output_name(path, tail)
+        if out in seen:
+            raise CommandError(f"inputs {seen[out]} and {path} would both write {out}; rename one")
+        seen[out] = path
+        pairs.append((path, out))
+    return pairs
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def sweep_stale_outputs(folder: Path, max_age_s: float = STALE_SECONDS) -> None:
+    """Remove output temporaries ``.<name>.<12 hex>.tmp`` older than ``max_age_s``."""
+    from .io import TEMP_NAME
+
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if TEMP_NAME.match(entry.name):
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and now - info.st_mtime > max_age_s:
+                        os.unlink(entry.path)
+
+
+def check_output(path: Path, overwrite: bool, inputs: list[Path] = ()) -> None:
+    """Refuse early (before any slow work) an output that cannot or must not be written."""
+    from .io import temp_path
+
+    path = Path(path)
+    limit = _name_max(path.parent if path.parent.is_dir() else Path("."))
+    if len(os.fsencode(path.name)) > limit:
+        raise CommandError(f"{path}: file name of {len(os.fsencode(path.name))} bytes is longer than the "
+                           f"{limit} the file system allows")
+    for source in inputs:
+        if (path.exists() or path.is_symlink()) and Path(source).exists() and _same_file(path, source):
+            raise CommandError(f"{path}: is the input file {source}; refusing to write over an input, "
+                               "even with --overwrite")
+    try:
+        info = path.stat()  # follows links
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except OSError as err:
+        raise CommandError(f"{path}: cannot use as output ({err.strerror})") from err
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise CommandError(f"{path}: is a folder; give an output file name")
+        if not stat.S_ISREG(info.st_mode):
+            raise CommandError(f"{path}: is {_kind(info.st_mode)}, not a regular file; refusing to replace it, "
+                               "even with --overwrite")
+        if not overwrite:
+            raise CommandError(f"{path}: output file exists; pass --overwrite to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        state = "is not a folder" if parent.exists() else "does not exist"
+        raise CommandError(f"{path}: output folder {parent} {state}")
+    probe = temp_path(path)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CommandError(f"{path}: cannot write in the output folder {parent} ({err.strerror})") from err
+    sweep_stale_outputs(parent)
+
+
+def check_input(path: Path) -> list:
+    """Checks of an input made before any model is loaded: a readable file,
+    within the size limit (from its FITS headers). Returns the headers."""
+    from . import guards
+    from .io import _check_file
+
+    _check_file(Path(path))
+    return guards.check_size(path)
 
 
 # ---------------------------------------------------------------------------
@@ -140,21 +301,6 @@ class TrainedModel:
     notebook: str  # number prefix, e.g. "02"
     description: str
     task: str
-
-
-CTA_CLEANER = TrainedModel("cta_cleaner.keras", "02", "CNN-Cleaner", "cta-clean")
-CTA_LOCALISER = TrainedModel("cta_localiser.keras", "03", "improved localiser", "cta-localise")
-FERMI_UNET = TrainedModel("fermi_unet.keras", "04", "Fermi-LAT multi-input U-Net", "fermi-detect")
-
-
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse early (before any slow work) an output that cannot be written."""
-    if path.is_dir():
-        raise CommandError(f"{path}: is a folder; give an output file name")
-    if not path.parent.is_dir():
-        raise CommandError(f"{path}: output folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise CommandError(f"{path}: output file exists; pass --overwrite to replace it")
 
 
 def model_path(trained: TrainedModel, args: argparse.Namespace) -> Path:
@@ -237,43 +383,11 @@ def load_trained_model(path: Path, trained: TrainedModel):
     return model, metadata
 
 
-def model_map_shape(model, path: Path) -> tuple[int, int]:
-    """(ny, nx) of the single-channel map input of ``model``."""
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[-1] != 1 or None in shape[1:3]:
-        raise CommandError(f"{path}: model input shape {shape} is not a single-channel map")
-    return int(shape[1]), int(shape[2])
-
-
-def sim_params_for(model, metadata: dict, path: Path):
-    """The CTA geometry of the input: the model's training parameters
-    (metadata ``"sim_params"``, a :class:`CTASimParams` dict) when recorded,
-    else the defaults; the map side must match the model input."""
-    from .cta.simulate import CTASimParams
-
-    recorded = metadata.get("sim_params")
-    if recorded is not None:
-        try:
-            params = CTASimParams(**{k: tuple(v) if k == "irfs" else v for k, v in recorded.items()})
-        except (TypeError, ValueError) as err:
-            raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
-    else:
-        params = CTASimParams()
-    if model_map_shape(model, path) != (params.npix, params.npix):
-        raise CommandError(
-            f"{path}: model expects {model_map_shape(model, path)} maps, but the CTA geometry "
-            f"is {params.npix}×{params.npix} px"
-        )
-    return params
-
-
-def read_input(args: argparse.Namespace, params):
-    from .io import InputError, read_cta_input
-
-    try:
-        return read_cta_input(args.input, params)
-    except InputError as err:
-        raise CommandError(str(err)) from err
+def load_models_quietly(module: str) -> None:
+    """Import ``skyml.<module>`` (it registers custom Keras objects) with
+    TensorFlow's start-up noise filtered."""
+    with filtered_stderr():
+        importlib.import_module(f"skyml.{module}")
 
 
 def write_output(writer: Callable, *writer_args, overwrite: bool, **writer_kwargs) -> Path:
@@ -296,144 +410,120 @@ def model_profile(args: argparse.Namespace, metadata: dict) -> str:
     return args.profile if args.model is None else "unknown"
 
 
+def check_probability(value: float | None, option: str = "--threshold") -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise CommandError(f"{option} must be between 0 and 1, got {value}")
+
+
+# ---------------------------------------------------------------------------
+# File commands: setup once, then each input
+# ---------------------------------------------------------------------------
+
+
+def _error_line(command: str, err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        names = " -> ".join(str(n) for n in (err.filename, err.filename2) if n is not None)
+        message = f"{names}: {err.strerror}" if names else err.strerror
+    elif isinstance(err, MemoryError):
+        message = "out of memory" + (f" ({err})" if str(err) else "")
+    else:
+        message = str(err) or type(err).__name__
+    message = " ".join(message.split())
+    return f"{PROG} {command}: error: {message}"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .cache import CacheError
+    from .io import InputError
+
+    return (CommandError, InputError, FileExistsError, OSError, MemoryError, CacheError)
+
+
+def run_files(name: str, impl: str, tail: str, args: argparse.Namespace) -> int:
+    """Run a file command: plan and check every (input, output) pair, set up
+    once, process each input; one error line per failing input."""
+    jobs = plan_outputs(args, tail)
+    errors = _user_errors()
+    ready, failed = [], 0
+    for source, target in jobs:
+        try:
+            check_output(target, args.overwrite, [j[0] for j in jobs])
+            check_input(source)
+            ready.append((source, target))
+        except errors as err:
+            if len(jobs) == 1:
+                raise
+            print(_error_line(name, err), file=sys.stderr)
+            failed += 1
+    if not ready:
+        return EXIT_ERROR
+    module_name, attr = impl.split(":")
+    module = importlib.import_module(module_name)
+    state = getattr(module, f"{attr}_setup")(args)
+    process = getattr(module, f"{attr}_process")
+    for source, target in ready:
+        try:
+            print(process(state, source, target), flush=True)
+        except errors as err:
+            if len(jobs) == 1:
+                raise
+            print(_error_line(name, err), file=sys.stderr, flush=True)
+            failed += 1
+    return EXIT_ERROR if failed else 0
+
+
+def file_command(name: str, help: str, description: str, input_help: str, suffix: str, what: str,
+                 tail: str, impl: str, options: tuple[Argument, ...] = (), model: bool = True):
+    """Register ``skyml <name>``: inputs, -o/--output-dir, --profile, [--model],
+    ``options``, --overwrite; the work is ``<impl>_setup`` / ``<impl>_process``
+    of the module named by ``impl`` (``"module:name"``)."""
+    arguments = (inputs(input_help), output(suffix, what), output_dir(tail), PROFILE,
+                 *((MODEL,) if model else ()), *options, OVERWRITE)
+
+    def run(args: argparse.Namespace) -> int:
+        return run_files(name, impl, tail, args)
+
+    run.__doc__ = description
+    subcommand(name, help, arguments)(run)
+
+
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
-
-@subcommand(
-    "cta-clean",
-    help="background-subtract a CTA counts map with the CNN-Cleaner",
-    arguments=(INPUT_CTA, output(".fits", "cleaned map (FITS image)"), PROFILE, MODEL, OVERWRITE),
+CTA_INPUT = ("GADF DL3 event list (FITS with an EVENTS HDU), or a 200×200 counts map FITS image at "
+             "0.025°/px with a celestial WCS (whole counts)")
+FERMI_INPUT = (
+    "counts in the six energy bins 0.3-1-3-10-30-100-1000 GeV: a WCS counts cube (gammapy Map or "
+    "Fermi gtbin CCUBE) with 0.15625° pixels, width and height multiples of 64; or HEALPix counts "
+    "(all-sky or partial), one gammapy HEALPix map per energy bin in HDUs COUNTS_E0..COUNTS_E5 "
+    "(any NSIDE per bin) or one HEALPix map with the six-bin energy axis"
 )
-def cta_clean(args: argparse.Namespace) -> str:
+
+file_command(
+    "cta-clean", "background-subtract a CTA counts map with the CNN-Cleaner",
     """Background-subtract a short CTA observation with the CNN-Cleaner
     (notebook 02). A DL3 event list is first binned into the 200×200 counts
     map of 0.025° pixels centred on its pointing. The map is smoothed with the
     Gaussian of the model's metadata (smooth_sigma_px) and stretched to [0, 1]
     by its maximum; the network output times that maximum is the cleaned map,
-    in counts per pixel, written with the input's WCS."""
-    import numpy as np
-
-    check_output(args.output, args.overwrite)
-    path = model_path(CTA_CLEANER, args)
-    model, metadata = load_trained_model(path, CTA_CLEANER)
-    if "smooth_sigma_px" not in metadata:
-        raise CommandError(f"{path}: model metadata lacks 'smooth_sigma_px' (the input smoothing)")
-    sigma_px = float(metadata["smooth_sigma_px"])
-    params = sim_params_for(model, metadata, path)
-    counts, wcs, description = read_input(args, params)
-
-    from . import io
-    from .cta.models import as_images, smooth, stretch
-
-    try:
-        scaled, scale = stretch(smooth(counts[None], sigma_px))
-    except ValueError as err:
-        raise CommandError(f"{path}: invalid preprocessing in the model metadata ({err})") from err
-    prediction = np.asarray(model.predict(as_images(scaled), verbose=0))
-    cleaned = prediction[0, ..., 0].astype(np.float64) * float(scale[0])
-    # free-length strings (file names) get no comment: astropy continues long values
-    header = {
-        "BUNIT": ("count", "cleaned counts per pixel"),
-        "CREATOR": (f"skyml {__version__} cta-clean", "software that made this file"),
-        "INPUT": args.input.name,
-        "MODEL": str(path),
-        "PROFILE": (model_profile(args, metadata), "notebook profile of the model"),
-        "SMOOTHPX": (sigma_px, "[pix] Gaussian sigma of the input smoothing"),
-        "INSCALE": (float(scale[0]), "[count] stretch scale, max of smoothed input"),
-        "HISTORY": f"input: {description}",
-    }
-    write_output(io.write_fits_map, args.output, cleaned.astype(np.float32), wcs, header,
-                 overwrite=args.overwrite)
-    return (f"wrote {args.output}: cleaned map of {cleaned.sum():.1f} counts "
-            f"(input: {description})")
-
-
-@subcommand(
-    "cta-localise",
-    help="localise the point source of a CTA observation with the improved CNN localiser",
-    arguments=(INPUT_CTA, output(".ecsv", "position table (ECSV)"), PROFILE, MODEL, OVERWRITE),
+    in counts per pixel, written with the input's WCS.""",
+    CTA_INPUT, ".fits", "cleaned map (FITS image)", "_cleaned.fits", "skyml.cta.command:clean",
 )
-def cta_localise(args: argparse.Namespace) -> str:
+
+file_command(
+    "cta-localise", "localise the point source of a CTA observation with the improved CNN localiser",
     """Localise the point source of a short CTA observation with the improved
     heat-map localiser (notebook 03). A DL3 event list is first binned into
     the 200×200 counts map of 0.025° pixels centred on its pointing. The
     predicted position is written as an ECSV table of one row: ra, dec (ICRS,
     deg), x_pix, y_pix (0-based, pixel centres at integers, x = column) and
-    the input file name."""
-    import astropy.units as u
-    import numpy as np
-    from astropy.table import QTable
-
-    check_output(args.output, args.overwrite)
-    path = model_path(CTA_LOCALISER, args)
-    model, metadata = load_trained_model(path, CTA_LOCALISER)
-
-    from . import io
-    from .cta.models import LOCALISER_INPUT, label_to_pix, preprocess_localiser_input
-
-    if metadata.get("input", LOCALISER_INPUT) != LOCALISER_INPUT:
-        raise CommandError(f"{path}: model input {metadata['input']!r} differs from this "
-                           f"version's localiser input {LOCALISER_INPUT!r}")
-    params = sim_params_for(model, metadata, path)
-    counts, wcs, description = read_input(args, params)
-
-    label = np.asarray(model.predict(preprocess_localiser_input(counts[None]), verbose=0))[0]
-    x_pix, y_pix = (float(v) for v in label_to_pix(label, counts.shape))
-    position = wcs.pixel_to_world(x_pix, y_pix).icrs
-    table = QTable(
-        {
-            "ra": [position.ra.deg] * u.deg,
-            "dec": [position.dec.deg] * u.deg,
-            "x_pix": [x_pix],
-            "y_pix": [y_pix],
-            "input": [args.input.name],
-        }
-    )
-    table["x_pix"].description = "source column, 0-based pixel, pixel centres at integers"
-    table["y_pix"].description = "source row, 0-based pixel, pixel centres at integers"
-    table["ra"].description = "source right ascension (ICRS)"
-    table["dec"].description = "source declination (ICRS)"
-    table.meta.update(
-        {
-            "creator": f"skyml {__version__} cta-localise",
-            "model": str(path),
-            "profile": model_profile(args, metadata),
-            "input_description": description,
-        }
-    )
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite, format="ascii.ecsv")
-    return (f"wrote {args.output}: source at RA {position.ra.deg:.4f}°, Dec {position.dec.deg:.4f}° "
-            f"(x {x_pix:.2f}, y {y_pix:.2f} px; input: {description})")
-
-
-# ---------------------------------------------------------------------------
-# fermi-detect
-# ---------------------------------------------------------------------------
-
-INPUT_FERMI = arg(
-    "input", metavar="INPUT", type=Path,
-    help="counts in the six energy bins 0.3-1-3-10-30-100-1000 GeV: a WCS counts cube (gammapy Map or "
-         "Fermi gtbin CCUBE) with 0.15625° pixels, width and height multiples of 64; or HEALPix counts "
-         "(all-sky or partial), one gammapy HEALPix map per energy bin in HDUs COUNTS_E0..COUNTS_E5 "
-         "(any NSIDE per bin) or one HEALPix map with the six-bin energy axis",
+    the input file name.""",
+    CTA_INPUT, ".ecsv", "position table (ECSV)", "_position.ecsv", "skyml.cta.command:localise",
 )
 
-
-@subcommand(
-    "fermi-detect",
-    help="detect Fermi-LAT point sources in a counts cube with the multi-input U-Net",
-    arguments=(
-        INPUT_FERMI, output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
-        arg("--method", choices=("unet_kmeans", "unet_log"), default="unet_kmeans",
-            help="positions from the probability map by k-means (default) or Laplacian of Gaussian"),
-        arg("--threshold", type=float, default=0.5,
-            help="probability threshold of source pixels (default: 0.5; the seed used 0.2 on real data)"),
-        OVERWRITE,
-    ),
-)
-def fermi_detect(args: argparse.Namespace) -> str:
+file_command(
+    "fermi-detect", "detect Fermi-LAT point sources in a counts cube with the multi-input U-Net",
     """Detect point sources in a Fermi-LAT counts cube with the multi-input
     U-Net of notebook 04. A WCS cube is cut into 64×64-pixel (10°×10°) tiles;
     HEALPix counts are reprojected (counts preserved) onto the 10°×10° patches
@@ -442,149 +532,58 @@ def fermi_detect(args: argparse.Namespace) -> str:
     it, so overlapping patches give no duplicates. The probability map of
     each patch is turned into positions by k-means with a penalised number of
     clusters (or LoG). The source list has glon, glat, ra, dec [deg],
-    probability and the input pixel (x_pix, y_pix; NaN for HEALPix input)."""
-    check_output(args.output, args.overwrite)
-    if not 0.0 < args.threshold < 1.0:
-        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    path = model_path(FERMI_UNET, args)
-    with filtered_stderr():
-        from .fermi import models as _fermi_models  # noqa: F401  registers the U-Net loss
-    model, metadata = load_trained_model(path, FERMI_UNET)
+    probability and the input pixel (x_pix, y_pix; NaN for HEALPix input).""",
+    FERMI_INPUT, ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv",
+    "skyml.fermi.command:detect",
+    options=(
+        arg("--method", choices=("unet_kmeans", "unet_log"), default="unet_kmeans",
+            help="positions from the probability map by k-means (default) or Laplacian of Gaussian"),
+        arg("--threshold", type=float, default=0.5,
+            help="probability threshold of source pixels (default: 0.5; Bhattacharyya et al. 2022 used 0.2 on real data)"),
+    ),
+)
 
-    from . import io
-    from .fermi.cube import detect_in_cube, detections_table, read_counts_cube
-    from .fermi.simulate import FermiSimParams
-
-    try:
-        params = FermiSimParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata \
-            else FermiSimParams()
-    except (TypeError, ValueError, KeyError) as err:
-        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
-    from .fermi import healpix
-
-    extra = {}
-    if healpix.is_healpix_file(args.input):
-        try:
-            maps, description = healpix.read_healpix_counts(args.input, params)
-        except io.InputError as err:
-            raise CommandError(str(err)) from err
-        det = healpix.detect_in_healpix(model, maps, params, args.method, args.threshold)
-        if det["n_patches"] == 0:
-            raise CommandError(f"{args.input}: the HEALPix map covers none of the 10°×10° patches "
-                               f"centred on the NSIDE={healpix.NSIDE} pixel centres")
-        table = healpix.sky_detections_table(det["glon"], det["glat"], det["probability"])
-        description = f"{description}, {det['n_patches']} patches"
-        extra = {"patches": int(det["n_patches"])}
-    else:
-        try:
-            counts, wcs, description = read_counts_cube(args.input, params)
-        except io.InputError as err:
-            raise CommandError(str(err)) from err
-        x, y, prob = detect_in_cube(model, counts, params, args.method, args.threshold)
-        table = detections_table(x, y, prob, wcs)
-    table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(path),
-                       "profile": model_profile(args, metadata), "method": args.method,
-                       "thresh": float(args.threshold), "input": description.replace("×", "x"), **extra})
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
-    return f"wrote {args.output}: {len(table)} sources (input: {description}, {args.method})"
-
-
-# ---------------------------------------------------------------------------
-# lhaaso-deconvolve
-# ---------------------------------------------------------------------------
-
-LHAASO_CNN = TrainedModel("lhaaso_cnn.keras", "08", "LHAASO deconvolution CNN", "lhaaso-deconvolve")
-LHAASO_PSF_CNN = TrainedModel("lhaaso_psf_conditioned.keras", "08", "LHAASO PSF-conditioned CNN",
-                              "lhaaso-deconvolve")
 #: PSF widths the CLI accepts for the PSF-conditioned CNN (its training range, ±10 %)
 LHAASO_PSF_RANGE_DEG = (0.15, 0.29)
 
-
-@subcommand(
-    "lhaaso-deconvolve",
-    help="deconvolve a LHAASO KM2A counts map (0.1° pixels) with the CNN of notebook 08",
-    arguments=(
-        arg("input", metavar="INPUT", type=Path,
-            help="counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16"),
-        output(".fits", "intensity map (FITS image)"), PROFILE, MODEL,
+file_command(
+    "lhaaso-deconvolve", "deconvolve a LHAASO KM2A counts map (0.1° pixels) with the CNN of notebook 08",
+    """Deconvolve a LHAASO KM2A counts map with the SRCNN-like CNN of
+    notebook 08 (or, with --psf-sigma-deg, the PSF-conditioned CNN). The
+    networks are fully convolutional, so any map size at 0.1°/px works (up to
+    the size limit); a large map is processed in overlapping tiles whose
+    stitched result equals the one-pass result. The map is divided by its
+    mean counts per pixel, passed through the network and multiplied back:
+    the output is the estimated intrinsic counts per pixel at the networks'
+    target resolution (a Gaussian of 0.1° sigma), written with the input's
+    WCS. The networks keep the total counts of the input, so the map should
+    be free of a flat background (subtract it first; non-integer values are
+    accepted for that reason).""",
+    "counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16",
+    ".fits", "intensity map (FITS image)", "_deconvolved.fits", "skyml.lhaaso.command:deconvolve",
+    options=(
         arg("--psf-sigma-deg", type=float, default=None, metavar="DEG",
             help="core Gaussian sigma of the KM2A PSF; given, the PSF-conditioned CNN is used "
                  f"({LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg); default: the CNN "
                  "trained at 25 TeV (0.265 deg)"),
-        OVERWRITE,
     ),
 )
-def lhaaso_deconvolve(args: argparse.Namespace) -> str:
-    """Deconvolve a LHAASO KM2A counts map with the SRCNN-like CNN of
-    notebook 08 (or, with --psf-sigma-deg, the PSF-conditioned CNN). The
-    networks are fully convolutional, so any map size at 0.1°/px works. The
-    map is divided by its mean counts per pixel, passed through the network
-    and multiplied back: the output is the estimated intrinsic counts per
-    pixel at the networks' target resolution (a Gaussian of 0.1° sigma),
-    written with the input's WCS. The networks keep the total counts of the
-    input, so the map should be free of a flat background (subtract it first)."""
-    import numpy as np
 
-    check_output(args.output, args.overwrite)
-    conditioned = args.psf_sigma_deg is not None
-    if conditioned and not LHAASO_PSF_RANGE_DEG[0] <= args.psf_sigma_deg <= LHAASO_PSF_RANGE_DEG[1]:
-        raise CommandError(f"--psf-sigma-deg {args.psf_sigma_deg} is outside the PSF-conditioned CNN's "
-                           f"range {LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg")
-    trained = LHAASO_PSF_CNN if conditioned else LHAASO_CNN
-    path = model_path(trained, args)
-    with filtered_stderr():
-        from .lhaaso import models as _lhaaso_models  # noqa: F401  registers the VAE layer
-    model, metadata = load_trained_model(path, trained)
-    channels = int(model.input_shape[-1])
-    if channels != (2 if conditioned else 1):
-        raise CommandError(f"{path}: model has {channels} input channel(s); "
-                           + ("--psf-sigma-deg needs the PSF-conditioned CNN (2 channels)" if conditioned
-                              else "pass --psf-sigma-deg for the PSF-conditioned CNN"))
-
-    from . import io
-    from .lhaaso.pipeline import deconvolve
-
-    binsz = float(metadata.get("binsz_deg", 0.1))
-    try:
-        counts, wcs = io.read_counts_map(args.input, expected_binsz_deg=binsz)
-    except io.InputError as err:
-        raise CommandError(str(err)) from err
-    if min(counts.shape) < 16:
-        raise CommandError(f"{args.input}: map of {counts.shape[0]}×{counts.shape[1]} px is too small "
-                           "(at least 16×16 px)")
-    intensity = deconvolve(model, counts[None], args.psf_sigma_deg)[0]
-    header = {
-        "BUNIT": ("count", "estimated intrinsic counts per pixel"),
-        "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
-        "INPUT": args.input.name,
-        "MODEL": str(path),
-        "PROFILE": (model_profile(args, metadata), "notebook profile of the model"),
-        "PSFSIG": (float(args.psf_sigma_deg if conditioned else metadata.get("sigma1_deg", 0.265)),
-                   "[deg] core sigma of the KM2A PSF"),
-        "INCOUNTS": (float(counts.sum()), "[count] total counts of the input"),
-    }
-    write_output(io.write_fits_map, args.output, intensity.astype(np.float32), wcs, header,
-                 overwrite=args.overwrite)
-    return (f"wrote {args.output}: intensity map of {intensity.sum():.1f} counts from {counts.sum():.0f} "
-            f"input counts ({counts.shape[0]}×{counts.shape[1]} px)")
-
-
-# ---------------------------------------------------------------------------
-# fermi-catalogue
-# ---------------------------------------------------------------------------
-
-FERMI_CLASSIFIER = TrainedModel("fermi_classifier.keras", "05", "Fermi-LAT 3D-CNN classifier", "fermi-catalogue")
-FERMI_FLUX = TrainedModel("fermi_flux.keras", "05", "Fermi-LAT mean-variance flux network", "fermi-catalogue")
-
-
-@subcommand(
-    "fermi-catalogue",
-    help="Fermi-LAT catalogue (position, class, flux ± error, DR2 name) from a yearly counts cube",
-    arguments=(
-        arg("input", metavar="INPUT", type=Path,
-            help="WCS counts cube (gammapy Map) with axes 'energy' (0.3-1-3-10-30-100-1000 GeV) and "
-                 "'year' (10 bins), 0.15625° pixels, width and height multiples of 64"),
-        output(".fits", "catalogue table (FITS, or ECSV with a .ecsv suffix)"), PROFILE,
+file_command(
+    "fermi-catalogue", "Fermi-LAT catalogue (position, class, flux ± error, DR2 name) from a yearly counts cube",
+    """Build the catalogue-like product from a yearly Fermi-LAT
+    counts cube: notebook 04's U-Net + k-means on the 10-year sum finds the
+    sources; around each, a yearly cut-out goes to notebook 05's 3D CNN
+    (class AGN / PSR / FAKE and probabilities) and mean-variance network
+    (F(1-100 GeV) ± error); each source gets the nearest 4FGL-DR2 name within
+    --dr2-radius-deg. Columns: ASID_LON, ASID_LAT, RA, DEC, DET_PROB, CLASS,
+    CLASS_PROB, P_AGN, P_PSR, P_FAKE, FLUX, FLUX_ERR, FLUX_LO, FLUX_HI,
+    DR2_NAME, DR2_SEP.""",
+    "WCS counts cube (gammapy Map) with axes 'energy' (0.3-1-3-10-30-100-1000 GeV) and 'year' (10 bins), "
+    "0.15625° pixels, width and height multiples of 64",
+    ".fits", "catalogue table (FITS, or ECSV with a .ecsv suffix)", "_catalogue.fits",
+    "skyml.fermi.command:catalogue", model=False,
+    options=(
         arg("--unet-model", metavar="PATH", type=Path, default=None,
             help="U-Net .keras file instead of the profile's fermi_unet.keras (notebook 04)"),
         arg("--classifier-model", metavar="PATH", type=Path, default=None,
@@ -593,237 +592,62 @@ FERMI_FLUX = TrainedModel("fermi_flux.keras", "05", "Fermi-LAT mean-variance flu
             help="flux network .keras file instead of the profile's fermi_flux.keras (notebook 05)"),
         arg("--threshold", type=float, default=0.5, help="U-Net probability threshold (default: 0.5)"),
         arg("--dr2-radius-deg", type=float, default=0.5,
-            help="association radius to 4FGL-DR2 names (default: 0.5, as Bhattacharyya et al. 2022)"),
-        OVERWRITE,
+            help="association radius to 4FGL-DR2 names (default: 0.5)"),
     ),
 )
-def fermi_catalogue(args: argparse.Namespace) -> str:
-    """Build the catalogue-like product of Pérez-Romero et al. (2025) from a yearly Fermi-LAT
-    counts cube: notebook 04's U-Net + k-means on the 10-year sum finds the
-    sources; around each, a yearly cut-out goes to notebook 05's 3D CNN
-    (class AGN / PSR / FAKE and probabilities) and mean-variance network
-    (F(1-100 GeV) ± error); each source gets the nearest 4FGL-DR2 name within
-    --dr2-radius-deg. Columns: ASID_LON, ASID_LAT, RA, DEC, DET_PROB, CLASS,
-    CLASS_PROB, P_AGN, P_PSR, P_FAKE, FLUX, FLUX_ERR, FLUX_LO, FLUX_HI,
-    DR2_NAME, DR2_SEP."""
-    check_output(args.output, args.overwrite)
-    if not 0.0 < args.threshold < 1.0:
-        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if not args.dr2_radius_deg > 0:
-        raise CommandError(f"--dr2-radius-deg must be positive, got {args.dr2_radius_deg}")
-    with filtered_stderr():
-        from .fermi import flux as _fermi_flux  # noqa: F401  registers the flux loss
-        from .fermi import models as _fermi_models  # noqa: F401  registers the U-Net loss
-    loaded = {}
-    for trained, given in ((FERMI_UNET, args.unet_model), (FERMI_CLASSIFIER, args.classifier_model),
-                           (FERMI_FLUX, args.flux_model)):
-        path = model_path(trained, argparse.Namespace(model=given, profile=args.profile))
-        loaded[trained.file_name] = (path,) + load_trained_model(path, trained)
-    unet_path, unet, unet_meta = loaded[FERMI_UNET.file_name]
-    clf_path, classifier, clf_meta = loaded[FERMI_CLASSIFIER.file_name]
-    flux_path, flux_model, _ = loaded[FERMI_FLUX.file_name]
-    if clf_meta.get("role", "classifier") != "classifier" or tuple(classifier.output_shape)[-1] != 3:
-        raise CommandError(f"{clf_path}: not the 3-class classifier of notebook 05")
-    if tuple(flux_model.output_shape)[-1] != 2:
-        raise CommandError(f"{flux_path}: not the (mu, sigma) flux network of notebook 05")
 
-    from . import io
-    from .fermi.catalogue import build_catalogue, read_yearly_cube
-    from .fermi.simulate import FermiSimParams
-
-    try:
-        params = FermiSimParams.from_dict(unet_meta["sim_params"]) if "sim_params" in unet_meta \
-            else FermiSimParams()
-    except (TypeError, ValueError, KeyError) as err:
-        raise CommandError(f"{unet_path}: invalid 'sim_params' in the model metadata ({err})") from err
-    try:
-        counts, wcs, description = read_yearly_cube(args.input, params)
-    except io.InputError as err:
-        raise CommandError(str(err)) from err
-    npix = int(classifier.input_shape[0][1])
-    table, _, n_edge = build_catalogue(counts, wcs, unet, params, classifier, flux_model, npix,
-                                       threshold=args.threshold, dr2_radius_deg=args.dr2_radius_deg)
-    table.meta.update({"creator": f"skyml {__version__} fermi-catalogue", "unet": str(unet_path),
-                       "classify": str(clf_path), "fluxnet": str(flux_path),
-                       "profile": model_profile(argparse.Namespace(profile=args.profile, model=args.classifier_model),
-                                                clf_meta),
-                       "thresh": float(args.threshold), "n_edge": int(n_edge),
-                       "input": description.replace("×", "x")})
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
-    return (f"wrote {args.output}: {len(table)} sources ({n_edge} detections near the edge dropped; "
-            f"input: {description})")
-
-
-# ---------------------------------------------------------------------------
-# radio-counts
-# ---------------------------------------------------------------------------
-
-RADIO_CNN = TrainedModel("radio_counts_cnn.keras", "07", "radio counts CNN (restored images)", "radio-counts")
-
-
-@subcommand(
-    "radio-counts",
-    help="radio source counts per flux bin, below the detection threshold, with the CNN of notebook 07",
-    arguments=(
-        arg("input", metavar="INPUT", type=Path,
-            help="restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
-                 "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images"),
-        output(".ecsv", "counts table (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL, OVERWRITE,
-    ),
-)
-def radio_counts(args: argparse.Namespace) -> str:
+file_command(
+    "radio-counts", "radio source counts per flux bin, below the detection threshold, with the CNN of notebook 07",
     """Count radio sources per flux bin, down to far below the 5 sigma
     detection threshold, with the restored-image CNN of notebook 07. The
     image is cut into the model's context blocks (rows and columns that do not
     fill a whole one are left out) and these into sub-images (those with NaN
     pixels are left out); each sub-image is counted with the pixel histogram
-    of its block as second input, and the counts per bin are summed. The flux bins, pixel size, beam and
-    noise scale come from the model's metadata sidecar; an image with another
-    pixel size or beam is refused (not resampled). Columns: s_min, s_max, s_mid
-    [Jy], x_below_threshold, counts, counts_err (the validation RMS relative
-    residual of the bin times the counts), dnds, dnds_err [Jy-1 sr-1],
-    euclidean, euclidean_err [Jy^1.5 sr-1]."""
-    check_output(args.output, args.overwrite)
-    path = model_path(RADIO_CNN, args)
-    model, metadata = load_trained_model(path, RADIO_CNN)
-    needed = ("edges_jy", "pixel_arcsec", "sub_npix", "context_npix", "bmaj_deg", "bmin_deg", "bpa_deg",
-              "input_scale_jy", "target_scaler", "val_rel_rms", "threshold_jy")
-    lacking = [k for k in needed if k not in metadata]
-    if lacking:
-        raise CommandError(f"{path}: model metadata lacks {', '.join(lacking)}")
-    if metadata.get("image_kind", "restored") != "restored":
-        raise CommandError(f"{path}: this network was trained on {metadata['image_kind']} images, not on "
-                           "restored images")
-
-    from . import io
-    from .radio.pipeline import count_image, counts_table, read_restored_image
-
-    image, _, beam = read_restored_image(args.input, metadata)
-    try:
-        result = count_image(model, metadata, image)
-    except ValueError as err:
-        raise CommandError(f"{args.input}: {err}") from err
-    table = counts_table(result, metadata)
-    table.meta.update({"creator": f"skyml {__version__} radio-counts", "model": str(path),
-                       "profile": model_profile(args, metadata), "input": args.input.name,
-                       "n_tiles": result["n_tiles"], "n_tiles_skipped": result["n_tiles_skipped"],
-                       "area_deg2": result["area_sr"] / (3.141592653589793 / 180.0) ** 2,
-                       "threshold_jy": float(metadata["threshold_jy"]), **beam})
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
-    return (f"wrote {args.output}: counts in {len(table)} flux bins from {result['n_tiles']} sub-images "
-            f"({result['n_tiles_skipped']} with NaN pixels skipped)")
-
-
-# ---------------------------------------------------------------------------
-# ctao-detect, optical-detect
-# ---------------------------------------------------------------------------
-
-CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
-OPTICAL_UNET = TrainedModel("optical_unet.keras", "06", "optical U-Net", "optical-detect")
-
-
-@subcommand(
-    "ctao-detect",
-    help="detect sources in a CTAO survey counts cube (3 energy bins, 0.02° pixels) with the U-Net + LoG",
-    arguments=(
-        arg("input", metavar="INPUT", type=Path,
-            help="WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels"),
-        output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
-        arg("--threshold", type=float, default=0.5,
-            help="probability threshold of a LoG blob (default: 0.5; notebook 06 reports the validation choice)"),
-        OVERWRITE,
-    ),
+    of its block as second input, and the counts per bin are summed. The flux
+    bins, pixel size, beam and noise scale come from the model's metadata
+    sidecar; an image with another pixel size or beam is refused (not
+    resampled), and so is an image whose robust noise is more than 1000 times
+    off the training images' or that is consistent with source-free noise
+    (no pixel above 5 sigma, no skewness): the network was trained on fields
+    with sources and cannot return counts consistent with zero. Columns:
+    s_min, s_max, s_mid [Jy], x_below_threshold, counts, counts_err (the
+    validation RMS relative residual of the bin times the counts), dnds,
+    dnds_err [Jy-1 sr-1], euclidean, euclidean_err [Jy^1.5 sr-1].""",
+    "restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
+    "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images",
+    ".ecsv", "counts table (ECSV, or FITS with a .fits suffix)", "_counts.ecsv", "skyml.radio.command:counts",
 )
-def ctao_detect(args: argparse.Namespace) -> str:
+
+file_command(
+    "ctao-detect", "detect sources in a CTAO survey counts cube (3 energy bins, 0.02° pixels) with the U-Net + LoG",
     """Detect sources in a CTAO Galactic-plane-survey counts cube with the
     U-Net of notebook 06 (log1p(counts) input) and scikit-image blob_log on
     its probability map. The network is fully convolutional: any map of at
-    least 16×16 px works. The source list has glon, glat, ra, dec [deg],
-    probability and the input pixel (x_pix, y_pix)."""
-    check_output(args.output, args.overwrite)
-    if not 0.0 < args.threshold < 1.0:
-        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    path = model_path(CTAO_UNET, args)
-    with filtered_stderr():
-        from .ctao import models as _ctao_models  # noqa: F401  registers the loss
-    model, metadata = load_trained_model(path, CTAO_UNET)
-
-    from . import io
-    from .ctao import detect as ctao_detect_mod
-    from .ctao.models import predict as ctao_predict
-    from .ctao.pipeline import detections_table, read_counts_cube
-    from .ctao.simulate import SurveyParams, network_input
-
-    try:
-        params = SurveyParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata else SurveyParams()
-    except (TypeError, ValueError, KeyError) as err:
-        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
-    scaling = metadata.get("scaling", "log")
-    try:
-        counts, wcs, description = read_counts_cube(args.input, params.binsz_deg)
-    except io.InputError as err:
-        raise CommandError(str(err)) from err
-    prob = ctao_predict(model, network_input(counts[None], params, scaling), batch_size=1)[0, ..., 0]
-    x, y, score = ctao_detect_mod.log_positions(prob, threshold=args.threshold)
-    table = detections_table(x, y, score, wcs)
-    table.meta.update({"creator": f"skyml {__version__} ctao-detect", "model": str(path),
-                       "profile": model_profile(args, metadata), "thresh": float(args.threshold),
-                       "input": description.replace("×", "x")})
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
-    return f"wrote {args.output}: {len(table)} sources (input: {description})"
-
-
-@subcommand(
-    "optical-detect",
-    help="detect stars in an optical image (MeerLICHT-like, 2-3\" PSF) with the U-Net + LoG",
-    arguments=(
-        arg("input", metavar="INPUT", type=Path, help="FITS image (2D, finite values), at least 32×32 px"),
-        output(".ecsv", "source list (ECSV, or FITS with a .fits suffix)"), PROFILE, MODEL,
-        arg("--threshold", type=float, default=None,
-            help="probability threshold of a LoG blob (default: the model's, chosen on validation tiles)"),
-        OVERWRITE,
+    least 16×16 px works (up to the size limit). The source list has glon,
+    glat, ra, dec [deg], probability and the input pixel (x_pix, y_pix).""",
+    "WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels",
+    ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.ctao.command:detect",
+    options=(
+        arg("--threshold", type=float, default=0.5,
+            help="probability threshold of a LoG blob (default: 0.5; notebook 06 reports the validation choice)"),
     ),
 )
-def optical_detect(args: argparse.Namespace) -> str:
+
+file_command(
+    "optical-detect", "detect stars in an optical image (MeerLICHT-like, 2-3\" PSF) with the U-Net + LoG",
     """Detect stars in an optical image with the U-Net of notebook 06
     (asinh of the background-subtracted image in units of its robust noise)
     and scikit-image blob_log. The source list has x_pix, y_pix (0-based,
     pixel centres at integers), probability, and ra, dec [deg] when the image
-    has a celestial WCS."""
-    import astropy.units as u
-    import numpy as np
-    from astropy.table import QTable
-
-    check_output(args.output, args.overwrite)
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise CommandError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    path = model_path(OPTICAL_UNET, args)
-    with filtered_stderr():
-        from .ctao import models as _ctao_models  # noqa: F401  registers the loss
-    model, metadata = load_trained_model(path, OPTICAL_UNET)
-    if args.threshold is None:
-        args.threshold = float(metadata.get("threshold", 0.3))
-
-    from . import io
-    from .optical.pipeline import read_image, unet_detect
-    from .optical.simulate import OpticalParams
-
-    try:
-        image, wcs = read_image(args.input)
-    except io.InputError as err:
-        raise CommandError(str(err)) from err
-    det = unet_detect(model, image[None], OpticalParams(), args.threshold)
-    table = QTable({"x_pix": det["x_pix"], "y_pix": det["y_pix"], "probability": det["score"]})
-    if wcs is not None and len(table):
-        sky = wcs.pixel_to_world(det["x_pix"], det["y_pix"]).icrs
-        table["ra"], table["dec"] = sky.ra.deg * u.deg, sky.dec.deg * u.deg
-    elif wcs is not None:
-        table["ra"], table["dec"] = np.zeros(0) * u.deg, np.zeros(0) * u.deg
-    table.meta.update({"creator": f"skyml {__version__} optical-detect", "model": str(path),
-                       "profile": model_profile(args, metadata), "thresh": float(args.threshold),
-                       "input": args.input.name})
-    write_output(io.write_table, args.output, table, overwrite=args.overwrite)
-    return f"wrote {args.output}: {len(table)} sources ({image.shape[1]}×{image.shape[0]} px)"
+    has a celestial WCS (an image without CTYPE keywords gets pixel positions
+    only, with a note in the table's metadata; an invalid WCS is refused).""",
+    "FITS image (2D, finite values), at least 32×32 px",
+    ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.optical.command:detect",
+    options=(
+        arg("--threshold", type=float, default=None,
+            help="probability threshold of a LoG blob (default: the model's, chosen on validation tiles)"),
+    ),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -846,14 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error_line(command: str, err: BaseException) -> str:
-    message = " ".join(str(err).split())
-    return f"{PROG} {command}: error: {message}"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``skyml`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
-    status: 0 on success (and for ``--help``), 2 for usage and input errors."""
+    status: 0 on success (and for ``--help``), 2 for usage, input and file errors."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -861,18 +680,18 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_ERROR)
     command = COMMANDS[args.command]
     try:
-        message = command.run(args)
+        result = command.run(args)
     except CommandError as err:
         print(_error_line(command.name, err), file=sys.stderr)
         return EXIT_ERROR
     except Exception as err:
-        from .io import InputError  # imported here: keeps `skyml --help` fast
-
-        if not isinstance(err, (InputError, FileExistsError)):
+        if not isinstance(err, _user_errors()):
             raise  # a bug, not a user error: keep the traceback
         print(_error_line(command.name, err), file=sys.stderr)
         return EXIT_ERROR
-    print(message)
+    if isinstance(result, int):
+        return result
+    print(result)
     return 0
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import warnings
 from pathlib import Path
@@ -475,11 +476,30 @@ def read_cta_input(path, params=None):
 # ---------------------------------------------------------------------------
 
 
+#: Name of the temporary file of an atomic write: ``.<name>.<12 hex>.tmp``.
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def temp_path(path) -> Path:
+    """A fresh temporary name next to ``path``: ``.<name>.<12 hex>.tmp``, with
+    ``<name>`` shortened so that the whole name fits the file system's
+    file-name limit (255 bytes on most)."""
+    path = Path(path)
+    try:
+        limit = int(os.pathconf(path.parent, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        limit = 255
+    stem = os.fsdecode(os.fsencode(path.name)[: max(1, limit - 18)]) or "out"
+    return path.parent / f".{stem}.{secrets.token_hex(6)}.tmp"
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give an output file name")
     if not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file; refusing to replace it")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output file exists (overwrite it explicitly to replace it)")
 
@@ -490,7 +510,7 @@ def _atomic_write(path, write: Callable[[Path], None], overwrite: bool) -> Path:
     even one created meanwhile. On any failure the temporary file is removed."""
     path = Path(path)
     _check_output(path, overwrite)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as for any new file
     os.close(fd)
     try:

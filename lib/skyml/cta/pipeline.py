@@ -9,16 +9,9 @@ trained model is also installed under ``data/models/<profile>/`` where the
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
-from pathlib import Path
-
 import numpy as np
 
-from .. import cache, paths, results
+from ..training import train_cached
 from . import models
 from .simulate import CTASimParams, background_for, load_maps, map_wcs
 
@@ -64,59 +57,6 @@ def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
     return ra, dec
 
 
-def _install(src: Path, profile: str, name: str) -> Path:
-    """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically.
-
-    The full profile is refused from a dirty work tree
-    (:func:`skyml.results.require_clean_tree`). The copied sidecar records the
-    SHA-256 of the ``.keras`` file (checked against the cached one's when that
-    records it, added when an older cache entry does not)."""
-    results.require_clean_tree(profile, f"model {name}")
-    target = paths.models_dir(profile) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    metadata = json.loads(src.with_suffix(".json").read_text())
-    models.check_sha256(src, metadata)
-    metadata[models.SHA256_KEY] = results.file_sha256(src)
-    text = json.dumps(metadata, indent=1, sort_keys=True) + "\n"
-    fd, tmp_model = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    os.close(fd)
-    fd, tmp_meta = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        shutil.copyfile(src, tmp_model)
-        os.replace(tmp_model, target)
-        os.replace(tmp_meta, target.with_suffix(".json"))
-    except BaseException:
-        for tmp in (tmp_model, tmp_meta):
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise
-    return target
-
-
-def _train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
-    """Train with ``fit() -> (model, metadata, history)`` once per key; returns
-    (model, metadata, history, seconds of training or None if loaded). A
-    full-profile model from a dirty work tree is refused before training."""
-    results.require_clean_tree(profile, f"model {install_as}")
-    info = {}
-
-    def build(tmp: Path):
-        t0 = time.perf_counter()
-        model, metadata, history = fit()
-        info["seconds"] = time.perf_counter() - t0
-        metadata = {**metadata, "train_seconds": info["seconds"], "cache_key": key}
-        models.save_model(model, tmp / "model.keras", metadata)
-        (tmp / "history.json").write_text(json.dumps(history))
-
-    folder = cache.cached_dir(kind, key, build)
-    model, metadata = models.load_model(folder / "model.keras")
-    history = json.loads((folder / "history.json").read_text())
-    _install(folder / "model.keras", profile, install_as)
-    return model, metadata, history, info.get("seconds")
-
-
 def _sim_key(n_train, n_val, seed, params: CTASimParams):
     return {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict()}
 
@@ -144,7 +84,7 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
         return model, meta, history
 
     install_as = CLEANER_FILE if smooth_sigma_px == 0 else TALK_SMOOTH_CLEANER_FILE
-    return _train_cached("cta_cleaner", key, fit, profile, install_as)
+    return train_cached("cta_cleaner", key, fit, profile, install_as)
 
 
 def train_background_normaliser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
@@ -173,7 +113,7 @@ def train_background_normaliser(n_train, n_val, seed, params: CTASimParams, *, e
                 "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_background_normaliser", key, fit, profile, BACKGROUND_NORMALISER_FILE)
+    return train_cached("cta_background_normaliser", key, fit, profile, BACKGROUND_NORMALISER_FILE)
 
 
 def background_norms(model, counts: np.ndarray, templates: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -214,7 +154,7 @@ def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *,
                 "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
+    return train_cached("cta_talk_regressor", key, fit, profile, TALK_REGRESSOR_FILE)
 
 
 def talk_regressor_inputs(cleaner, counts: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
@@ -244,7 +184,7 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return _train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    return train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
 
 
 def apply_cleaners(maps: dict, cleaner, talk_cleaner, normaliser, fov_threshold: float,

@@ -1,5 +1,5 @@
 """Train-or-load steps of notebook 06 (cached by a hash of their inputs with
-:func:`skyml.cta.pipeline._train_cached`), prediction on full patches, and the
+:func:`skyml.training.train_cached`), prediction on full patches, and the
 counts-cube input/output of ``skyml ctao-detect``.
 
 Networks are trained on ``crop_px`` crops of the training patches
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from ..io import InputError
 from ..io import read_counts_cube as read_cube
 from . import detect, models, simulate
@@ -62,7 +62,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
                 "profile": profile}
         return model, meta, history
 
-    return _train_cached(f"ctao_{kind}", key, fit, profile, FILES[kind])
+    return train_cached(f"ctao_{kind}", key, fit, profile, FILES[kind])
 
 
 def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2):

@@ -8,7 +8,7 @@ under ``data/models/<profile>/`` where ``skyml fermi-catalogue`` finds them.
 
 from __future__ import annotations
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from . import classify, flux
 
 CLASSIFIER_FILE = "fermi_classifier.keras"
@@ -32,7 +32,7 @@ def train_classifier(train: dict, val: dict, data_key: dict, *, epochs: int, see
                 "npix": int(train["counts"].shape[-1]), "profile": profile}
         return model, meta, history
 
-    return _train_cached("fermi_classifier", key, fit, profile, CLASSIFIER_FILE)
+    return train_cached("fermi_classifier", key, fit, profile, CLASSIFIER_FILE)
 
 
 def train_flux_net(train: dict, val: dict, data_key: dict, *, epochs: int, seed: int, filters: int = 32,
@@ -56,4 +56,4 @@ def train_flux_net(train: dict, val: dict, data_key: dict, *, epochs: int, seed:
                 "npix": int(train["counts"].shape[-1]), "profile": profile}
         return model, meta, history
 
-    return _train_cached("fermi_flux", key, fit, profile, FLUX_FILE)
+    return train_cached("fermi_flux", key, fit, profile, FLUX_FILE)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from . import models
 from .simulate import FermiSimParams, disk_masks, load_patches, network_inputs
 
@@ -46,7 +46,7 @@ def train_unet(n_train: int, n_val: int, seed: int, params: FermiSimParams, *, e
                 "sim_params": params.to_dict(), "n_train": int(n_train), "profile": profile}
         return model, meta, history
 
-    return _train_cached("fermi_unet", key, fit, profile, install_as)
+    return train_cached("fermi_unet", key, fit, profile, install_as)
 
 
 def predict_maps(model, counts: np.ndarray, params: FermiSimParams, batch_size: int = 64):

@@ -1,5 +1,5 @@
 """Train-or-load steps of notebook 08, cached by a hash of their inputs
-(:func:`skyml.cta.pipeline._train_cached`); the CNN and the PSF-conditioned
+(:func:`skyml.training.train_cached`); the CNN and the PSF-conditioned
 CNN are installed as ``data/models/<profile>/lhaaso_cnn.keras`` and
 ``lhaaso_psf_conditioned.keras`` for ``skyml lhaaso-deconvolve``."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from . import models
 from .simulate import LHAASOSimParams, load_maps, map_scale, normalise
 
@@ -66,7 +66,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
         return model, _meta(kind, params, n_train, profile, **extra), history
 
     install = {"cnn": CNN_FILE, "psf_conditioned": PSF_CNN_FILE}.get(kind, f"lhaaso_{kind}.keras")
-    return _train_cached(f"lhaaso_{kind}", key, fit, profile, install)
+    return train_cached(f"lhaaso_{kind}", key, fit, profile, install)
 
 
 def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64) -> np.ndarray:

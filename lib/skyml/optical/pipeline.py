@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table, vstack
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from ..ctao import detect, evaluation, models
 from .simulate import DENSITIES, OpticalParams, load_tiles, masks, network_input
 
@@ -73,7 +73,7 @@ def train_unet(n_train: int, n_val: int, seed: int, p: OpticalParams, *, crop_px
                 "threshold": select_threshold(model, n_val, seed, p)}
         return model, meta, history
 
-    return _train_cached("optical_unet", key, fit, profile, FILE)
+    return train_cached("optical_unet", key, fit, profile, FILE)
 
 
 def unet_detect(model, images: np.ndarray, p: OpticalParams, threshold: float = 0.3) -> dict:

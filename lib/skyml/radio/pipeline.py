@@ -4,7 +4,7 @@ Training fields mix the seed's (1 + s0/s)^α modification and power-law breaks
 (so the network cannot learn one family only); the test fields are the seed's
 family with new parameters (``test``) and the tanh shape never seen in
 training (``test_unseen``). The networks are cached by a hash of their inputs
-(:func:`skyml.cta.pipeline._train_cached`); the restored-image CNN is installed
+(:func:`skyml.training.train_cached`); the restored-image CNN is installed
 as ``data/models/<profile>/radio_counts_cnn.keras`` with a JSON sidecar that
 records what ``skyml radio-counts`` needs: flux-bin edges, pixel size,
 sub-image size, restoring beam, noise rms, input scale, target scaler and the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cta.pipeline import _train_cached
+from ..training import train_cached
 from . import evaluation, models
 from . import simulate as sim
 
@@ -105,7 +105,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         return model, meta, history
 
     install = CNN_FILE if kind == "restored" else SKYMODEL_CNN_FILE
-    return _train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
+    return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
 
 
 def train_selected(kind: str, hist_noise_grid, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,

@@ -1,0 +1,59 @@
+"""The work of ``skyml ctao-detect`` (parser and file policy in
+:mod:`skyml.cli`): set up once (model), then one counts cube to one source
+list."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__, guards, io
+from ..cli import (CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
+                   model_path, model_profile, write_output)
+
+CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
+
+
+@dataclass
+class State:
+    args: argparse.Namespace
+    path: Path
+    model: object
+    metadata: dict
+    params: object
+    scaling: str
+
+
+def detect_setup(args: argparse.Namespace) -> State:
+    from .simulate import SurveyParams
+
+    check_probability(args.threshold)
+    path = model_path(CTAO_UNET, args)
+    load_models_quietly("ctao.models")  # registers the loss
+    model, metadata = load_trained_model(path, CTAO_UNET)
+    try:
+        params = SurveyParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata else SurveyParams()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
+    return State(args, path, model, metadata, params, metadata.get("scaling", "log"))
+
+
+def detect_process(state: State, source: Path, target: Path) -> str:
+    from . import detect as ctao_detect
+    from .models import predict
+    from .pipeline import detections_table, read_counts_cube
+    from .simulate import network_input
+
+    args = state.args
+    counts, wcs, description = read_counts_cube(source, state.params.binsz_deg)
+    guards.check_bunit(source, guards.fits_headers(source))
+    guards.check_values(source, counts, counts=True, integer=True, what="counts cube")
+    prob = predict(state.model, network_input(counts[None], state.params, state.scaling), batch_size=1)[0, ..., 0]
+    x, y, score = ctao_detect.log_positions(prob, threshold=args.threshold)
+    table = detections_table(x, y, score, wcs)
+    table.meta.update({"creator": f"skyml {__version__} ctao-detect", "model": str(state.path),
+                       "profile": model_profile(args, state.metadata), "thresh": float(args.threshold),
+                       "input": description})
+    write_output(io.write_table, target, table, overwrite=args.overwrite)
+    return f"wrote {target}: {len(table)} sources (input: {description})"

@@ -1,0 +1,125 @@
+"""The work of ``skyml fermi-detect`` and ``skyml fermi-catalogue`` (parser
+and file policy in :mod:`skyml.cli`): set up once (models), then one input
+cube to one output table."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, guards, io
+from ..cli import (CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
+                   model_path, model_profile, write_output)
+
+FERMI_UNET = TrainedModel("fermi_unet.keras", "04", "Fermi-LAT multi-input U-Net", "fermi-detect")
+FERMI_CLASSIFIER = TrainedModel("fermi_classifier.keras", "05", "Fermi-LAT 3D-CNN classifier", "fermi-catalogue")
+FERMI_FLUX = TrainedModel("fermi_flux.keras", "05", "Fermi-LAT mean-variance flux network", "fermi-catalogue")
+
+
+def sim_params(metadata: dict, path: Path):
+    from .simulate import FermiSimParams
+
+    try:
+        return FermiSimParams.from_dict(metadata["sim_params"]) if "sim_params" in metadata else FermiSimParams()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CommandError(f"{path}: invalid 'sim_params' in the model metadata ({err})") from err
+
+
+def check_cube(source: Path, counts) -> None:
+    """Whole, non-negative, not constant counts with a counts BUNIT."""
+    guards.check_bunit(source, guards.fits_headers(source))
+    guards.check_values(source, counts, counts=True, integer=True, what="counts cube")
+
+
+@dataclass
+class State:
+    args: argparse.Namespace
+    path: Path
+    model: object
+    metadata: dict
+    params: object
+    extra: dict = field(default_factory=dict)
+
+
+def detect_setup(args: argparse.Namespace) -> State:
+    check_probability(args.threshold)
+    path = model_path(FERMI_UNET, args)
+    load_models_quietly("fermi.models")  # registers the U-Net loss
+    model, metadata = load_trained_model(path, FERMI_UNET)
+    return State(args, path, model, metadata, sim_params(metadata, path))
+
+
+def detect_process(state: State, source: Path, target: Path) -> str:
+    from . import healpix
+    from .cube import detect_in_cube, detections_table, read_counts_cube
+
+    args, params = state.args, state.params
+    extra = {}
+    if healpix.is_healpix_file(source):
+        maps, description = healpix.read_healpix_counts(source, params)
+        values = np.concatenate([np.asarray(m.data, np.float64).ravel() for m in maps]) \
+            if isinstance(maps, (list, tuple)) else np.asarray(getattr(maps, "data", maps), np.float64)
+        guards.check_values(source, values[np.isfinite(values)] if values.size else values, counts=True,
+                            integer=True, what="HEALPix counts")
+        det = healpix.detect_in_healpix(state.model, maps, params, args.method, args.threshold)
+        if det["n_patches"] == 0:
+            raise CommandError(f"{source}: the HEALPix map covers none of the 10°×10° patches "
+                               f"centred on the NSIDE={healpix.NSIDE} pixel centres")
+        table = healpix.sky_detections_table(det["glon"], det["glat"], det["probability"])
+        description = f"{description}, {det['n_patches']} patches"
+        extra = {"patches": int(det["n_patches"])}
+    else:
+        counts, wcs, description = read_counts_cube(source, params)
+        check_cube(source, counts)
+        x, y, prob = detect_in_cube(state.model, counts, params, args.method, args.threshold)
+        table = detections_table(x, y, prob, wcs)
+    table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(state.path),
+                       "profile": model_profile(args, state.metadata), "method": args.method,
+                       "thresh": float(args.threshold), "input": description, **extra})
+    write_output(io.write_table, target, table, overwrite=args.overwrite)
+    return f"wrote {target}: {len(table)} sources (input: {description}, {args.method})"
+
+
+def catalogue_setup(args: argparse.Namespace) -> State:
+    check_probability(args.threshold)
+    if not args.dr2_radius_deg > 0:
+        raise CommandError(f"--dr2-radius-deg must be positive, got {args.dr2_radius_deg}")
+    load_models_quietly("fermi.flux")  # registers the flux loss
+    load_models_quietly("fermi.models")  # registers the U-Net loss
+    loaded = {}
+    for trained, given in ((FERMI_UNET, args.unet_model), (FERMI_CLASSIFIER, args.classifier_model),
+                           (FERMI_FLUX, args.flux_model)):
+        path = model_path(trained, argparse.Namespace(model=given, profile=args.profile))
+        loaded[trained.file_name] = (path,) + load_trained_model(path, trained)
+    unet_path, unet, unet_meta = loaded[FERMI_UNET.file_name]
+    clf_path, classifier, clf_meta = loaded[FERMI_CLASSIFIER.file_name]
+    flux_path, flux_model, _ = loaded[FERMI_FLUX.file_name]
+    if clf_meta.get("role", "classifier") != "classifier" or tuple(classifier.output_shape)[-1] != 3:
+        raise CommandError(f"{clf_path}: not the 3-class classifier of notebook 05")
+    if tuple(flux_model.output_shape)[-1] != 2:
+        raise CommandError(f"{flux_path}: not the (mu, sigma) flux network of notebook 05")
+    return State(args, unet_path, unet, unet_meta, sim_params(unet_meta, unet_path),
+                 {"classifier": classifier, "clf_path": clf_path, "clf_meta": clf_meta, "flux": flux_model,
+                  "flux_path": flux_path})
+
+
+def catalogue_process(state: State, source: Path, target: Path) -> str:
+    from .catalogue import build_catalogue, read_yearly_cube
+
+    args, x = state.args, state.extra
+    counts, wcs, description = read_yearly_cube(source, state.params)
+    check_cube(source, counts)
+    npix = int(x["classifier"].input_shape[0][1])
+    table, _, n_edge = build_catalogue(counts, wcs, state.model, state.params, x["classifier"], x["flux"], npix,
+                                       threshold=args.threshold, dr2_radius_deg=args.dr2_radius_deg)
+    profile = model_profile(argparse.Namespace(profile=args.profile, model=args.classifier_model), x["clf_meta"])
+    table.meta.update({"creator": f"skyml {__version__} fermi-catalogue", "unet": str(state.path),
+                       "classify": str(x["clf_path"]), "fluxnet": str(x["flux_path"]), "profile": profile,
+                       "thresh": float(args.threshold), "n_edge": int(n_edge),
+                       "input": description.replace("×", "x")})
+    write_output(io.write_table, target, table, overwrite=args.overwrite)
+    return (f"wrote {target}: {len(table)} sources ({n_edge} detections near the edge dropped; "
+            f"input: {description})")

@@ -1,0 +1,139 @@
+"""The work of ``skyml lhaaso-deconvolve`` (parser and file policy in
+:mod:`skyml.cli`), and the tiled application of the fully convolutional CNNs.
+
+Tiling (:func:`deconvolve_tiled`): the CNNs are stride-1 convolutions with
+'same' padding followed by :class:`skyml.lhaaso.models.FluxConserving`
+(ReLU, then one global rescaling to the input's total counts). The raw
+convolutional output of a pixel depends only on the input within the
+receptive-field radius (the sum of the kernel half-widths, 8 px for the 9-5-5
+CNN); so the map is cut into tiles that overlap by that radius on each side
+(clipped at the map borders, where the network's own zero padding applies),
+each tile's inner part is kept, and the global flux rescaling is applied once
+to the stitched map. The result equals the one-pass result (to float32
+rounding) while the memory of the network's feature maps is bounded by the
+tile size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, guards, io
+from ..cli import (LHAASO_PSF_RANGE_DEG, CommandError, TrainedModel, load_models_quietly, load_trained_model,
+                   model_path, model_profile, write_output)
+
+LHAASO_CNN = TrainedModel("lhaaso_cnn.keras", "08", "LHAASO deconvolution CNN", "lhaaso-deconvolve")
+LHAASO_PSF_CNN = TrainedModel("lhaaso_psf_conditioned.keras", "08", "LHAASO PSF-conditioned CNN",
+                              "lhaaso-deconvolve")
+#: Inner side (px) of the tiles of :func:`deconvolve_tiled`.
+TILE_PX = 512
+
+
+def raw_submodel(model):
+    """(model of the raw convolutional output before FluxConserving, receptive
+    radius in px), or (None, None) when ``model`` is not a stride-1
+    convolutional stack ending in FluxConserving (then it is not tiled)."""
+    import keras
+
+    from .models import FluxConserving
+
+    last = model.layers[-1]
+    if not isinstance(last, FluxConserving):
+        return None, None
+    radius = 0
+    for layer in model.layers[1:-1]:
+        if not isinstance(layer, keras.layers.Conv2D) or tuple(layer.strides) != (1, 1) \
+                or layer.padding != "same":
+            return None, None
+        k = np.asarray(layer.kernel_size)
+        d = np.asarray(layer.dilation_rate)
+        radius += int(np.max((k - 1) // 2 * d))
+    raw = last.input[1]
+    return keras.Model(model.inputs[0], raw), radius
+
+
+def deconvolve_tiled(model, counts: np.ndarray, sigma1_deg=None, tile: int = TILE_PX) -> np.ndarray:
+    """:func:`skyml.lhaaso.pipeline.deconvolve` of one map (ny, nx), in
+    overlapping tiles of ``tile`` px (see the module text); falls back to one
+    pass for a model that cannot be tiled or a map that fits one tile."""
+    from . import models
+    from .pipeline import deconvolve
+    from .simulate import map_scale, normalise
+
+    counts = np.asarray(counts, dtype=np.float64)
+    ny, nx = counts.shape
+    sub, halo = raw_submodel(model)
+    if sub is None or (ny <= tile and nx <= tile):
+        return deconvolve(model, counts[None], sigma1_deg)[0]
+    scale = map_scale(counts[None])
+    norm = normalise(counts[None], scale)[0]
+    raw = np.empty((ny, nx), np.float32)
+    for y0 in range(0, ny, tile):
+        for x0 in range(0, nx, tile):
+            y1, x1 = min(y0 + tile, ny), min(x0 + tile, nx)
+            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+            yb, xb = min(ny, y1 + halo), min(nx, x1 + halo)
+            x = models.as_input(norm[None, ya:yb, xa:xb], sigma1_deg)
+            out = np.asarray(sub(x, training=False))[0, ..., 0]
+            raw[y0:y1, x0:x1] = out[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    # FluxConserving, once, on the stitched map (as the layer does on the whole map)
+    out = np.maximum(raw, 0.0)
+    total_in, total_out = np.float32(norm.sum(dtype=np.float32)), np.float32(out.sum(dtype=np.float32))
+    out = out * (total_in / (total_out + np.float32(1e-6)))
+    return out.astype(np.float64) * scale[0]
+
+
+@dataclass
+class State:
+    args: argparse.Namespace
+    path: Path
+    model: object
+    metadata: dict
+    conditioned: bool
+
+
+def deconvolve_setup(args: argparse.Namespace) -> State:
+    conditioned = args.psf_sigma_deg is not None
+    if conditioned and not LHAASO_PSF_RANGE_DEG[0] <= args.psf_sigma_deg <= LHAASO_PSF_RANGE_DEG[1]:
+        raise CommandError(f"--psf-sigma-deg {args.psf_sigma_deg} is outside the PSF-conditioned CNN's "
+                           f"range {LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg")
+    trained = LHAASO_PSF_CNN if conditioned else LHAASO_CNN
+    path = model_path(trained, args)
+    load_models_quietly("lhaaso.models")  # registers the custom layers
+    model, metadata = load_trained_model(path, trained)
+    channels = int(model.input_shape[-1])
+    if channels != (2 if conditioned else 1):
+        raise CommandError(f"{path}: model has {channels} input channel(s); "
+                           + ("--psf-sigma-deg needs the PSF-conditioned CNN (2 channels)" if conditioned
+                              else "pass --psf-sigma-deg for the PSF-conditioned CNN"))
+    return State(args, path, model, metadata, conditioned)
+
+
+def deconvolve_process(state: State, source: Path, target: Path) -> str:
+    args, metadata = state.args, state.metadata
+    binsz = float(metadata.get("binsz_deg", 0.1))
+    guards.check_bunit(source, guards.fits_headers(source))
+    counts, wcs = io.read_counts_map(source, expected_binsz_deg=binsz)
+    if min(counts.shape) < 16:
+        raise CommandError(f"{source}: map of {counts.shape[0]}×{counts.shape[1]} px is too small "
+                           "(at least 16×16 px)")
+    # background-subtracted counts are not whole numbers: integer values are not required here
+    guards.check_values(source, counts, counts=True, integer=False, what="counts map")
+    intensity = deconvolve_tiled(state.model, counts, args.psf_sigma_deg)
+    header = {
+        "BUNIT": ("count", "estimated intrinsic counts per pixel"),
+        "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
+        "INPUT": source.name,
+        "MODEL": str(state.path),
+        "PROFILE": (model_profile(args, metadata), "notebook profile of the model"),
+        "PSFSIG": (float(args.psf_sigma_deg if state.conditioned else metadata.get("sigma1_deg", 0.265)),
+                   "[deg] core sigma of the KM2A PSF"),
+        "INCOUNTS": (float(counts.sum()), "[count] total counts of the input"),
+    }
+    write_output(io.write_fits_map, target, intensity.astype(np.float32), wcs, header, overwrite=args.overwrite)
+    return (f"wrote {target}: intensity map of {intensity.sum():.1f} counts from {counts.sum():.0f} "
+            f"input counts ({counts.shape[0]}×{counts.shape[1]} px)")

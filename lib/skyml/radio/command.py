@@ -1,0 +1,78 @@
+"""The work of ``skyml radio-counts`` (parser and file policy in
+:mod:`skyml.cli`): set up once (model and its metadata), then one restored
+image to one counts table.
+
+Degenerate images are refused with one line: all zero or constant, noise
+more than 1000 times off the training images' (a wrong BUNIT or scaling),
+and images consistent with source-free noise (no pixel above 5 robust sigma,
+no skewness). The network was trained on fields with sources; on pure noise
+it returns counts that its stated errors (a relative residual times the
+counts) cannot make consistent with zero, so such an image gets no table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__, guards, io
+from ..cli import CommandError, TrainedModel, load_trained_model, model_path, model_profile, write_output
+
+RADIO_CNN = TrainedModel("radio_counts_cnn.keras", "07", "radio counts CNN (restored images)", "radio-counts")
+NEEDED = ("edges_jy", "pixel_arcsec", "sub_npix", "context_npix", "bmaj_deg", "bmin_deg", "bpa_deg",
+          "input_scale_jy", "target_scaler", "val_rel_rms", "threshold_jy")
+
+
+@dataclass
+class State:
+    args: argparse.Namespace
+    path: Path
+    model: object
+    metadata: dict
+
+
+def counts_setup(args: argparse.Namespace) -> State:
+    path = model_path(RADIO_CNN, args)
+    model, metadata = load_trained_model(path, RADIO_CNN)
+    lacking = [k for k in NEEDED if k not in metadata]
+    if lacking:
+        raise CommandError(f"{path}: model metadata lacks {', '.join(lacking)}")
+    if metadata.get("image_kind", "restored") != "restored":
+        raise CommandError(f"{path}: this network was trained on {metadata['image_kind']} images, not on "
+                           "restored images")
+    return State(args, path, model, metadata)
+
+
+def check_image(source: Path, image, metadata: dict) -> None:
+    """The degenerate-image refusals of this module's text."""
+    guards.check_values(source, image, counts=False, allow_nan=True, what="image")
+    expected = float(metadata.get("noise_rms_jy", metadata["input_scale_jy"]))
+    guards.check_scale(source, image, expected, "Jy/beam")
+    noise_only, numbers = guards.looks_like_pure_noise(image)
+    if noise_only:
+        raise io.InputError(f"{source}: the image is consistent with source-free noise ({numbers}); the "
+                            "counts network needs a field with sources and cannot return counts "
+                            "consistent with zero")
+
+
+def counts_process(state: State, source: Path, target: Path) -> str:
+    from .pipeline import count_image, counts_table, read_restored_image
+
+    metadata = state.metadata
+    image, _, beam = read_restored_image(source, metadata)
+    check_image(source, image, metadata)
+    try:
+        result = count_image(state.model, metadata, image)
+    except ValueError as err:
+        raise CommandError(f"{source}: {err}") from err
+    table = counts_table(result, metadata)
+    table.meta.update({"creator": f"skyml {__version__} radio-counts", "model": str(state.path),
+                       "profile": model_profile(state.args, metadata), "input": source.name,
+                       "n_tiles": result["n_tiles"], "n_tiles_skipped": result["n_tiles_skipped"],
+                       "area_deg2": result["area_sr"] / (math.pi / 180.0) ** 2,
+                       "threshold_jy": float(metadata["threshold_jy"]), **beam})
+    write_output(io.write_table, target, table, overwrite=state.args.overwrite)
+    return (f"wrote {target}: counts in {len(table)} flux bins from {result['n_tiles']} sub-images "
+            f"({result['n_tiles_skipped']} with NaN pixels skipped)")
