@@ -328,8 +328,8 @@ def build_background_normaliser(input_shape=(200, 200, 2), filters: int = 16, po
 
     Input ``(N, ny, nx, 2)``: counts and template, each divided by the
     template's mean (:func:`background_normaliser_inputs`). Both channels are
-    first summed in ``pool`` x ``pool`` blocks (an average pool times
-    ``pool**2``, so block sums of counts and template keep their ratio).
+    first averaged in ``pool`` x ``pool`` blocks (block means of counts and
+    template keep the ratio of their sums).
     Dilated 3 x 3 convolutions (dilation 1, 2, 4; receptive field 15 blocks,
     1.5 deg for 4 x 4 blocks of 0.025 deg, wider than the PSF and the on
     region) look at both channels and give per-block logits;
@@ -337,9 +337,8 @@ def build_background_normaliser(input_shape=(200, 200, 2), filters: int = 16, po
     is then ``counts - exp(output) * template``.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="counts_and_template")
-    blocks = layers.AveragePooling2D(int(pool), name="block_mean")(inputs)
-    x = layers.Rescaling(float(pool) ** 2, name="block_sum")(blocks)
-    maps = x
+    maps = layers.AveragePooling2D(int(pool), name="block_mean")(inputs)
+    x = maps
     for i, rate in enumerate((1, 2, 4)):
         x = layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, activation="relu", name=f"conv{i + 1}")(x)
     logits = layers.Conv2D(1, 1, name="weight_logits")(x)

@@ -93,7 +93,7 @@ def train_background_normaliser(n_train, n_val, seed, params: CTASimParams, *, e
     trained on ``n_train`` maps to predict ``log(bkg_norm)``, the true background's
     normalisation against the IRF template, with early stopping on ``n_val`` maps."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
-           "patience": int(patience), "filters": int(filters), "version": 2}
+           "patience": int(patience), "filters": int(filters), "version": 3}
 
     def fit():
         train = load_maps(n_train, seed, params, split="train")
