@@ -8,6 +8,7 @@
 #   make full-gpu    the same with the JAX backend (GPU)
 #   make report      regenerate the README headline table and docs/results.md
 #   make lab         JupyterLab on notebooks/ (kernel "Python 3.11 (skyml)")
+#   make site        static HTML site of the executed notebooks, results, figures -> build/site/index.html
 
 SHELL := /bin/bash
 VENV := .venv
@@ -53,3 +54,7 @@ report: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+.PHONY: site
+site: $(STAMP)
+	$(PY) -m skyml.site
