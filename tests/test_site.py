@@ -305,29 +305,32 @@ class Browser:
     def __init__(self, binary: str, workdir: Path, timeout: float = 90.0):
         import websocket
 
-        self.timeout = timeout
+        self.timeout, self.ws = timeout, None
         profile = workdir / "profile"
         profile.mkdir()
         self.log = open(workdir / "chromium.log", "wb")
         self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"chromium did not start; see {workdir / 'chromium.log'}")
-            time.sleep(0.2)
-        port, path = port_file.read_text().split()
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=timeout,
-                                              suppress_origin=True, http_proxy_host=None)
-        self.next_id, self.events = 0, []
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.send(f"{domain}.enable", session=True)
-        self.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
-                  mobile=False, session=True)
+        try:
+            port_file = profile / "DevToolsActivePort"
+            deadline = time.monotonic() + timeout
+            while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"chromium did not start; see {workdir / 'chromium.log'}")
+                time.sleep(0.2)
+            port, path = port_file.read_text().split()
+            self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=timeout,
+                                                  suppress_origin=True)
+            self.next_id, self.events = 0, []
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.send(f"{domain}.enable", session=True)
+            self.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
+                      mobile=False, session=True)
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, method: str, session: bool = False, **params):
         self.next_id += 1
@@ -364,7 +367,8 @@ class Browser:
         for event in self.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
-                errors.append(params["exceptionDetails"].get("text", "exception"))
+                details = params["exceptionDetails"]
+                errors.append(details.get("exception", {}).get("description") or details.get("text", "exception"))
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
@@ -385,12 +389,14 @@ class Browser:
 
     def close(self) -> None:
         try:
-            if getattr(self, "ws", None):
+            if self.ws is not None:
                 try:
                     self.ws.send(json.dumps({"id": 0, "method": "Browser.close"}))
                 except Exception:
                     pass
                 self.ws.close()
+            elif self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()

@@ -346,9 +346,11 @@ def render_notebook(exporter, nb, entry: Entry, previous: Entry | None, followin
     if previous or following:
         step = '<span class="skyml-step">'
         if previous:
-            step += f'<a href="{previous.version.stem}.html">← {previous.title}</a>'
+            step += (f'<a href="{previous.version.stem}.html" title="{html.escape(previous.title_text)}">'
+                     f"← previous: {html.escape(previous.version.stem[:2])}</a>")
         if following:
-            step += f'<a href="{following.version.stem}.html">{following.title} →</a>'
+            step += (f'<a href="{following.version.stem}.html" title="{html.escape(following.title_text)}">'
+                     f"next: {html.escape(following.version.stem[:2])} →</a>")
         step += "</span>"
     kind = "skyml-failed" if entry.failed else ("skyml-source" if entry.version.kind == "source" else "")
     header = f'{_nav("../", step)}\n<div class="skyml-banner {kind}">This page shows {entry.summary}</div>'
