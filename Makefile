@@ -10,6 +10,7 @@
 #   make lab         JupyterLab on notebooks/ (kernel "Python 3 (skyml)"); options in LAB_ARGS
 #   make workshop-pack    data/cache + data/models/quick -> build/skyml-workshop-quick.tar.gz (+ .sha256)
 #   make workshop-unpack  verify and restore that archive (FORCE=1 replaces files that differ)
+#   make site        static HTML site of the executed notebooks, results, figures -> build/site/index.html
 
 SHELL := /bin/bash
 VENV := .venv
@@ -65,3 +66,7 @@ workshop-pack: $(STAMP)
 
 workshop-unpack: $(STAMP)
 	$(PY) -m skyml.workshop unpack $(WORKSHOP_ARCHIVE) $(if $(filter 1,$(FORCE)),--force)
+
+.PHONY: site
+site: $(STAMP)
+	$(PY) -m skyml.site
