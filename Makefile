@@ -1,8 +1,9 @@
 # Reproduction entry points. The first target that needs it creates .venv with
-# Python 3.11 and installs this project with its pinned dependencies
-# (pyproject.toml); a change of pyproject.toml reinstalls.
+# Python 3.11, 3.12 or 3.13 and installs the hashed lock file requirements.txt
+# (pins: pyproject.toml) and this project; a change of either reinstalls.
 #
-#   make test        unit tests + every notebook with nbval (quick profile); models also on JAX
+#   make venv        only create .venv (PYTHON=python3.12 picks the interpreter)
+#   make test        unit tests + every notebook with nbval (quick profile); models also on JAX if installed
 #   make reproduce   run all notebooks, quick profile   -> build/notebooks/quick/
 #   make full        run all notebooks, full profile    -> build/notebooks/full/
 #   make full-gpu    the same with the JAX backend (GPU)
@@ -11,32 +12,68 @@
 #   make workshop-pack    data/cache + data/models/quick -> build/skyml-workshop-quick.tar.gz (+ .sha256)
 #   make workshop-unpack  verify and restore that archive (FORCE=1 replaces files that differ)
 #   make site        static HTML site of the executed notebooks, results, figures -> build/site/index.html
+#   make jax         add the JAX backend (extra "jax", requirements-jax.txt) to .venv
+#   make lock        regenerate requirements.txt and requirements-jax.txt from pyproject.toml (uv)
 
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CELL_TIMEOUT ?= 3600
-# python3.11, or python3 when that is 3.11 (evaluated only when .venv is made)
-PYTHON311 = $(shell command -v python3.11 || { python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3; })
+# the interpreter that creates .venv: PYTHON=... if given, else the newest of
+# these that runs and is Python 3.11-3.13
+PYTHONS := python3.13 python3.12 python3.11 python3
+PYTHON ?=
+IS_SUPPORTED := -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'
+LOCK := requirements.txt
+LOCK_JAX := requirements-jax.txt
+JAX_STAMP := $(VENV)/.installed-jax
+UV_VERSION := 0.13.9
+LOCK_TOOL := build/uv
 
-.PHONY: help venv test reproduce full full-gpu report lab workshop-pack workshop-unpack
+.PHONY: help venv jax lock test reproduce full full-gpu report lab workshop-pack workshop-unpack
 
 help:
 	@sed -n 's/^#   //p' Makefile
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@if [ ! -x $(PY) ]; then \
-	  test -n "$(PYTHON311)" || { echo "error: Python 3.11 is needed (no python3.11, and python3 is not 3.11)" >&2; exit 1; }; \
-	  echo "creating $(VENV) with $(PYTHON311)"; \
-	  $(PYTHON311) -m venv $(VENV); \
+	  base="$(PYTHON)"; \
+	  if [ -z "$$base" ]; then \
+	    for p in $(PYTHONS); do $$p $(IS_SUPPORTED) 2>/dev/null && { base=$$p; break; }; done; \
+	    test -n "$$base" || { echo "error: Python 3.11, 3.12 or 3.13 is needed: none of $(PYTHONS) is one; name one with PYTHON=/path/to/python3.12" >&2; exit 1; }; \
+	  fi; \
+	  $$base $(IS_SUPPORTED) 2>/dev/null || { echo "error: PYTHON=$$base is not Python 3.11, 3.12 or 3.13" >&2; exit 1; }; \
+	  echo "creating $(VENV) with $$base (Python $$($$base -c 'import platform; print(platform.python_version())'))"; \
+	  $$base -m venv $(VENV); \
 	fi
-	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(VENV) is not Python 3.11; remove it and retry" >&2; exit 1; }
-	$(PY) -m pip install -e '.[test,jax]'
-	$(PY) -m ipykernel install --sys-prefix --name skyml --display-name "Python 3.11 (skyml)"
+	@v=$$($(PY) -c 'import platform; print(platform.python_version())'); \
+	$(PY) $(IS_SUPPORTED) || { echo "error: $(VENV) runs Python $$v, not 3.11-3.13; remove it and retry" >&2; exit 1; }; \
+	if [ -n "$(PYTHON)" ] && [ "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" != "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+	  echo "error: $(VENV) runs Python $$v, not the one of PYTHON=$(PYTHON); remove $(VENV) and retry" >&2; exit 1; fi; \
+	echo "installing into $(VENV) (Python $$v) from $(LOCK)"
+	$(PY) -m pip install --require-hashes -r $(LOCK)
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name skyml --display-name "Python 3 (skyml)"
 	touch $(STAMP)
+
+jax: $(JAX_STAMP)
+
+$(JAX_STAMP): $(STAMP) $(LOCK_JAX)
+	$(PY) -m pip install --require-hashes -r $(LOCK_JAX)
+	touch $(JAX_STAMP)
+
+# uv (pinned, from PyPI, in build/uv) resolves for every platform and for Python
+# 3.11-3.13 at once (--universal). It keeps the versions already in the lock
+# files that pyproject.toml allows; delete the lock files first to re-resolve all.
+lock:
+	@base="$(PYTHON)"; if [ -z "$$base" ]; then for p in $(PYTHONS); do $$p $(IS_SUPPORTED) 2>/dev/null && { base=$$p; break; }; done; fi; \
+	$(LOCK_TOOL)/bin/uv --version 2>/dev/null | grep -qx "uv $(UV_VERSION)\( .*\)\?" || \
+	  { rm -rf $(LOCK_TOOL) && $$base -m venv $(LOCK_TOOL) && $(LOCK_TOOL)/bin/python -m pip install -q uv==$(UV_VERSION); }
+	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 --generate-hashes -o $(LOCK) -q
+	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --extra jax --universal --python-version 3.11 --generate-hashes -o $(LOCK_JAX) -q
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
@@ -48,7 +85,7 @@ reproduce: $(STAMP)
 full: $(STAMP)
 	$(PY) run_all.py --profile full
 
-full-gpu: $(STAMP)
+full-gpu: $(JAX_STAMP)
 	$(PY) run_all.py --profile full --backend jax
 
 report: $(STAMP)

@@ -7,9 +7,17 @@ import os
 import numpy as np
 import pytest
 
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # the JAX backend is the optional extra "jax" (make jax, or requirements-jax.txt)
+    pytest.importorskip("jax", reason="KERAS_BACKEND=jax but jax is not installed (make jax installs the extra)")
 keras = pytest.importorskip("keras")
 
 from skyml.cta import models as m  # noqa: E402
+
+
+@pytest.mark.skipif("KERAS_BACKEND" not in os.environ, reason="KERAS_BACKEND is not set")
+def test_keras_runs_the_requested_backend():
+    assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
 
 
 # ---------------------------------------------------------------------------

@@ -113,8 +113,9 @@ def test_environment_yml_has_no_pins_of_its_own():
                 f"environment.yml {dep} disagrees with requires-python"
         else:
             assert dep == name, f"environment.yml pins {dep}; pins belong in pyproject.toml"
-    assert pip and all(re.fullmatch(r"-e \.(\[[\w,]+\])?", p) for p in pip), \
-        f"environment.yml pip section must only install the project (-e .[extras]): {pip}"
+    assert pip and all(re.fullmatch(r"-r requirements(-jax)?\.txt", p) for p in pip), \
+        f"environment.yml pip section must only install a lock file (-r requirements.txt): {pip}"
+    assert all((paths.ROOT / p.split()[1]).is_file() for p in pip)
 
 
 def test_full_profile_names_known_notebooks():

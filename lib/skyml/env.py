@@ -1,11 +1,13 @@
-"""Environment report printed by the first cell of every notebook, the
-number of simulation worker processes (``SKYML_SIM_WORKERS``), and the one
-place where the start-up log lines of TensorFlow's C++ runtime are quietened
-(:func:`quiet_native_logs`, called when ``skyml`` is imported)."""
+"""Environment report printed by the first cell of every notebook, the lock
+file the environment was installed from, the number of simulation worker
+processes (``SKYML_SIM_WORKERS``), and the one place where the start-up log
+lines of TensorFlow's C++ runtime are quietened (:func:`quiet_native_logs`,
+called when ``skyml`` is imported)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.abc
 import importlib.util
 import os
@@ -14,6 +16,7 @@ import re
 import sys
 import tempfile
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = ("numpy", "scipy", "astropy", "gammapy", "healpy", "keras", "tensorflow-cpu", "tensorflow",
             "jax", "scikit-learn", "scikit-image", "matplotlib", "papermill", "ctaplot", "fermipy")
@@ -47,6 +50,33 @@ def report(profile: str) -> dict:
     print(f"profile: {profile}   repository: {info['root']}")
     print("  " + "  ".join(f"{k}={v}" for k, v in versions.items()))
     return info
+
+
+# the hashed lock files at the repository root (make lock): without and with the extra "jax"
+LOCK_FILE = "requirements.txt"
+LOCK_FILE_JAX = "requirements-jax.txt"
+
+
+def lock_file_sha256(jax: bool | None = None, root: str | Path | None = None) -> dict | None:
+    """``{"lock_file": name, "sha256": hex digest}`` of the lock file this
+    environment was installed from: ``requirements-jax.txt`` when ``jax`` (by
+    default: when the package jax is installed), else ``requirements.txt``;
+    the lock files cover Python 3.11-3.13 on every platform. ``root``: the
+    repository root (default: ``skyml.paths.ROOT``). None when that file is absent."""
+    if jax is None:
+        try:
+            metadata.version("jax")
+            jax = True
+        except metadata.PackageNotFoundError:
+            jax = False
+    if root is None:
+        from . import paths
+
+        root = paths.ROOT
+    path = Path(root) / (LOCK_FILE_JAX if jax else LOCK_FILE)
+    if not path.is_file():
+        return None
+    return {"lock_file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def simulation_workers(workers: int | None = None) -> int:
