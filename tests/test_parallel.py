@@ -70,11 +70,11 @@ def test_modes_from_the_environment(tmp_path):
                        ({"SKYML_SCHEDULER": "tcp://a:1", "SKYML_WORKERS": "2"}, "not both")):
         with pytest.raises(ValueError, match=match):
             mode(env)
-    with pytest.warns(DeprecationWarning, match="SKYML_SIM_WORKERS is deprecated"):
+    with pytest.warns(FutureWarning, match="SKYML_SIM_WORKERS is deprecated"):
         assert mode({"SKYML_SIM_WORKERS": "2"}) == parallel.Mode("local", 2)
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):
         assert mode({"SKYML_SIM_WORKERS": "1"}).kind == "in-process"
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="SKYML_SIM_WORKERS"):
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="SKYML_SIM_WORKERS"):
         mode({"SKYML_SIM_WORKERS": "zero"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -231,6 +231,25 @@ def test_both_workers_ran_items_and_the_scratch_results_are_removed(runs):
     assert len(executed) == 2 and min(executed.values()) > 0, executed
     assert (scratch / "parallel").is_dir()  # the workers did write results to disk
     assert not any((scratch / "parallel").iterdir())
+
+
+def test_wcs_goes_on_from_worker_to_worker_exactly(runs, cluster):
+    """An item scattered to one worker and used on the other is pickled again
+    by the first worker: exactly too."""
+    import operator
+
+    from astropy.coordinates import SkyCoord
+    from gammapy.maps import WcsGeom
+
+    _, client = cluster
+    first, second = sorted(client.scheduler_info()["workers"])
+    geom = WcsGeom.create(skydir=SkyCoord(155.63576193929788, 3.266722910761728, unit="deg"), npix=64, binsz=0.025,
+                          proj="TAN")
+    parallel._register_exact_pickles()
+    [held] = client.scatter([geom], workers=[first], direct=True, hash=False)
+    crval = client.submit(operator.attrgetter("wcs.wcs.crval"), held, workers=[second], allow_other_workers=False,
+                          pure=False).result()
+    assert np.array_equal(crval, geom.wcs.wcs.crval)
 
 
 def test_an_item_error_is_raised_here(cluster):

@@ -50,6 +50,9 @@ ENV_SCHEDULER = "SKYML_SCHEDULER"
 ENV_LEGACY = "SKYML_SIM_WORKERS"
 #: results (dicts of arrays) larger than this are written to disk by the worker
 SPILL_BYTES = 4 * 2**20
+#: environment of the LocalCluster workers: CPU only, so that a worker never
+#: takes GPU memory from the training in the main process
+WORKER_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
 
 _lock = threading.RLock()
 _owned: dict = {}  # the cluster/client started from the environment: {"key", "client", "cluster"}
@@ -114,7 +117,7 @@ def configured_mode(environ=None) -> Mode:
         n = _positive_int(ENV_WORKERS, workers, 0)
         return Mode("local", n) if n >= 1 else Mode("in-process")
     if legacy:
-        warnings.warn(f"{ENV_LEGACY} is deprecated; use {ENV_WORKERS}", DeprecationWarning, stacklevel=3)
+        warnings.warn(f"{ENV_LEGACY} is deprecated; use {ENV_WORKERS}", FutureWarning, stacklevel=3)
         n = _positive_int(ENV_LEGACY, legacy, 1)
         return Mode("local", n) if n > 1 else Mode("in-process")
     return Mode("in-process")
@@ -137,10 +140,18 @@ def _start(mode: Mode):
     from distributed import Client, LocalCluster
 
     if mode.kind == "local":
-        # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback port
-        cluster = LocalCluster(n_workers=mode.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None,
-                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+        environ = dict(os.environ)
+        try:
+            # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback port
+            cluster = LocalCluster(n_workers=mode.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None, env=WORKER_ENV,
+                                   scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+        finally:
+            # the nannies set OMP_NUM_THREADS=1 & co. in this process for their workers; the main
+            # process (training) keeps its own threads
+            for key in set(os.environ) - set(environ):
+                del os.environ[key]
+            os.environ.update(environ)
         return cluster, Client(cluster, direct_to_workers=True, set_as_default=False)
     if "://" in mode.address:
         return None, Client(mode.address, direct_to_workers=True, set_as_default=False)
@@ -158,9 +169,6 @@ def shutdown() -> None:
         cluster.close()
 
 
-atexit.register(shutdown)
-
-
 def current_client():
     """The dask ``Client`` the next :func:`map_items` uses, or None (in-process)."""
     if _explicit:
@@ -175,6 +183,10 @@ def current_client():
             shutdown()
             cluster, client = _start(mode)
             _owned.update(key=mode, client=client, cluster=cluster)
+            # registered after distributed's own exit handlers, so it runs before them: the
+            # client lets go of its data before the cluster closes
+            atexit.unregister(shutdown)
+            atexit.register(shutdown)
         return _owned["client"]
 
 
@@ -227,6 +239,8 @@ def _exact_wcs_reduce(wcs):
 
 
 def _exact_wcs_rebuild(reduced, exact):
+    # a worker that receives an exact WCS sends it on exactly (to a worker that needs the item)
+    _register_exact_pickles()
     rebuild, args = reduced[:2]
     wcs = rebuild(*args)
     prm = wcs.wcs
@@ -240,7 +254,8 @@ def _exact_wcs_rebuild(reduced, exact):
 
 
 def _register_exact_pickles() -> None:
-    """Pickle astropy WCS objects exactly in this process (before items go to workers)."""
+    """Pickle astropy WCS objects exactly in this process: the client before it
+    sends items to the workers, a worker once it has received such a WCS."""
     import copyreg
 
     from astropy.wcs import WCS
@@ -390,7 +405,6 @@ def _imap_on(client, func, items, seeds, shared, desc, progress):
                     yield i, _unspill(result)
                     bar.update(1)
     finally:
-        client.cancel([f for f in futures if not f.done()])
-        for f in (*futures, *item_futures, *([shared_future] if shared_future is not None else [])):
-            f.release()
+        # forget the items, the shared arguments and any unfinished task on the scheduler now
+        client.cancel([*futures, *item_futures, *([shared_future] if shared_future is not None else [])])
         shutil.rmtree(scratch, ignore_errors=True)
