@@ -86,10 +86,12 @@ def _scaling_tasks(p, patches, sim_p, seed: int) -> dict:
 
 
 def _warm_worker(p, counts, background, glon, glat) -> None:
-    """Imports and first-call caches of one worker (not timed)."""
-    from .fermi import baselines
+    """Imports and first-call caches of one worker (not timed), as the
+    inputs warmed this process: one TS map and one simulated test patch."""
+    from .fermi import baselines, simulate
 
     baselines.tsmap_detect(counts, background, glon, glat, p)
+    simulate.simulate_patches(1, 0, p, "test")
 
 
 def scaling(workers=(1, 2), n_patches: int = 8, seed: int = 1) -> dict:
