@@ -284,3 +284,20 @@ def test_local_cluster_from_skyml_workers(monkeypatch):
         parallel.shutdown()
     monkeypatch.delenv("SKYML_WORKERS")
     assert parallel.current_client() is None
+
+
+def test_scaling_benchmark_refuses_bad_arguments_before_computing(tmp_path, capsys):
+    from skyml import benchmark
+
+    folder = tmp_path / "a_folder.json"
+    folder.mkdir()
+    for argv, fragment in ((["--scaling", "--out", str(folder)], "is not a regular file"),
+                           (["--scaling", "--workers", "0"], "must be >= 1"),
+                           (["--out", str(tmp_path / "x.json")], "need --scaling"),
+                           (["--scaling", "--patches", "two"], "invalid int value")):
+        with pytest.raises(SystemExit) as exit_info:
+            raise SystemExit(benchmark.main(argv))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("python -m skyml.benchmark: error: ") and fragment in err, err
+    assert list(tmp_path.iterdir()) == [folder]
