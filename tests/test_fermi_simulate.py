@@ -131,17 +131,3 @@ def test_simulated_patches_are_deterministic_and_consistent():
     bright = a["src_in_patch"] & (a["src_flux1000"] >= P.label_flux_min)
     for i, x, y in zip(a["src_patch"][bright], a["src_x_pix"][bright], a["src_y_pix"][bright]):
         assert masks[int(i), int(round(y)), int(round(x)), 0] == 1.0
-
-
-@pytest.mark.slow
-def test_parallel_simulation_is_bit_identical(monkeypatch):
-    p = S.FermiSimParams(patches_per_sky=4)
-    one = S.simulate_patches(10, 3, p, "train", workers=1)
-    monkeypatch.setenv("SKYML_SIM_WORKERS", "2")
-    two = S.simulate_patches(10, 3, p, "train")
-    assert set(one) == set(two)
-    for key in one:
-        assert np.array_equal(one[key], two[key]), key
-    monkeypatch.setenv("SKYML_SIM_WORKERS", "zero")
-    with pytest.raises(ValueError, match="SKYML_SIM_WORKERS"):
-        S.simulate_patches(2, 3, p, "train")

@@ -86,17 +86,6 @@ def test_single_source_deposit_equals_the_histogram_of_many():
     assert one_by_one.sum() == pytest.approx(base.sum() + s.sum())
 
 
-def test_parallel_simulation_gives_the_same_fields_bit_for_bit(monkeypatch):
-    one = sim.simulate_fields(3, 5, P, "val", 128, ("alpha_s0", "broken"), workers=1)
-    monkeypatch.setenv("SKYML_SIM_WORKERS", "2")
-    two = sim.simulate_fields(3, 5, P, "val", 128, ("alpha_s0", "broken"))
-    for k in one:
-        assert one[k].dtype == two[k].dtype and np.array_equal(one[k], two[k]), k
-    monkeypatch.setenv("SKYML_SIM_WORKERS", "two")
-    with pytest.raises(ValueError, match="SKYML_SIM_WORKERS"):
-        sim.simulate_fields(1, 5, P, "val", 128)
-
-
 def test_truth_counts_come_from_the_sub_image():
     """A field with sources only in one sub-image: counts appear only there."""
     field = sim.simulate_field(np.random.default_rng(3), P, 128, "alpha_s0", 0.0, 1e-5)

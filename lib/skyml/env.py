@@ -1,8 +1,8 @@
-"""Environment report printed by the first cell of every notebook, the lock
-file the environment was installed from, the number of simulation worker
-processes (``SKYML_SIM_WORKERS``), and the one place where the start-up log
-lines of TensorFlow's C++ runtime are quietened (:func:`quiet_native_logs`,
-called when ``skyml`` is imported)."""
+"""Environment report printed by the first cell of every notebook (where the
+fan-outs of :mod:`skyml.parallel` run included), the lock file the environment
+was installed from, and the one place where the start-up log lines of
+TensorFlow's C++ runtime are quietened (:func:`quiet_native_logs`, called when
+``skyml`` is imported)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("numpy", "scipy", "astropy", "gammapy", "healpy", "keras", "tensorflow-cpu", "tensorflow",
-            "jax", "scikit-learn", "scikit-image", "matplotlib", "papermill", "ctaplot", "fermipy")
+            "jax", "scikit-learn", "scikit-image", "matplotlib", "papermill", "ctaplot", "fermipy", "dask",
+            "distributed")
 
 
 def report(profile: str) -> dict:
-    """Print and return Python, package versions, Keras backend, devices and profile."""
-    from . import paths, results
+    """Print and return Python, package versions, Keras backend, devices,
+    profile and where the fan-outs run (:func:`skyml.parallel.describe`)."""
+    from . import parallel, paths, results
 
     versions = {}
     for name in PACKAGES:
@@ -44,10 +46,11 @@ def report(profile: str) -> dict:
         "root": str(paths.ROOT),
         "versions": versions,
         "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "(unset: tensorflow)"),
+        "fan_out": parallel.describe(),
     }
     print(f"python {info['python']} ({info['executable']})")
     print(f"keras backend: {backend}   machine: {info['machine']}")
-    print(f"profile: {profile}   repository: {info['root']}")
+    print(f"profile: {profile}   repository: {info['root']}   fan-outs: {info['fan_out']}")
     print("  " + "  ".join(f"{k}={v}" for k, v in versions.items()))
     return info
 
@@ -77,21 +80,6 @@ def lock_file_sha256(jax: bool | None = None, root: str | Path | None = None) ->
     if not path.is_file():
         return None
     return {"lock_file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def simulation_workers(workers: int | None = None) -> int:
-    """Worker processes of the simulations that can run in parallel (the Fermi
-    patches, the radio fields): ``workers``, else the environment variable
-    ``SKYML_SIM_WORKERS``, else 1. The simulated arrays do not depend on it."""
-    if workers is None:
-        value = os.environ.get("SKYML_SIM_WORKERS", "1")
-        try:
-            workers = int(value)
-        except ValueError:
-            raise ValueError(f"SKYML_SIM_WORKERS must be an integer, got {value!r}") from None
-    if workers < 1:
-        raise ValueError(f"the number of simulation workers must be >= 1, got {workers}")
-    return int(workers)
 
 
 # TensorFlow's C++ runtime writes straight to file descriptor 2, which Python's

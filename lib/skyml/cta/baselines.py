@@ -38,6 +38,7 @@ from astropy.wcs import WCS
 from gammapy.maps import Map, MapAxis, WcsGeom
 from regions import CircleAnnulusSkyRegion, CircleSkyRegion
 
+from skyml import parallel
 from skyml.cta.psf import containment_radius, source_npred_gradient
 from skyml.metrics import lima_significance
 
@@ -333,12 +334,8 @@ def _per_map(values, n_maps, single_ndim, name):
     return values
 
 
-def _progress(iterable, total, progress, desc):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc)
+def _blind_search_item(item, kwargs):
+    return blind_search(*item, **kwargs)
 
 
 def blind_search_batch(counts_maps, background_maps, geoms, progress=True, **kwargs):
@@ -346,7 +343,9 @@ def blind_search_batch(counts_maps, background_maps, geoms, progress=True, **kwa
 
     ``counts_maps``: (n, ny, nx); ``background_maps``: (ny, nx) shared or
     (n, ny, nx); ``geoms``: one WcsGeom/WCS shared by all maps or a sequence
-    of n. Extra keyword arguments go to :func:`blind_search`. Returns a dict
+    of n. Extra keyword arguments go to :func:`blind_search`. The maps run
+    through :func:`skyml.parallel.map_items` (in this process or on dask
+    workers, the same results). Returns a dict
     of (n,) float arrays ``ra_deg``, ``dec_deg``, ``sqrt_ts`` (NaN where
     nothing exceeded the threshold).
     """
@@ -355,8 +354,10 @@ def blind_search_batch(counts_maps, background_maps, geoms, progress=True, **kwa
     background_maps = _per_map(background_maps, n_maps, 2, "background_maps")
     geoms = _per_map(geoms, n_maps, None, "geoms")
     out = np.full((n_maps, 3), np.nan)
-    for i in _progress(range(n_maps), n_maps, progress, "blind search"):
-        out[i] = blind_search(counts_maps[i], background_maps[i], geoms[i], **kwargs)
+    items = [(counts_maps[i], background_maps[i], geoms[i]) for i in range(n_maps)]
+    for i, peak in enumerate(parallel.map_items(_blind_search_item, items, progress=progress, desc="blind search",
+                                                kwargs=kwargs)):
+        out[i] = peak
     return {"ra_deg": out[:, 0], "dec_deg": out[:, 1], "sqrt_ts": out[:, 2]}
 
 
@@ -561,6 +562,10 @@ def fit_point_source(
     }
 
 
+def _fit_point_source_item(item, kwargs):
+    return fit_point_source(*item, **kwargs)
+
+
 def fit_point_source_batch(
     counts_maps, background_maps, geoms, sigmas_deg, weights, init_radecs, progress=True, **kwargs
 ):
@@ -570,9 +575,10 @@ def fit_point_source_batch(
     (n, ny, nx); ``geoms``: one WcsGeom/WCS or a sequence of n;
     ``sigmas_deg``/``weights``: (k,) shared or (n, k); ``init_radecs``: (n, 2)
     ``(ra_deg, dec_deg)`` (NaN rows are non-detections, reported as failed
-    fits). Returns a dict of (n,) arrays ``ra_deg``, ``dec_deg``, ``npred``,
-    ``bkg_norm`` (NaN for failed fits), ``success`` (bool) and ``message``
-    (str).
+    fits). The fits run through :func:`skyml.parallel.map_items` (in this
+    process or on dask workers, the same results). Returns a dict of (n,)
+    arrays ``ra_deg``, ``dec_deg``, ``npred``, ``bkg_norm`` (NaN for failed
+    fits), ``success`` (bool) and ``message`` (str).
     """
     counts_maps = np.asarray(counts_maps)
     n_maps = len(counts_maps)
@@ -585,10 +591,10 @@ def fit_point_source_batch(
     out = {key: np.full(n_maps, np.nan) for key in keys}
     out["success"] = np.zeros(n_maps, dtype=bool)
     out["message"] = np.empty(n_maps, dtype=object)
-    for i in _progress(range(n_maps), n_maps, progress, "gammapy fit"):
-        fit = fit_point_source(
-            counts_maps[i], background_maps[i], geoms[i], sigmas_deg[i], weights[i], init_radecs[i], **kwargs
-        )
+    items = [(counts_maps[i], background_maps[i], geoms[i], sigmas_deg[i], weights[i], init_radecs[i])
+             for i in range(n_maps)]
+    fits = parallel.map_items(_fit_point_source_item, items, progress=progress, desc="gammapy fit", kwargs=kwargs)
+    for i, fit in enumerate(fits):
         for key in keys:
             out[key][i] = fit[key]
         out["success"][i] = fit["success"]

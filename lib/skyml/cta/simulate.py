@@ -29,9 +29,10 @@ against gammapy's own ``MapDataset.npred()`` and against event lists sampled
 by gammapy's ``MapDatasetEventSampler`` (the DL3 path of :func:`simulate_dl3`).
 
 Determinism: map ``i`` of split ``s`` (train 0, val 1, test 2) with ``seed`` uses
-the random stream ``numpy.random.SeedSequence([seed, s]).spawn(n_maps)[i]``, so
-the same seed gives the same arrays bit for bit, and a larger set starts with
-the maps of a smaller one.
+the random stream ``numpy.random.SeedSequence([seed, s]).spawn(n_maps)[i]``
+(:func:`skyml.parallel.item_seeds`), so the same seed gives the same arrays bit
+for bit, in this process or on any number of dask workers, and a larger set
+starts with the maps of a smaller one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 
-from .. import cache
+from .. import cache, parallel
 from .irf import ENERGY_TRUE_EDGES_TEV, IRF_NAMES, build_irf
 from .psf import source_npred_map
 
@@ -263,6 +264,32 @@ def shifted_params(params: "CTASimParams | None" = None, **overrides) -> "CTASim
     return replace(params or CTASimParams(), **(overrides or SHIFTED))
 
 
+#: maps per task of :func:`simulate_maps`
+CHUNK_MAPS = 250
+
+
+def _simulate_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, irf_names: tuple) -> dict:
+    """Maps ``start`` … ``stop - 1`` (``bounds``) of :func:`simulate_maps`, map
+    ``i`` from its own stream ``SeedSequence([seed, split]).spawn(n_maps)[i]``."""
+    start, stop = bounds
+    streams = parallel.item_seeds([int(base_seed), SPLITS[split]], stop, start)
+    n = stop - start
+    out = {"counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
+           "source_counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
+           "psf_sigmas_deg": np.empty((n, N_TRUE_ENERGY), dtype=np.float64),
+           "psf_weights": np.empty((n, N_TRUE_ENERGY), dtype=np.float64)}
+    labels = {k: [] for k in LABEL_FIELDS}
+    for i in range(n):
+        c, s, lab, sigmas, weights = _simulate_one(np.random.default_rng(streams[i]), p, irf_names)
+        if c.max() > np.iinfo(np.uint16).max:
+            raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
+        for k, v in (("counts", c), ("source_counts", s), ("psf_sigmas_deg", sigmas), ("psf_weights", weights)):
+            out[k][i] = v
+        for k in LABEL_FIELDS:
+            labels[k].append(lab[k])
+    return {**out, **{f"label_{k}": np.asarray(v) for k, v in labels.items()}}
+
+
 def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True,
                   split: str = "train") -> dict:
     """Simulate ``n_maps`` observations; returns a dict of arrays.
@@ -273,32 +300,28 @@ def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, pr
     ``psf_weights`` (n, 48), the energy-integrated PSF mixture of each source;
     ``irf_names``; and one 1D array per :data:`LABEL_FIELDS` entry.
     """
-    from tqdm.auto import tqdm
-
     p = params or CTASimParams()
     if n_maps < 1:
         raise ValueError("n_maps must be >= 1")
     irf_names = tuple(p.irfs)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
-    streams = np.random.SeedSequence([int(seed), SPLITS[split]]).spawn(n_maps)
-    counts = np.empty((n_maps, p.npix, p.npix), dtype=np.uint16)
-    source = np.empty_like(counts)
-    sig = np.empty((n_maps, N_TRUE_ENERGY), dtype=np.float64)
-    wts = np.empty_like(sig)
-    labels = {k: [] for k in LABEL_FIELDS}
-    for i in tqdm(range(n_maps), desc="simulating CTA maps", disable=not progress, mininterval=2):
-        c, s, lab, sigmas, weights = _simulate_one(np.random.default_rng(streams[i]), p, irf_names)
-        if c.max() > np.iinfo(np.uint16).max:
-            raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
-        counts[i], source[i], sig[i], wts[i] = c, s, sigmas, weights
-        for k in LABEL_FIELDS:
-            labels[k].append(lab[k])
-    out = {"counts": counts, "source_counts": source, "psf_sigmas_deg": sig, "psf_weights": wts}
+    bounds = [(a, min(a + CHUNK_MAPS, n_maps)) for a in range(0, n_maps, CHUNK_MAPS)]
+    out = {"counts": np.empty((n_maps, p.npix, p.npix), dtype=np.uint16)}
+    out["source_counts"] = np.empty_like(out["counts"])
+    out["psf_sigmas_deg"] = np.empty((n_maps, N_TRUE_ENERGY), dtype=np.float64)
+    out["psf_weights"] = np.empty_like(out["psf_sigmas_deg"])
+    labels = [None] * len(bounds)
+    for j, chunk in parallel.imap_items(_simulate_chunk, bounds, progress=progress, desc="simulating CTA maps",
+                                        base_seed=seed, split=split, p=p, irf_names=irf_names):
+        a, b = bounds[j]
+        for k in ("counts", "source_counts", "psf_sigmas_deg", "psf_weights"):
+            out[k][a:b] = chunk[k]
+        labels[j] = {k: chunk[f"label_{k}"] for k in LABEL_FIELDS}
     out["background_templates"] = np.stack([irf_response(n, p)[0] for n in irf_names]).astype(np.float32)
     out["irf_names"] = np.array(irf_names)
     for k in LABEL_FIELDS:
-        out[k] = np.asarray(labels[k])
+        out[k] = np.concatenate([q[k] for q in labels])
     return out
 
 

@@ -43,8 +43,10 @@ def make_dataset(counts: np.ndarray, p: SurveyParams):
 
 
 def tsmap_detect(counts, p: SurveyParams, sqrt_ts_min: float = 5.0, min_distance_deg: float = 0.1,
-                 kernel_width_deg: float = 0.5, downsampling_factor: int = 4, n_jobs: int = 1):
-    """Detections (x, y, sqrt_ts) of one patch and its sqrt(TS) map."""
+                 kernel_width_deg: float = 0.5, downsampling_factor: int = 4, n_jobs: int | None = None):
+    """Detections (x, y, sqrt_ts) of one patch and its sqrt(TS) map. ``n_jobs``:
+    gammapy's processes within the patch (None: gammapy's default); the patches
+    themselves fan out in :func:`tsmap_detect_all`."""
     import astropy.units as u
     from gammapy.estimators import TSMapEstimator
     from gammapy.estimators.utils import find_peaks
@@ -53,7 +55,8 @@ def tsmap_detect(counts, p: SurveyParams, sqrt_ts_min: float = 5.0, min_distance
     ds = make_dataset(counts, p)
     model = SkyModel(spatial_model=PointSpatialModel(), spectral_model=PowerLawSpectralModel(index=2.2))
     est = TSMapEstimator(kernel_model=model, kernel_width=kernel_width_deg * u.deg, selection_optional=[],
-                         downsampling_factor=int(downsampling_factor), sum_over_energy_groups=False, n_jobs=int(n_jobs))
+                         downsampling_factor=int(downsampling_factor), sum_over_energy_groups=False,
+                         n_jobs=None if n_jobs is None else int(n_jobs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = est.run(ds)
@@ -67,19 +70,27 @@ def tsmap_detect(counts, p: SurveyParams, sqrt_ts_min: float = 5.0, min_distance
             sqrt_ts.data)
 
 
-def tsmap_detect_all(counts: np.ndarray, p: SurveyParams, **kwargs) -> dict:
+def _tsmap_item(counts, p: SurveyParams, kwargs: dict):
+    """Detections and seconds of one patch."""
+    t0 = time.perf_counter()
+    x, y, v, _ = tsmap_detect(counts, p, **kwargs)
+    return x, y, v, time.perf_counter() - t0
+
+
+def tsmap_detect_all(counts: np.ndarray, p: SurveyParams, progress=None, **kwargs) -> dict:
     """Baseline detections of patches (n, 3, npix, npix): flat arrays
-    ``patch``, ``x_pix``, ``y_pix``, ``score`` (sqrt TS) and ``seconds`` per patch."""
+    ``patch``, ``x_pix``, ``y_pix``, ``score`` (sqrt TS) and ``seconds`` per patch.
+    The patches run through :func:`skyml.parallel.map_items` (in this process
+    or on dask workers, the same detections)."""
+    from .. import parallel
+
+    found = parallel.map_items(_tsmap_item, list(counts), progress=progress, desc="CTAO TS maps", p=p, kwargs=kwargs)
     out = {"patch": [], "x_pix": [], "y_pix": [], "score": []}
-    seconds = []
-    for i, c in enumerate(counts):
-        t0 = time.perf_counter()
-        x, y, v, _ = tsmap_detect(c, p, **kwargs)
-        seconds.append(time.perf_counter() - t0)
+    for i, (x, y, v, _) in enumerate(found):
         out["patch"].append(np.full(len(x), i))
         out["x_pix"].append(x)
         out["y_pix"].append(y)
         out["score"].append(v)
     res = {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
-    res["seconds"] = np.array(seconds)
+    res["seconds"] = np.array([f[3] for f in found])
     return res

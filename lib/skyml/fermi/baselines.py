@@ -61,7 +61,7 @@ def tsmap_detect(counts, background, glon, glat, p: FermiSimParams, sqrt_ts_min:
     ds = make_dataset(counts, background, glon, glat, p)
     model = SkyModel(spatial_model=PointSpatialModel(), spectral_model=PowerLawSpectralModel(index=2.2))
     est = TSMapEstimator(kernel_model=model, kernel_width=kernel_width_deg * u.deg, selection_optional=[],
-                         sum_over_energy_groups=False, n_jobs=1)
+                         sum_over_energy_groups=False)
     result = est.run(ds)
     sqrt_ts = result["sqrt_ts"].reduce_over_axes()
     sqrt_ts.data = np.nan_to_num(sqrt_ts.data)
@@ -72,26 +72,35 @@ def tsmap_detect(counts, background, glon, glat, p: FermiSimParams, sqrt_ts_min:
             sqrt_ts.data)
 
 
-def tsmap_detect_all(data: dict, p: FermiSimParams, index=None, **kwargs) -> dict:
-    """Baseline detections of the patches ``index`` (default all), flat arrays
-    ``patch``, ``x_pix``, ``y_pix``, ``sqrt_ts`` plus ``seconds`` per patch."""
+def _tsmap_item(item, p: FermiSimParams, kwargs: dict):
+    """Detections and seconds of one patch ``item = (counts, background, glon, glat)``."""
     import time
     import warnings
 
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        x, y, v, _ = tsmap_detect(*item, p, **kwargs)
+    return x, y, v, time.perf_counter() - t0
+
+
+def tsmap_detect_all(data: dict, p: FermiSimParams, index=None, progress=None, **kwargs) -> dict:
+    """Baseline detections of the patches ``index`` (default all), flat arrays
+    ``patch``, ``x_pix``, ``y_pix``, ``sqrt_ts`` plus ``seconds`` per patch.
+    The patches run through :func:`skyml.parallel.map_items` (in this process
+    or on dask workers, the same detections)."""
+    from .. import parallel
+
     index = np.arange(len(data["counts"])) if index is None else np.asarray(index)
+    items = [(data["counts"][i], data["background"][i], data["centre_glon"][i], data["centre_glat"][i])
+             for i in index]
+    found = parallel.map_items(_tsmap_item, items, progress=progress, desc="Fermi-LAT TS maps", p=p, kwargs=kwargs)
     out = {"patch": [], "x_pix": [], "y_pix": [], "sqrt_ts": []}
-    seconds = []
-    for i in index:
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            x, y, v, _ = tsmap_detect(data["counts"][i], data["background"][i], data["centre_glon"][i],
-                                      data["centre_glat"][i], p, **kwargs)
-        seconds.append(time.perf_counter() - t0)
+    for i, (x, y, v, _) in zip(index, found):
         out["patch"].append(np.full(len(x), i))
         out["x_pix"].append(x)
         out["y_pix"].append(y)
         out["sqrt_ts"].append(v)
     res = {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
-    res["seconds"] = np.array(seconds)
+    res["seconds"] = np.array([f[3] for f in found])
     return res

@@ -393,10 +393,21 @@ def likelihood_flux(counts10: np.ndarray, background10: np.ndarray, cutout_param
             "index": float(m.values["a"]), "index_at_limit": bool(at_limit), "index_fixed": index_fixed}
 
 
-def likelihood_fluxes(counts10, background10, cutout_params, index=None, **kwargs):
-    """:func:`likelihood_flux` of the cut-outs ``index`` (default all): an
-    array per key of its result, plus ``seconds``."""
+def _likelihood_item(item, cutout_params, kwargs: dict) -> dict:
+    """:func:`likelihood_flux` of one cut-out ``item = (counts10, background10)``, with its ``seconds``."""
     import time
+
+    t0 = time.perf_counter()
+    fit = likelihood_flux(*item, cutout_params, **kwargs)
+    return {**fit, "seconds": time.perf_counter() - t0}
+
+
+def likelihood_fluxes(counts10, background10, cutout_params, index=None, progress=None, **kwargs):
+    """:func:`likelihood_flux` of the cut-outs ``index`` (default all): an
+    array per key of its result, plus ``seconds``. The fits run through
+    :func:`skyml.parallel.map_items` (in this process or on dask workers, the
+    same results)."""
+    from .. import parallel
 
     index = np.arange(len(counts10)) if index is None else np.asarray(index)
     out = {k: np.full(len(index), np.nan) for k in ("flux", "flux_err", "ts", "seconds", "flux_err_lo",
@@ -405,11 +416,11 @@ def likelihood_fluxes(counts10, background10, cutout_params, index=None, **kwarg
     out["index_at_limit"] = np.zeros(len(index), bool)
     out["index_fixed"] = np.zeros(len(index), bool)
     out["spectrum"] = np.full(len(index), "", dtype="<U12")
-    for j, i in enumerate(index):
-        t0 = time.perf_counter()
-        for key, value in likelihood_flux(counts10[i], background10[i], cutout_params, **kwargs).items():
+    fits = parallel.map_items(_likelihood_item, [(counts10[i], background10[i]) for i in index], progress=progress,
+                              desc="likelihood flux fits", cutout_params=cutout_params, kwargs=kwargs)
+    for j, fit in enumerate(fits):
+        for key, value in fit.items():
             out[key][j] = value
-        out["seconds"][j] = time.perf_counter() - t0
     return out
 
 

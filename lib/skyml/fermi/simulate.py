@@ -45,8 +45,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
-from .. import cache
-from ..env import simulation_workers
+from .. import cache, parallel
 from . import catalog, diffuse, irf
 
 NSIDE = 8
@@ -278,6 +277,13 @@ def background_model(glon: float, glat: float, p: FermiSimParams, variant: int |
 
 
 # --------------------------------------------------------------------------- skies and patches
+@functools.lru_cache(maxsize=2)
+def _sky_cached(kind: str, seed_seq: tuple, p: FermiSimParams) -> dict:
+    """:func:`_sky`, kept for the next chunk of patches of the same sky (a
+    worker draws a shared sky once)."""
+    return _sky(kind, list(seed_seq), p)
+
+
 def _sky(kind: str, seed_seq: list, p: FermiSimParams) -> dict:
     seed = int(np.random.SeedSequence(seed_seq).generate_state(1)[0])
     if kind == "mock":
@@ -328,24 +334,23 @@ SOURCE_FIELDS = ("patch", "x_pix", "y_pix", "glon", "glat", "flux1000", "in_patc
                  "dr2_index", "faint")
 
 
-def _simulate_range(start: int, stop: int, seed: int, p: "FermiSimParams", split: str, sky: str,
-                    glon: np.ndarray, glat: np.ndarray, progress: bool = False) -> dict:
-    """Patches ``start`` … ``stop - 1`` of :func:`simulate_patches`. Each patch
-    draws from its own seed sequence ``[seed, split, i]`` and each sky from
-    ``[seed, split, 1000 + j]``, so any split of the range gives the same arrays."""
-    from tqdm.auto import tqdm
-
+def _simulate_range(bounds: tuple, base_seed: int, p: "FermiSimParams", split: str, sky: str,
+                    glon: np.ndarray, glat: np.ndarray) -> dict:
+    """Patches ``start`` … ``stop - 1`` (``bounds``) of :func:`simulate_patches`.
+    Each patch draws from its own seed sequence ``[base_seed, split, i]`` and
+    each sky from ``[base_seed, split, 1000 + j]``, so any split of the range
+    gives the same arrays."""
+    start, stop = bounds
     n = stop - start
     counts = np.empty((n, irf.N_BINS, p.npix, p.npix), np.int32)
     bkg = np.empty((n, irf.N_BINS, p.npix, p.npix), np.float32)
     src = {k: [] for k in SOURCE_FIELDS}
     current, sky_id = None, -1
-    for i in tqdm(range(start, stop), desc=f"simulating LAT patches ({sky}, {split})", disable=not progress,
-                  mininterval=2):
+    for i in range(start, stop):
         j = 0 if sky == "dr2" or split in ("test", "demo") else i // p.patches_per_sky
         if j != sky_id:
-            current, sky_id = _sky(sky, [int(seed), SPLITS[split], 1000 + j], p), j
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], i]))
+            current, sky_id = _sky_cached(sky, (int(base_seed), SPLITS[split], 1000 + j), p), j
+        rng = np.random.default_rng(np.random.SeedSequence([int(base_seed), SPLITS[split], i]))
         c, b, near, x, y = simulate_patch(current, glon[i], glat[i], p, rng)
         counts[i - start], bkg[i - start] = c, b
         src["patch"].append(np.full(len(near), i))
@@ -358,11 +363,16 @@ def _simulate_range(start: int, stop: int, seed: int, p: "FermiSimParams", split
         src["sky_index"].append(near + 1000000 * j)
         src["dr2_index"].append(current["dr2_index"][near])
         src["faint"].append(current["faint"][near])
-    return {"counts": counts, "background": bkg, **{k: v for k, v in src.items()}}
+    return {"counts": counts, "background": bkg, **{k: np.concatenate(v) for k, v in src.items()}}
+
+
+#: patches per task of the test and demo sets (one shared sky); the training
+#: and validation sets go one mock sky (``patches_per_sky`` patches) per task
+CHUNK_PATCHES = 32
 
 
 def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: str = "train",
-                     sky: str = "mock", progress: bool = False, workers: int | None = None) -> dict:
+                     sky: str = "mock", progress: bool = False) -> dict:
     """Simulate ``n`` patches; returns a dict of arrays.
 
     ``counts`` (n, 6, npix, npix) int32; ``background`` (n, 6, npix, npix)
@@ -373,9 +383,9 @@ def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: 
     The DR2 sky adds ``dr2_*`` arrays of the catalogue (name, signif_avg,
     c_source, class1, glon, glat, flags).
 
-    ``workers`` > 1 (default: :func:`skyml.env.simulation_workers`) simulates chunks of
-    whole mock skies in separate processes; the arrays are the same bit for
-    bit whatever the number of workers.
+    The chunks of patches (one mock sky, or :data:`CHUNK_PATCHES` patches of
+    a shared sky) run through :func:`skyml.parallel.map_items`, in this
+    process or on dask workers; the arrays are the same bit for bit either way.
     """
     p = p or FermiSimParams()
     if n < 1:
@@ -384,26 +394,16 @@ def simulate_patches(n: int, seed: int, p: FermiSimParams | None = None, split: 
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
     glon, glat, pix = patch_centres(split, n, seed)
     n = len(glon)
-    workers = min(simulation_workers(workers), n)
-    if workers == 1:
-        parts = [_simulate_range(0, n, seed, p, split, sky, glon, glat, progress)]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        step = -(-n // workers)
-        if not (sky == "dr2" or split in ("test", "demo")):  # chunks of whole skies: each sky is drawn once
-            step = -(-step // p.patches_per_sky) * p.patches_per_sky
-        bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
-        with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_simulate_range, a, b, seed, p, split, sky, glon, glat) for a, b in bounds]
-            parts = [f.result() for f in futures]
+    step = CHUNK_PATCHES if sky == "dr2" or split in ("test", "demo") else p.patches_per_sky
+    bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+    parts = parallel.map_items(_simulate_range, bounds, progress=progress,
+                               desc=f"simulating LAT patches ({sky}, {split})", base_seed=seed, p=p,
+                               split=split, sky=sky, glon=glon, glat=glat)
     out = {"counts": np.concatenate([q["counts"] for q in parts]),
            "background": np.concatenate([q["background"] for q in parts]),
            "centre_glon": glon, "centre_glat": glat, "centre_pixel": pix}
     for k in SOURCE_FIELDS:
-        v = [a for q in parts for a in q[k]]
-        out[f"src_{k}"] = np.concatenate(v) if v else np.empty(0)
+        out[f"src_{k}"] = np.concatenate([q[k] for q in parts])
     if sky == "dr2":
         cat = catalog.load_dr2()
         out.update({

@@ -30,10 +30,20 @@ def daofind(image: np.ndarray, fwhm_px: float, nsigma: float = 5.0):
     return x, y, np.asarray(found["peak"], float) / std
 
 
-def daofind_all(images: np.ndarray, fwhm_px, nsigma: float = 5.0) -> dict:
+def _daofind_item(item, nsigma: float):
+    return daofind(*item, nsigma)
+
+
+def daofind_all(images: np.ndarray, fwhm_px, nsigma: float = 5.0, progress=None) -> dict:
+    """:func:`daofind` of every image (``fwhm_px`` one or one per image), through
+    :func:`skyml.parallel.map_items` (in this process or on dask workers, the
+    same stars): flat arrays ``patch``, ``x_pix``, ``y_pix``, ``score``."""
+    from .. import parallel
+
+    items = list(zip(images, np.broadcast_to(fwhm_px, (len(images),))))
+    found = parallel.map_items(_daofind_item, items, progress=progress, desc="DAOStarFinder", nsigma=nsigma)
     out = {"patch": [], "x_pix": [], "y_pix": [], "score": []}
-    for i, (img, f) in enumerate(zip(images, np.broadcast_to(fwhm_px, (len(images),)))):
-        x, y, s = daofind(img, f, nsigma)
+    for i, (x, y, s) in enumerate(found):
         out["patch"].append(np.full(len(x), i))
         out["x_pix"].append(x)
         out["y_pix"].append(y)

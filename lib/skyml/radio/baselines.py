@@ -174,6 +174,20 @@ def fit_field(model: PDModel, image: np.ndarray, sigma_jy: float | None = None, 
             "n_eval": int(res.nfev) + len(grid), "at_bound": at_bound}
 
 
+def _fit_item(image, model: PDModel, kwargs: dict) -> dict:
+    return fit_field(model, image, **kwargs)
+
+
+def fit_fields(model: PDModel, images, progress=None, **kwargs) -> list[dict]:
+    """:func:`fit_field` of every image, through :func:`skyml.parallel.map_items`
+    (in this process or on dask workers, the same fits; the model is sent to
+    each worker once)."""
+    from .. import parallel
+
+    return parallel.map_items(_fit_item, list(images), progress=progress, desc="P(D) fits", model=model,
+                              kwargs=kwargs)
+
+
 def counts_from_fit(fit: dict, params: sim.RadioSimParams, area_sr: float) -> np.ndarray:
     """Expected counts per label bin over ``area_sr`` of a P(D) fit."""
     return cl.counts_in_bins(params.edges_jy, area_sr, params.freq_ghz, "alpha_s0", fit["alpha"], fit["s0"])

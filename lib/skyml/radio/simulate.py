@@ -51,8 +51,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import cache
-from ..env import simulation_workers
+from .. import cache, parallel
 from . import counts as cl
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017}
@@ -350,39 +349,28 @@ def draw_parameters(rng: np.random.Generator, params: RadioSimParams, family: st
     return float(rng.uniform(*r1)), float(np.exp(rng.uniform(np.log(r2[0]), np.log(r2[1]))))
 
 
-def _simulate_list(items, seed: int, params: RadioSimParams, split: str, npix: int) -> list[dict]:
-    """Fields ``(i, family, p1, p2)`` of :func:`simulate_fields`, each from its own generator."""
-    return [simulate_field(np.random.default_rng([int(seed), SPLIT_OFFSET[split], i]), params, npix, family, p1, p2)
-            for i, family, p1, p2 in items]
+def _simulate_item(item, base_seed: int, params: RadioSimParams, split: str, npix: int) -> dict:
+    """Field ``item = (i, family, p1, p2)`` of :func:`simulate_fields`, from its own generator."""
+    i, family, p1, p2 = item
+    return simulate_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET[split], i]), params, npix, family, p1, p2)
 
 
 def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                    families=("alpha_s0",), workers: int | None = None) -> dict[str, np.ndarray]:
+                    families=("alpha_s0",)) -> dict[str, np.ndarray]:
     """``n_fields`` fields, each with its own modification: ``family`` (index
     into :data:`skyml.radio.counts.FAMILIES`, cycling through ``families``),
     ``p1``, ``p2``, images, true counts and ``expected`` counts per bin.
 
-    ``workers`` > 1 (default: :func:`skyml.env.simulation_workers`) simulates
-    the fields in separate processes; every field has its own random
-    generator, so the arrays are the same bit for bit whatever the number of
-    workers."""
+    The fields run through :func:`skyml.parallel.map_items`, in this process
+    or on dask workers; every field has its own random generator, so the
+    arrays are the same bit for bit either way."""
     rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split]])
     items = []
     for i in range(int(n_fields)):
         family = families[i % len(families)]
         items.append((i, family, *draw_parameters(rng, params, family)))
-    workers = min(simulation_workers(workers), max(len(items), 1))
-    if workers == 1:
-        fields = _simulate_list(items, seed, params, split, npix)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        chunks = [items[k::workers] for k in range(workers)]
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_simulate_list, chunks, *([a] * workers for a in (seed, params, split, npix))))
-        by_index = {it[0]: f for chunk, part in zip(chunks, parts) for it, f in zip(chunk, part)}
-        fields = [by_index[i] for i in range(len(items))]
+    fields = parallel.map_items(_simulate_item, items, desc=f"simulating radio fields ({split})",
+                                base_seed=seed, params=params, split=split, npix=npix)
     area = npix**2 * params.pixel_sr
     out = {k: [] for k in ("skymodel", "restored", "counts", "expected", "family", "p1", "p2", "n_sources")}
     for (_, family, p1, p2), field in zip(items, fields):
