@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from skyml import paths, results
+from skyml import env, paths, results
 
 sys.path.insert(0, str(paths.ROOT))
 import run_all  # noqa: E402
@@ -81,13 +81,14 @@ def test_full_results_from_a_dirty_tree_when_allowed(repo, monkeypatch):
 def test_full_results_from_a_clean_tree_record_commit_and_lock_hash(repo):
     data = json.loads(write().read_text())
     assert data["git_commit"] == results.git_commit() and "-dirty" not in data["git_commit"]
-    assert data["lock_sha256"] is None  # no lock file in this repository
-    lock = repo / f"requirements-py3{sys.version_info.minor}.txt"
-    lock.write_text("numpy==2.4.6 --hash=sha256:00\n")
-    git(repo, "add", lock.name)
+    assert data["lock_sha256"] is None and data["lock_file"] is None  # no lock file in this repository
+    for name in (env.LOCK_FILE, env.LOCK_FILE_JAX):
+        (repo / name).write_text(f"# {name}\nnumpy==2.4.6 --hash=sha256:00\n")
+    git(repo, "add", env.LOCK_FILE, env.LOCK_FILE_JAX)
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock")
     data = json.loads(write().read_text())
-    assert data["lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert data["lock_file"] in (env.LOCK_FILE, env.LOCK_FILE_JAX)
+    assert data["lock_sha256"] == hashlib.sha256((repo / data["lock_file"]).read_bytes()).hexdigest()
 
 
 def test_ci68_intervals(repo):

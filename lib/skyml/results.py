@@ -13,8 +13,9 @@ outputs of the notebooks themselves (:data:`OUTPUTS`: ``data/results/``,
 stays clean. Full-profile results and models are written only from a clean
 work tree (:func:`require_clean_tree`); ``SKYML_ALLOW_DIRTY=1`` (or
 ``run_all.py --allow-dirty``) allows a dirty one, and the commit then says
-``-dirty``. ``lock_sha256`` is the SHA-256 of the lock file
-``requirements-py3<minor>.txt`` at the repository root (null without one).
+``-dirty``. ``lock_file`` and ``lock_sha256`` name the hashed lock file the
+environment was installed from and its SHA-256 (:func:`skyml.env.lock_file_sha256`;
+null without one).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import math
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 from typing import Mapping
 
 from . import paths
 
-RESERVED = ("profile", "backend", "seconds", "n_test", "git_commit", "machine", "lock_sha256")
+RESERVED = ("profile", "backend", "seconds", "n_test", "git_commit", "machine", "lock_file", "lock_sha256")
 #: Folders the notebooks write into (relative to the repository root); their
 #: changes do not make the work tree dirty.
 OUTPUTS = ("data/results", "data/models", "figures")
@@ -50,13 +50,6 @@ def file_sha256(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _lock_sha256(root: Path | None = None) -> str | None:
-    """SHA-256 of the lock file of this Python, ``requirements-py3<minor>.txt``
-    at the repository root, or None when there is none."""
-    lock = Path(root or paths.ROOT) / f"requirements-py3{sys.version_info.minor}.txt"
-    return file_sha256(lock) if lock.is_file() else None
 
 
 def _git(args: list[str], root: Path) -> str:
@@ -162,9 +155,12 @@ def write_metrics(
         import keras
 
         backend = keras.backend.backend()
+    from .env import lock_file_sha256
+
+    lock = lock_file_sha256(root=paths.ROOT) or {}
     out.update(
-        profile=profile, backend=backend, seconds=round(float(seconds), 1),
-        n_test=int(n_test), git_commit=commit, machine=machine(), lock_sha256=_lock_sha256(),
+        profile=profile, backend=backend, seconds=round(float(seconds), 1), n_test=int(n_test),
+        git_commit=commit, machine=machine(), lock_file=lock.get("lock_file"), lock_sha256=lock.get("sha256"),
     )
     folder = paths.results_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
