@@ -137,8 +137,10 @@ for method, name in CTAO_METHODS.items():
         METRICS[f"recall_at_tsmap_precision_{method}"] = Metric(
             f"recall at the TS map's precision (TS-map patches), {name}")
 del method, name
-for method, name in (("unet_log", "U-Net + LoG"), ("daofinder", "photutils DAOStarFinder")):
+for method, name in (("unet_log", "U-Net + LoG"), ("daofinder", "photutils DAOStarFinder (tuned)"),
+                     ("segmentation", "photutils segmentation (tuned)")):
     METRICS[f"f1_crowded_{method}"] = Metric(f"optical crowded field: F1, {name}")
+    METRICS[f"false_per_empty_field_{method}"] = Metric(f"optical: false detections per star-free field, {name}")
 del method, name
 
 for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", "CNN, sky-model images"),
@@ -200,7 +202,8 @@ HEADLINES = (
               "f1_above_sens_cedirnet": "centre-direction regression"},
              {"f1_above_sens_tsmap": "TS map"}),
     Headline("06_ctao_survey_detection", "optical crowded field: F1", "higher",
-             {"f1_crowded_unet_log": "U-Net + LoG"}, {"f1_crowded_daofinder": "DAOStarFinder"}),
+             {"f1_crowded_unet_log": "U-Net + LoG"},
+             {"f1_crowded_daofinder": "DAOStarFinder (tuned)", "f1_crowded_segmentation": "segmentation (tuned)"}),
     Headline("07_radio_counts", "depth below the 5σ threshold (×), every bin within 10%", "higher",
              {"depth_10pct_xthreshold_cnn_restored": "CNN, restored images"},
              {"depth_10pct_xthreshold_pd_restored": "P(D) fit"}),
