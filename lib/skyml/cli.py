@@ -291,6 +291,18 @@ def check_input(path: Path) -> list:
 # ---------------------------------------------------------------------------
 
 
+@dataclass
+class LoadedModel:
+    """What a command's set-up hands to the processing of each input: the
+    parsed arguments and the loaded model with its sidecar metadata. Each
+    command adds the settings it derives once (in a subclass)."""
+
+    args: argparse.Namespace
+    path: Path
+    model: object
+    metadata: dict
+
+
 @dataclass(frozen=True)
 class TrainedModel:
     """A model file of the notebooks: its file name under ``models_dir(profile)``,

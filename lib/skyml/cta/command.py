@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, guards, io
-from ..cli import (CommandError, TrainedModel, load_trained_model, model_path, model_profile,
+from ..cli import (LoadedModel, CommandError, TrainedModel, load_trained_model, model_path, model_profile,
                    write_output)
 
 CTA_CLEANER = TrainedModel("cta_cleaner.keras", "02", "CNN-Cleaner", "cta-clean")
@@ -60,11 +60,7 @@ def read_counts(source: Path, params):
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
     params: object
     sigma_px: float = 0.0
 

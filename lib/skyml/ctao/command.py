@@ -9,18 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, guards, io
-from ..cli import (CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
+from ..cli import (LoadedModel, CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
                    model_path, model_profile, write_output)
 
 CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
     params: object
     scaling: str
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, guards, io
-from ..cli import (CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
+from ..cli import (LoadedModel, CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
                    model_path, model_profile, write_output)
 
 FERMI_UNET = TrainedModel("fermi_unet.keras", "04", "Fermi-LAT multi-input U-Net", "fermi-detect")
@@ -35,11 +35,7 @@ def check_cube(source: Path, counts) -> None:
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
     params: object
     extra: dict = field(default_factory=dict)
 

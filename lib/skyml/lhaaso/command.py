@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, guards, io
-from ..cli import (LHAASO_PSF_RANGE_DEG, CommandError, TrainedModel, load_models_quietly, load_trained_model,
+from ..cli import (LoadedModel, LHAASO_PSF_RANGE_DEG, CommandError, TrainedModel, load_models_quietly, load_trained_model,
                    model_path, model_profile, write_output)
 
 LHAASO_CNN = TrainedModel("lhaaso_cnn.keras", "08", "LHAASO deconvolution CNN", "lhaaso-deconvolve")
@@ -88,11 +88,7 @@ def deconvolve_tiled(model, counts: np.ndarray, sigma1_deg=None, tile: int = TIL
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
     conditioned: bool
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, guards, io
-from ..cli import (CommandError, TrainedModel, check_probability, load_models_quietly, load_trained_model,
+from ..cli import (LoadedModel, TrainedModel, check_probability, load_models_quietly, load_trained_model,
                    model_path, model_profile, write_output)
 
 OPTICAL_UNET = TrainedModel("optical_unet.keras", "06", "optical U-Net", "optical-detect")
@@ -64,11 +64,7 @@ def check_wcs(source: Path, header) -> bool:
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
     threshold: float
 
 

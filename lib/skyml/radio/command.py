@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, guards, io
-from ..cli import CommandError, TrainedModel, load_trained_model, model_path, model_profile, write_output
+from ..cli import LoadedModel, CommandError, TrainedModel, load_trained_model, model_path, model_profile, write_output
 
 RADIO_CNN = TrainedModel("radio_counts_cnn.keras", "07", "radio counts CNN (restored images)", "radio-counts")
 NEEDED = ("edges_jy", "pixel_arcsec", "sub_npix", "context_npix", "bmaj_deg", "bmin_deg", "bpa_deg",
@@ -26,11 +26,8 @@ NEEDED = ("edges_jy", "pixel_arcsec", "sub_npix", "context_npix", "bmaj_deg", "b
 
 
 @dataclass
-class State:
-    args: argparse.Namespace
-    path: Path
-    model: object
-    metadata: dict
+class State(LoadedModel):
+    """radio-counts derives nothing more from its model."""
 
 
 def counts_setup(args: argparse.Namespace) -> State:
