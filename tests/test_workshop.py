@@ -84,7 +84,7 @@ def test_member_outside_the_kit_is_refused(tmp_path):
     archive = tmp_path / "kit.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(evil, arcname="data/cache/../../outside.txt")
-    workshop.checksum_path(archive).write_text(f"{workshop.sha256_file(archive)}  kit.tar.gz\n")
+    workshop.checksum_path(archive).write_text(f"{workshop.file_sha256(archive)}  kit.tar.gz\n")
     with pytest.raises(workshop.WorkshopError, match="outside the repository"):
         workshop.unpack(archive, root=tmp_path / "learner")
 

@@ -44,6 +44,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from . import paths
+from .results import file_sha256
 
 #: Hidden build folders (and output temporaries) older than this are left-overs of a killed process.
 STALE_SECONDS = 3600
@@ -129,16 +130,8 @@ def _files(folder: Path) -> list[str]:
                   if p.is_file() and p.name != CHECKSUM_FILE)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_checksum(folder: Path) -> None:
-    sums = {name: _sha256(folder / name) for name in _files(folder)}
+    sums = {name: file_sha256(folder / name) for name in _files(folder)}
     (folder / CHECKSUM_FILE).write_text(json.dumps({"algorithm": "sha256", "files": sums}, indent=1))
 
 
@@ -196,7 +189,7 @@ def verify(folder: Path, kind: str, params: Mapping) -> str | None:
         return f"unexpected file(s): {', '.join(extra)}"
     for name in present:
         try:
-            actual = _sha256(folder / name)
+            actual = file_sha256(folder / name)
         except OSError as err:
             return f"{name} unreadable ({type(err).__name__})"
         if actual != sums[name]:

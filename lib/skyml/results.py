@@ -44,12 +44,10 @@ class DirtyTreeError(RuntimeError):
 
 
 def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file's bytes (read in blocks; the checksum of model
+    sidecars, cache entries and workshop archives)."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _git(args: list[str], root: Path) -> str:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from . import paths
+from .results import file_sha256
 
 #: folders of the kit, relative to the repository root
 MEMBERS = ("data/cache", "data/models/quick")
@@ -35,14 +36,6 @@ DEFAULT_ARCHIVE = "build/skyml-workshop-quick.tar.gz"
 
 class WorkshopError(Exception):
     """A problem reported as one line, exit status 2."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_path(archive: Path) -> Path:
@@ -92,7 +85,7 @@ def pack(archive: Path, root: Path = paths.ROOT, overwrite: bool = False) -> tup
                 info.mode = 0o644
                 with open(path, "rb") as fh:
                     tar.addfile(info, fh)
-        digest = sha256_file(Path(tmp))
+        digest = file_sha256(Path(tmp))
         os.replace(tmp, archive)
     except BaseException:
         if os.path.exists(tmp):
@@ -124,7 +117,7 @@ def unpack(archive: Path, root: Path = paths.ROOT, force: bool = False) -> dict:
     fields = sums.read_text().split()
     if not fields or len(fields[0]) != 64:
         raise WorkshopError(f"{sums}: not a sha256 line")
-    if sha256_file(archive) != fields[0].lower():
+    if file_sha256(archive) != fields[0].lower():
         raise WorkshopError(f"{archive}: sha256 does not match {sums.name} (damaged or incomplete copy)")
 
     with tarfile.open(archive, "r:gz") as tar:
