@@ -54,15 +54,16 @@ $(STAMP): pyproject.toml $(LOCK)
 	if [ -n "$(PYTHON)" ] && [ "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" != "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" ]; then \
 	  echo "error: $(VENV) runs Python $$v, not the one of PYTHON=$(PYTHON); remove $(VENV) and retry" >&2; exit 1; fi; \
 	echo "installing into $(VENV) (Python $$v) from $(LOCK)"
-	$(PY) -m pip install --require-hashes -r $(LOCK)
+	$(PY) -m pip install --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install --no-deps -e .
+	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name skyml --display-name "Python 3 (skyml)"
 	touch $(STAMP)
 
 jax: $(JAX_STAMP)
 
 $(JAX_STAMP): $(STAMP) $(LOCK_JAX)
-	$(PY) -m pip install --require-hashes -r $(LOCK_JAX)
+	$(PY) -m pip install --require-hashes --no-deps -r $(LOCK_JAX)
 	touch $(JAX_STAMP)
 
 # uv (pinned, from PyPI, in build/uv) resolves for every platform and for Python
