@@ -301,3 +301,25 @@ def test_scaling_benchmark_refuses_bad_arguments_before_computing(tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and err.startswith("python -m skyml.benchmark: error: ") and fragment in err, err
     assert list(tmp_path.iterdir()) == [folder]
+
+
+class _FakeFuture:
+    def __init__(self, status):
+        self.status = status
+
+
+@pytest.mark.parametrize("status, result, error", [
+    ("cancelled", __import__("asyncio").CancelledError(), RuntimeError),
+    ("lost", None, RuntimeError),
+    ("error", (ValueError, ValueError("math domain error"), None), ValueError),
+])
+def test_an_item_that_did_not_finish_is_never_a_result(status, result, error):
+    """A future read after it was cancelled or lost (status no longer "error")
+    raises here instead of handing its CancelledError object back as the
+    item's result."""
+    with pytest.raises(error):
+        parallel._raise_unless_finished(_FakeFuture(status), result, 1)
+
+
+def test_a_finished_item_passes_even_when_its_result_is_an_exception_object():
+    parallel._raise_unless_finished(_FakeFuture("finished"), ValueError("a value"), 0)

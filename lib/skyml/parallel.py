@@ -379,6 +379,29 @@ def imap_items(func: Callable, items: Iterable, *, seed=None, progress=None, des
     yield from _imap_on(client, func, items, seeds, shared, desc, progress)
 
 
+def _raise_unless_finished(future, result, index: int) -> None:
+    """Raise here what an item's task did not finish with: its own exception
+    (``as_completed`` raises only futures whose status is still "error" when
+    they are read), or an error saying that the task was cancelled or lost
+    (a cancelled future's "result" is a ``CancelledError`` object, which must
+    never be returned as the item's result)."""
+    status = getattr(future, "status", "finished")
+    if status == "finished":
+        return
+    if isinstance(result, tuple) and len(result) == 3 and isinstance(result[1], BaseException):
+        raise result[1].with_traceback(result[2])
+    if isinstance(result, BaseException) and not isinstance(result, _cancelled_errors()):
+        raise result
+    raise RuntimeError(f"item {index} did not finish on the cluster (task {status}); "
+                       "a worker may have died or the task was cancelled")
+
+
+def _cancelled_errors() -> tuple:
+    import asyncio
+    import concurrent.futures
+    return (asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
 def _imap_on(client, func, items, seeds, shared, desc, progress):
     from distributed import as_completed
 
@@ -400,6 +423,7 @@ def _imap_on(client, func, items, seeds, shared, desc, progress):
             for batch in as_completed(futures, loop=client.loop, with_results=True, raise_errors=True).batches():
                 for future, result in batch:
                     i = where[future.key]
+                    _raise_unless_finished(future, result, i)
                     future.release()
                     item_futures[i].release()
                     yield i, _unspill(result)
