@@ -69,11 +69,13 @@ def test_learner_cell_first(notebook):
     assert "**You will learn to**" in text and "**Prerequisites:**" in text and "**Run time:**" in text, path.name
 
 
-def test_outputs_stripped(notebook):
+def test_outputs_stripped_or_published_from_a_clean_full_run(notebook):
+    """A source notebook holds no outputs, or those of a clean full-profile run
+    of exactly its present cells (``python -m skyml.publish``)."""
+    from skyml import publish
+
     path, nb = notebook
-    dirty = [i for i, c in enumerate(nb.cells)
-             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} have stored outputs or execution counts"
+    assert publish.check(nb) is None, f"{path.name}: {publish.check(nb)}"
 
 
 def test_listed_in_driver_headlines(notebook):

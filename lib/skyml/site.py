@@ -61,12 +61,12 @@ class Version:
 
     stem: str
     path: Path
-    kind: str  # "full", "quick" or "source"
+    kind: str  # "full", "published", "quick" or "source"
 
     @property
     def label(self) -> str:
-        return {"full": "executed, full profile", "quick": "executed, quick profile",
-                "source": "source notebook, not executed"}[self.kind]
+        return {"full": "executed, full profile", "published": "full profile, as published in the repository",
+                "quick": "executed, quick profile", "source": "source notebook, not executed"}[self.kind]
 
 
 def find_notebooks(notebooks_dir: Path) -> list[Path]:
@@ -75,11 +75,19 @@ def find_notebooks(notebooks_dir: Path) -> list[Path]:
 
 
 def choose_version(source: Path, executed_dir: Path) -> Version:
-    """``<executed_dir>/full/<stem>.ipynb``, else ``.../quick/<stem>.ipynb``, else ``source``."""
-    for kind in ("full", "quick"):
-        candidate = Path(executed_dir) / kind / source.name
-        if candidate.is_file():
-            return Version(source.stem, candidate, kind)
+    """``<executed_dir>/full/<stem>.ipynb``, else the source notebook when it
+    holds a published full-profile run (``python -m skyml.publish``), else
+    ``.../quick/<stem>.ipynb``, else ``source``."""
+    import nbformat
+
+    candidate = Path(executed_dir) / "full" / source.name
+    if candidate.is_file():
+        return Version(source.stem, candidate, "full")
+    if nbformat.read(str(source), as_version=4).metadata.get("skyml", {}).get("published"):
+        return Version(source.stem, Path(source), "published")
+    candidate = Path(executed_dir) / "quick" / source.name
+    if candidate.is_file():
+        return Version(source.stem, candidate, "quick")
     return Version(source.stem, Path(source), "source")
 
 
@@ -365,6 +373,10 @@ def _summary(version: Version, nb, root: Path) -> tuple[str, bool]:
     if version.kind == "source":
         return (f"the <strong>source notebook</strong> {where}, <strong>not executed</strong>: "
                 f"<code>make reproduce</code> (quick profile) or <code>make full</code> adds its outputs.", False)
+    if version.kind == "published":
+        commit = nb.metadata["skyml"]["published"].get("commit", "?")
+        return (f"the notebook {where} with the outputs of its <strong>full-profile run on commit "
+                f"<code>{html.escape(str(commit))}</code></strong>, as published in the repository.", False)
     run, failed = _papermill(nb)
     text = f"the notebook <strong>executed with the {version.kind} profile</strong>, {where}{run}."
     if failed:

@@ -1,0 +1,219 @@
+"""Put the outputs of a clean full-profile run into the source notebooks, so
+that a reader who opens ``notebooks/NN_*.ipynb`` on a code-hosting site or in
+JupyterLab, without running it, sees the paper's figures and numbers.
+
+    python -m skyml.publish 01 09           # after: python run_all.py --profile full --only 01 09
+    python -m skyml.publish --strip 04      # the code of 04 changed: remove its published outputs
+    python -m skyml.publish --check         # every notebook with outputs still matches them
+
+A notebook is published from ``build/notebooks/full/<stem>.ipynb`` only when
+
+* its results file ``data/results/full/<stem>.json`` names a clean commit
+  (no ``-dirty``): the outputs come from a state anyone can check out;
+* every cell of the executed copy (less papermill's injected parameters cell)
+  has the same type and source as the source notebook now: the outputs belong
+  to the code a reader sees.
+
+The published notebook keeps its quick-profile ``parameters`` cell (running it
+still starts the quick profile); a markdown cell after "Before you start" says
+that the outputs shown are the full profile's, from which commit, and with
+which parameter overrides. The notebook's metadata records the commit and a
+SHA-256 of its cells' sources; ``--check`` (and the repository's tests) fail
+as soon as a cell is edited after publishing, so outputs never drift from the
+code beside them: re-run and publish again, or ``--strip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import paths
+
+BANNER_ID = "published-run"
+BANNER_TAG = "skyml-published"
+INJECTED_TAG = "injected-parameters"
+PROG = "python -m skyml.publish"
+
+
+class PublishError(Exception):
+    """A notebook that cannot be published or stripped; one line for the user."""
+
+
+def _read(path: Path):
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
+
+
+def _is_banner(cell) -> bool:
+    return BANNER_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def _is_injected(cell) -> bool:
+    return INJECTED_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def content_cells(nb) -> list:
+    """The cells a reader writes: without the banner and papermill's injected cell."""
+    return [c for c in nb.cells if not _is_banner(c) and not _is_injected(c)]
+
+
+def sources_sha256(nb) -> str:
+    """SHA-256 of the type and source of every content cell, in order."""
+    h = hashlib.sha256()
+    for cell in content_cells(nb):
+        h.update(json.dumps([cell.cell_type, cell.source]).encode())
+    return h.hexdigest()
+
+
+def find_source(token: str, notebooks_dir: Path | None = None) -> Path:
+    """``01`` or ``01_cta_simulate`` -> ``notebooks/01_cta_simulate.ipynb``."""
+    notebooks_dir = paths.NOTEBOOKS if notebooks_dir is None else notebooks_dir
+    matches = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")
+                     if p.stem == token or p.stem.split("_", 1)[0] == token)
+    if len(matches) != 1:
+        raise PublishError(f"no single notebook matches {token!r} in {notebooks_dir}")
+    return matches[0]
+
+
+def _strip(nb):
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if not _is_banner(c)]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata.pop("skyml", None)
+    for key in ("papermill",):
+        nb.metadata.pop(key, None)
+    return nb
+
+
+def _banner(stem: str, commit: str, overrides: dict):
+    import nbformat
+
+    shown = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(overrides.items())) or "none"
+    text = (f"> **The outputs below are those of the full profile**, run on commit `{commit}` "
+            f"(parameter overrides: {shown}). Running this notebook here starts the quick profile of the "
+            f"parameters cell; `python run_all.py --profile full --only {stem.split('_', 1)[0]}` reproduces "
+            "these outputs.")
+    cell = nbformat.v4.new_markdown_cell(text, id=BANNER_ID)
+    cell.metadata["tags"] = [BANNER_TAG]
+    return cell
+
+
+def published(source: Path, executed: Path, results: Path):
+    """The source notebook with the executed copy's outputs and a banner."""
+    if not Path(executed).is_file():
+        raise PublishError(f"{source.stem}: no executed full-profile copy {executed}; "
+                           f"run python run_all.py --profile full --only {source.stem[:2]} first")
+    src, run = _read(source), _read(executed)
+    meta = json.loads(Path(results).read_text()) if Path(results).is_file() else None
+    if meta is None:
+        raise PublishError(f"{source.stem}: no full-profile results file {results}")
+    commit = str(meta.get("git_commit") or "")
+    if meta.get("profile") != "full" or not commit or commit.endswith("-dirty") or commit == "unknown":
+        raise PublishError(f"{source.stem}: the full-profile results name no clean commit ({commit or 'none'}); "
+                           "run it from a clean work tree first")
+    params = run.metadata.get("papermill", {}).get("parameters", {})
+    if params.get("profile") != "full":
+        raise PublishError(f"{source.stem}: {executed} is not a full-profile run")
+    a, b = content_cells(src), content_cells(run)
+    if [(c.cell_type, c.source) for c in a] != [(c.cell_type, c.source) for c in b]:
+        raise PublishError(f"{source.stem}: the notebook changed since its full-profile run; run it again")
+    out = _strip(src)
+    cells = content_cells(out)
+    for mine, theirs in zip(cells, b):
+        if mine.cell_type == "code":
+            mine.outputs = theirs.outputs
+            mine.execution_count = theirs.execution_count
+    at = next((i + 1 for i, c in enumerate(out.cells) if c.cell_type == "markdown"
+               and c.source.startswith("## Before you start")), 1)
+    overrides = {k: v for k, v in params.items() if k != "profile"}
+    out.cells.insert(at, _banner(source.stem, commit, overrides))
+    out.metadata["skyml"] = {"published": {"profile": "full", "commit": commit, "parameters": params,
+                                           "sources_sha256": sources_sha256(out)}}
+    return out
+
+
+def check(nb) -> str | None:
+    """Why a source notebook's stored outputs cannot stand (None: they can)."""
+    has_outputs = any(c.cell_type == "code" and (c.outputs or c.execution_count is not None) for c in nb.cells)
+    record = nb.metadata.get("skyml", {}).get("published")
+    banner = [c for c in nb.cells if _is_banner(c)]
+    if not has_outputs and record is None and not banner:
+        return None
+    if record is None:
+        return "has outputs that no clean full-profile run published (python -m skyml.publish --strip)"
+    commit = str(record.get("commit", ""))
+    if not commit or commit.endswith("-dirty"):
+        return f"published from a commit that is not clean ({commit or 'none'})"
+    if len(banner) != 1:
+        return "published outputs without exactly one banner cell"
+    if record.get("sources_sha256") != sources_sha256(nb):
+        return ("a cell changed after its outputs were published: run the full profile again and publish, "
+                "or python -m skyml.publish --strip")
+    if any(_is_injected(c) for c in nb.cells):
+        return "holds papermill's injected parameters cell"
+    return None
+
+
+def _write(nb, path: Path) -> None:
+    import nbformat
+
+    nbformat.validate(nb)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="numbers or stems, e.g. 01 09")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--strip", action="store_true", help="remove published outputs instead")
+    mode.add_argument("--check", action="store_true", help="check every numbered notebook; change nothing")
+    parser.add_argument("--executed", type=Path, default=paths.BUILD / "notebooks" / "full",
+                        help="folder of executed full-profile notebooks (default: build/notebooks/full)")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            bad = []
+            for source in sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+                why = check(_read(source))
+                if why:
+                    bad.append(f"{source.name}: {why}")
+            for line in bad:
+                print(f"{PROG}: {line}", file=sys.stderr)
+            return 1 if bad else 0
+        if not args.notebooks:
+            raise PublishError("name the notebooks to publish or strip, e.g. 01 09")
+        sources = [find_source(t) for t in args.notebooks]
+        if args.strip:
+            new = {s: _strip(_read(s)) for s in sources}
+        else:
+            new = {s: published(s, args.executed / s.name, paths.RESULTS / "full" / f"{s.stem}.json")
+                   for s in sources}
+        for source, nb in new.items():  # all checked before any is written
+            _write(nb, source)
+            print(f"{'stripped' if args.strip else 'published'} {source.relative_to(paths.ROOT)}")
+        return 0
+    except PublishError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Publishing a clean full-profile run's outputs into a source notebook."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from skyml import publish
+
+
+def _source():
+    cells = [new_markdown_cell("# 01 A title", id="title"),
+             new_markdown_cell("## Before you start\n\ntext", id="learner"),
+             new_code_cell("profile = 'quick'\nn = 3", id="params"),
+             new_code_cell("print(n)", id="run")]
+    cells[2].metadata["tags"] = ["parameters"]
+    return new_notebook(cells=cells)
+
+
+def _executed(source, commit_params=None):
+    nb = nbformat.from_dict(json.loads(nbformat.writes(source)))
+    injected = new_code_cell("profile = 'full'\nn = 30", id="injected")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(3, injected)
+    nb.cells[4].outputs = [new_output("stream", name="stdout", text="30\n")]
+    nb.cells[4].execution_count = 2
+    nb.metadata["papermill"] = {"parameters": commit_params or {"profile": "full", "n": 30}}
+    return nb
+
+
+@pytest.fixture
+def layout(tmp_path, monkeypatch):
+    nbs, build, results = tmp_path / "notebooks", tmp_path / "build", tmp_path / "results"
+    for d in (nbs, build, results / "full"):
+        d.mkdir(parents=True)
+    monkeypatch.setattr(publish.paths, "NOTEBOOKS", nbs)
+    monkeypatch.setattr(publish.paths, "RESULTS", results)
+    monkeypatch.setattr(publish.paths, "ROOT", tmp_path)
+    source = _source()
+    nbformat.write(source, nbs / "01_demo.ipynb")
+    nbformat.write(_executed(source), build / "01_demo.ipynb")
+    (results / "full" / "01_demo.json").write_text(json.dumps({"profile": "full", "git_commit": "abc1234"}))
+    return nbs / "01_demo.ipynb", build, results
+
+
+def test_publish_carries_outputs_keeps_quick_parameters_and_says_so(layout):
+    source, build, _ = layout
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    nb = nbformat.read(source, as_version=4)
+    assert nb.cells[2].metadata["tags"] == [publish.BANNER_TAG] and "abc1234" in nb.cells[2].source
+    assert "n = 30" in nb.cells[2].source.replace("`n = 30`", "n = 30")
+    assert nb.cells[3].source == "profile = 'quick'\nn = 3" and not nb.cells[3].outputs
+    assert nb.cells[4].outputs[0]["text"] == "30\n"
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert publish.check(nb) is None and publish.main(["--check"]) == 0
+
+
+def test_an_edit_after_publishing_fails_the_check_and_strip_restores_the_source(layout):
+    source, build, _ = layout
+    publish.main(["01", "--executed", str(build)])
+    nb = nbformat.read(source, as_version=4)
+    nb.cells[4].source = "print(n + 1)"
+    nbformat.write(nb, source)
+    assert "changed after" in publish.check(nb)
+    assert publish.main(["--check"]) == 1
+    assert publish.main(["--strip", "01"]) == 0
+    stripped = nbformat.read(source, as_version=4)
+    assert publish.check(stripped) is None
+    assert [c.source for c in stripped.cells] == [c.source for c in _source().cells[:3]] + ["print(n + 1)"]
+
+
+@pytest.mark.parametrize("commit", ["abc1234-dirty", "", "unknown"])
+def test_a_run_from_no_clean_commit_is_refused_and_nothing_written(layout, commit, capsys):
+    source, build, results = layout
+    (results / "full" / "01_demo.json").write_text(json.dumps({"profile": "full", "git_commit": commit}))
+    before = source.read_bytes()
+    assert publish.main(["01", "--executed", str(build)]) == 2
+    assert source.read_bytes() == before
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_run_of_other_cells_or_profile_is_refused(layout):
+    source, build, _ = layout
+    nb = nbformat.read(source, as_version=4)
+    nb.cells[3].source = "print(n * 2)"
+    nbformat.write(nb, source)
+    assert publish.main(["01", "--executed", str(build)]) == 2
+    nbformat.write(_executed(_source(), {"profile": "quick"}), build / "01_demo.ipynb")
+    nbformat.write(_source(), source)
+    assert publish.main(["01", "--executed", str(build)]) == 2
+
+
+def test_outputs_without_a_published_record_fail_the_check():
+    nb = _source()
+    nb.cells[3].outputs = [new_output("stream", name="stdout", text="3\n")]
+    assert "no clean full-profile run" in publish.check(nb)
+
+
+def test_the_site_shows_a_published_notebook_before_a_quick_run(layout, tmp_path):
+    from skyml import site
+
+    source, build, _ = layout
+    executed = tmp_path / "executed"
+    (executed / "quick").mkdir(parents=True)
+    nbformat.write(_source(), executed / "quick" / source.name)
+    assert site.choose_version(source, executed).kind == "quick"
+    publish.main(["01", "--executed", str(build)])
+    version = site.choose_version(source, executed)
+    assert version.kind == "published" and version.path == source
+    text, failed = site._summary(version, nbformat.read(source, as_version=4), tmp_path)
+    assert "abc1234" in text and not failed
