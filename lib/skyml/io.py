@@ -197,14 +197,14 @@ def _read_counts_map(path, expected_shape=None, expected_binsz_deg=None, hdu=Non
         chosen, label, data = _select_image_hdu(hdul, path, hdu)
         image, wcs, notes = _image_and_wcs(data, chosen.header, path, label)
         header = chosen.header.copy()
+        # the shape is known before the data are read: a wrong one is refused without reading them
+        if expected_shape is not None and image.shape != tuple(int(n) for n in expected_shape):
+            raise InputError(f"{path}: expected {_shape_str(expected_shape)}, got {_shape_str(image.shape)} "
+                             "pixels (ny×nx)")
     try:
         counts = image.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise InputError(f"{path}: HDU {label} data are not numeric ({_one_line(err)})") from err
-
-    if expected_shape is not None and counts.shape != tuple(int(n) for n in expected_shape):
-        raise InputError(f"{path}: expected {_shape_str(expected_shape)}, got {_shape_str(counts.shape)} "
-                         "pixels (ny×nx)")
     blank = header.get("BLANK")
     if blank is not None and header.get("BITPIX", -32) > 0 and np.any(image == blank):
         raise InputError(f"{path}: map has undefined (BLANK) pixels")
