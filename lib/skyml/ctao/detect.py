@@ -40,16 +40,49 @@ def refine(img: np.ndarray, x, y, half: int = 2):
     return np.array(xs), np.array(ys)
 
 
-def log_positions(prob: np.ndarray, threshold: float = 0.5, min_sigma: float = 1.0, max_sigma: float = 12.0,
-                  num_sigma: int = 8, log_threshold: float = 0.05):
-    """(x, y, probability) of the LoG blobs of a probability map."""
+#: Maps of more pixels than this go through :func:`log_positions` in tiles.
+TILE_ABOVE_PIXELS = 1024 * 1024
+#: Inner side of those tiles (px).
+TILE_PX = 512
+
+
+def _blob_centres(prob: np.ndarray, tile: int | None, **kwargs) -> np.ndarray:
+    """Integer (row, col) centres of ``blob_log`` on ``prob``; a large map in
+    tiles of ``tile`` px with a halo of 7 ``max_sigma`` + 4 px, which holds the
+    Laplacian-of-Gaussian kernels (4 σ), the 3×3×3 local maxima and the blobs
+    that could overlap one at the edge of the inner part, so the centres are
+    those of the one-pass run; a tile keeps the blobs centred in its inner part."""
     from skimage.feature import blob_log
 
-    blobs = blob_log(prob.astype(float), min_sigma=min_sigma, max_sigma=max_sigma, num_sigma=num_sigma,
-                     threshold=log_threshold, exclude_border=False)
-    if len(blobs) == 0:
+    if tile is None and prob.size <= TILE_ABOVE_PIXELS:
+        blobs = blob_log(prob, exclude_border=False, **kwargs)
+        return blobs[:, :2].astype(int).reshape(-1, 2)
+    tile = int(tile or TILE_PX)
+    halo = int(np.ceil(7 * kwargs["max_sigma"])) + 4
+    ny, nx = prob.shape
+    found = []
+    for y0 in range(0, ny, tile):
+        for x0 in range(0, nx, tile):
+            y1, x1 = min(y0 + tile, ny), min(x0 + tile, nx)
+            ya, xa, yb, xb = max(0, y0 - halo), max(0, x0 - halo), min(ny, y1 + halo), min(nx, x1 + halo)
+            blobs = blob_log(prob[ya:yb, xa:xb], exclude_border=False, **kwargs)
+            rc = blobs[:, :2].astype(int).reshape(-1, 2) + [ya, xa]
+            inner = (rc[:, 0] >= y0) & (rc[:, 0] < y1) & (rc[:, 1] >= x0) & (rc[:, 1] < x1)
+            found.append(rc[inner])
+    return np.concatenate(found) if found else np.empty((0, 2), int)
+
+
+def log_positions(prob: np.ndarray, threshold: float = 0.5, min_sigma: float = 1.0, max_sigma: float = 12.0,
+                  num_sigma: int = 8, log_threshold: float = 0.05, tile: int | None = None):
+    """(x, y, probability) of the LoG blobs of a probability map (in tiles
+    when it has more than :data:`TILE_ABOVE_PIXELS` pixels or ``tile`` is given)."""
+    prob = np.asarray(prob)
+    centres = _blob_centres(prob.astype(float), tile, min_sigma=min_sigma, max_sigma=max_sigma,
+                            num_sigma=num_sigma, threshold=log_threshold)
+    if len(centres) == 0:
         return np.empty(0), np.empty(0), np.empty(0)
-    yi, xi = blobs[:, 0].astype(int), blobs[:, 1].astype(int)
+    centres = centres[np.lexsort((centres[:, 1], centres[:, 0]))]  # one order, tiled or not
+    yi, xi = centres[:, 0], centres[:, 1]
     score = prob[yi, xi].astype(float)
     keep = score >= threshold
     x, y = refine(prob, xi[keep], yi[keep])

@@ -115,10 +115,49 @@ def pad_to_multiple(x: np.ndarray, multiple: int):
     return x, (ny, nx)
 
 
-def predict(model, x: np.ndarray, batch_size: int = 4, depth: int | None = None) -> np.ndarray:
-    """Outputs (n, ny, nx, c) of a fully convolutional model, padding the input as needed."""
+#: Images of more pixels than this go through :func:`predict` in tiles.
+TILE_ABOVE_PIXELS = 1024 * 1024
+#: Inner side of those tiles (px; a multiple of every 2**depth used here).
+TILE_PX = 512
+
+
+def receptive_radius(depth: int) -> int:
+    """A halo (px, a multiple of ``2**depth``) that covers the receptive field
+    of the U-Net of :func:`_backbone`: two 3×3 convolutions per block at
+    every scale 2**l of the encoder and decoder (4·(2**depth − 1) px), the
+    bottom block (2·2**depth px) and the pooling/upsampling offsets (< 2**depth
+    px) add up to less than 7·2**depth px."""
+    return 8 * 2**int(depth)
+
+
+def predict(model, x: np.ndarray, batch_size: int = 4, depth: int | None = None,
+            tile: int | None = None) -> np.ndarray:
+    """Outputs (n, ny, nx, c) of a fully convolutional model, padding the input as needed.
+
+    An image of more than :data:`TILE_ABOVE_PIXELS` pixels (or any image when
+    ``tile`` is given) is processed in tiles of ``tile`` px (default
+    :data:`TILE_PX`) with a halo of :func:`receptive_radius` px on each side,
+    on the pooling grid of the whole padded image, and the inner part of each
+    tile is kept: the result equals the one-pass result (to float32 rounding)
+    while the memory of the feature maps is bounded by the tile size."""
     if depth is None:
         depth = sum(1 for layer in model.layers if layer.name.startswith("pool"))
-    xp, (ny, nx) = pad_to_multiple(np.asarray(x, np.float32), 2**depth)
-    out = np.asarray(model.predict(xp, batch_size=batch_size, verbose=0))
+    grid = 2**depth
+    xp, (ny, nx) = pad_to_multiple(np.asarray(x, np.float32), grid)
+    if tile is None and ny * nx <= TILE_ABOVE_PIXELS:
+        out = np.asarray(model.predict(xp, batch_size=batch_size, verbose=0))
+        return out[:, :ny, :nx]
+    tile = int(tile or TILE_PX)
+    if tile % grid:
+        raise ValueError(f"tile {tile} is not a multiple of 2**depth = {grid}")
+    halo, (NY, NX) = receptive_radius(depth), xp.shape[1:3]
+    out = None
+    for y0 in range(0, NY, tile):
+        for x0 in range(0, NX, tile):
+            y1, x1 = min(y0 + tile, NY), min(x0 + tile, NX)
+            ya, xa, yb, xb = max(0, y0 - halo), max(0, x0 - halo), min(NY, y1 + halo), min(NX, x1 + halo)
+            part = np.asarray(model.predict(xp[:, ya:yb, xa:xb], batch_size=batch_size, verbose=0))
+            if out is None:
+                out = np.empty((xp.shape[0], NY, NX, part.shape[-1]), part.dtype)
+            out[:, y0:y1, x0:x1] = part[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
     return out[:, :ny, :nx]
