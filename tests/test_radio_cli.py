@@ -15,13 +15,13 @@ P = sim.RadioSimParams()
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 
 
-def metadata(scaler):
+def metadata(scaler, training_range=None):
     beam = sim.beam_params(P)
     return {"task": "radio-counts", "image_kind": "restored", "profile": "quick", "input_scale_jy": P.noise_rms_jy,
             "target_scaler": scaler.to_dict(), "edges_jy": P.edges_jy.tolist(), "threshold_jy": P.threshold_jy,
             "noise_rms_jy": P.noise_rms_jy, "pixel_arcsec": P.pixel_arcsec, "sub_npix": P.sub_npix,
             "context_npix": 128, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"], "bpa_deg": beam["bpa_deg"],
-            "val_rel_rms": [0.1] * P.n_bins}
+            "val_rel_rms": [0.1] * P.n_bins, "training_range": training_range}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,11 @@ def model_path(tmp_path_factory, field):
     model = models.build_cnn(P.n_bins, filters=2, dense=8, hist_mean=np.full(models.N_HIST, -3.0),
                              hist_std=np.ones(models.N_HIST))
     scaler = models.TargetScaler.fit(np.concatenate([field["counts"], 2 * field["counts"]]))
-    return save_model(model, tmp_path_factory.mktemp("m") / "radio_counts_cnn.keras", metadata(scaler))
+    # the training range of three 128-px fields of the simulation's count-law prior
+    blocks = [field["restored"]] + [sim.simulate_field(np.random.default_rng(s), P, 128, "alpha_s0", a, s0)["restored"]
+                                    for s, a, s0 in ((12, -0.5, 4e-5), (13, 0.25, 6e-6))]
+    rng = pipeline.training_range(np.array(blocks), P.noise_rms_jy)
+    return save_model(model, tmp_path_factory.mktemp("m") / "radio_counts_cnn.keras", metadata(scaler, rng))
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +182,39 @@ def test_read_image_signed_values_nan_and_errors(tmp_path, field):
     ints.writeto(tmp_path / "ints.fits")
     values, _, _ = io.read_image(tmp_path / "ints.fits")
     assert values[0, 1] == -5 and np.isnan(values[1, 1])
+
+
+def test_out_of_distribution_inputs_are_flagged(tmp_path, field, image_path, model_path, capsys):
+    """Counts are written for an input outside the training range, with the
+    flag column set and a one-line warning; an input inside gets neither."""
+    model = ["--model", str(model_path)]
+    out = tmp_path / "in.ecsv"
+    assert cli.main(["radio-counts", str(image_path), "-o", str(out)] + model) == 0
+    assert "warning" not in capsys.readouterr().err
+    table = QTable.read(out)
+    assert not table["out_of_distribution"].any() and table.meta["out_of_distribution"] is False
+    rng = np.random.default_rng(0)
+    cases = {"noise10": (field["restored"] + np.sqrt(99.0) * sim.correlated_noise(rng, P, 128), "robust noise"),
+             "mean_in": (field["restored"] + 5.0 * P.noise_rms_jy, "pixel histogram")}
+    for name, (img, reason) in cases.items():
+        path = pipeline.write_restored_image(tmp_path / f"{name}.fits", img, P)
+        out = tmp_path / f"{name}.ecsv"
+        assert cli.main(["radio-counts", str(path), "-o", str(out)] + model) == 0
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("skyml radio-counts: warning: ") and reason in err, err
+        assert "outside the network's training range" in err
+        table = QTable.read(out)
+        assert len(table) == P.n_bins and table["out_of_distribution"].all() and table.meta["out_of_distribution"]
+    # a sidecar without a training range: the flag is unknown (masked), no warning
+    bare = tmp_path / "bare.keras"
+    bare.write_bytes(model_path.read_bytes())
+    import json
+
+    meta = json.loads(model_path.with_suffix(".json").read_text())
+    meta.pop("training_range")
+    bare.with_suffix(".json").write_text(json.dumps(meta))
+    out = tmp_path / "bare.ecsv"
+    assert cli.main(["radio-counts", str(tmp_path / "noise10.fits"), "-o", str(out), "--model", str(bare)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    table = QTable.read(out)
+    assert np.ma.getmaskarray(table["out_of_distribution"]).all() and table.meta["out_of_distribution"] is None

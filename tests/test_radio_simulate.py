@@ -163,20 +163,52 @@ def test_context_histogram_noise_only_in_training_and_saved_with_the_model(tmp_p
         np.testing.assert_allclose(np.asarray(loaded(x, training=False)), a, rtol=1e-6)
 
 
-def test_pd_fit_stays_in_the_prior_box_and_recovers_the_counts_above_its_valley():
+def test_pd_beam_term_keeps_the_beam_integral():
+    """The transform of each flux bin carries the whole beam: at small ω,
+    h_j(ω) ≈ −iωS_j Σb − ω²S_j² Σb²/2 with Σb = 0 for the dirty beam (no zero
+    spacing) and the Gaussian's integral for the restoring beam. Dropping the
+    far side lobes (|b| < 1e-3) gave Σb ≈ +0.2 for the dirty beam."""
     pd = baselines.PDModel(P, 256, n_flux=60, grid_size=8192)
-    x, truth = pd.intensities(), (-0.2, 1.5e-5)
-    p = pd.pmf(*truth, P.noise_rms_jy)
-    img = np.random.default_rng(0).choice(x, size=(512, 512), p=p / p.sum())  # iid pixels of the model itself
-    fit = baselines.fit_field(pd, img)
-    assert P.alpha_range[0] <= fit["alpha"] <= P.alpha_range[1]
-    assert P.s0_range[0] * (1 - 1e-9) <= fit["s0"] <= P.s0_range[1] * (1 + 1e-9)
-    # the fit is at least as likely as the truth, and the counts it implies agree above ~2e-6 Jy; fainter
-    # bins sit on a valley of the likelihood in (alpha, s0) that the histogram cannot resolve
-    assert fit["nll"] <= pd.neg_log_like(pd.observed(img), *truth, P.noise_rms_jy) + 1e-6
-    ratio = baselines.counts_from_fit(fit, P, 1.0) / cl.counts_in_bins(P.edges_jy, 1.0, P.freq_ghz, "alpha_s0",
-                                                                        *truth) - 1
-    assert np.all(np.abs(ratio[6:]) < 0.08)
-    # a noise-only image asks for the fewest faint sources the box allows: a fit on its edge
+    dirty = sim.fold_kernel(sim.dirty_beam(P), 256)
+    clean = sim.fold_kernel(sim.clean_beam(P), 256)
+    assert abs(dirty.sum()) < 1e-9 and np.sum(dirty[np.abs(dirty) > 1e-3]) > 0.1  # what a floor alone keeps
+    w1 = 2 * np.pi / (pd.m * pd.dx)  # the first frequency of the transform
+    s_clean = P.clean_nsigma * P.noise_rms_jy
+    faint = np.flatnonzero(pd.s <= s_clean)
+    for j in (faint[0], faint[len(faint) // 2], faint[-1], faint[-1] + 1):  # ωS_j ≤ 0.01: the expansion holds
+        beam = clean if pd.s[j] > s_clean else dirty
+        x = w1 * pd.s[j]
+        first = -pd.h[j, 1].imag / x
+        second = -2.0 * pd.h[j, 1].real / x**2
+        assert first == pytest.approx(beam.sum(), abs=1e-3 * np.abs(beam).max())
+        assert second == pytest.approx(np.sum(beam**2), rel=0.02)
+    for restored, beam in ((False, dirty), (True, clean)):
+        total, squares = pd.beam_sums(restored)
+        assert total == pytest.approx(beam.sum(), abs=1e-9)
+        assert squares == pytest.approx(np.sum(beam**2), rel=1e-3)  # bin means: Σb² to 0.1 %
+    # the correlated noise has tens of pixels per independent sample (the side lobes of the dirty beam)
+    assert 20 < pd.pixels_per_sample < 100
+
+
+def test_pd_posterior_recovers_a_simulated_field_inside_the_prior_box():
+    pd = baselines.PDModel(P, 256, n_flux=60, grid_size=8192)
+    area = 256**2 * P.pixel_sr
+    truth = (-0.2, 1.5e-5)
+    field = sim.simulate_field(np.random.default_rng(10), P, 256, "alpha_s0", *truth)
+    fit = baselines.fit_field(pd, field["restored"])
+    assert not fit["at_bound"]
+    assert P.alpha_range[0] < fit["alpha"] < P.alpha_range[1] and P.s0_range[0] < fit["s0"] < P.s0_range[1]
+    lo, hi = fit["alpha_ci68"]
+    assert P.alpha_range[0] < lo < fit["alpha"] < hi < P.alpha_range[1]
+    assert fit["weights"].sum() == pytest.approx(1.0)
+    expected = cl.counts_in_bins(P.edges_jy, area, P.freq_ghz, "alpha_s0", *truth)
+    ci = baselines.counts_interval_from_fit(fit, P, area, level=0.95)
+    assert np.all((ci[:, 0] <= expected) & (expected <= ci[:, 1])), (ci / expected[:, None]).round(2)
+    mean = baselines.counts_from_fit(fit, P, area)
+    assert np.all((ci[:, 0] < mean) & (mean < ci[:, 1]))
+    # near the threshold P(D) constrains the counts to ~10 %, far below it the interval is wide
+    assert hi - lo > 0.05 and (ci[-1, 1] - ci[-1, 0]) / expected[-1] < 0.3
+    # a noise-only image asks for the fewest faint sources the box allows: its posterior sits in that corner
     noise = baselines.fit_field(pd, np.random.default_rng(1).normal(0.0, P.noise_rms_jy, (256, 256)))
-    assert noise["at_bound"] and noise["alpha"] == pytest.approx(P.alpha_range[0], abs=0.01)
+    assert noise["map_at_bound"] and noise["alpha"] < P.alpha_range[0] + 0.05
+    assert noise["s0"] > 0.8 * P.s0_range[1]

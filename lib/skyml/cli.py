@@ -624,7 +624,10 @@ file_command(
     with sources and cannot return counts consistent with zero. Columns:
     s_min, s_max, s_mid [Jy], x_below_threshold, counts, counts_err (the
     validation RMS relative residual of the bin times the counts), dnds,
-    dnds_err [Jy-1 sr-1], euclidean, euclidean_err [Jy^1.5 sr-1].""",
+    dnds_err [Jy-1 sr-1], euclidean, euclidean_err [Jy^1.5 sr-1],
+    out_of_distribution (the image's robust noise or pixel histogram lies
+    outside the range of the training images recorded with the model; a
+    one-line warning is printed too).""",
     "restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
     "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images",
     ".ecsv", "counts table (ECSV, or FITS with a .fits suffix)", "_counts.ecsv", "skyml.radio.command:counts",

@@ -149,7 +149,11 @@ for method, name in (("cnn_restored", "CNN, restored images"), ("cnn_skymodel", 
         f"depth below the 5σ threshold (×) with every bin within 10%, {name}")
     METRICS[f"max_abs_resid_{method}"] = Metric(f"largest per-bin relative residual of N(s), {name}")
 del method, name
-METRICS["pd_fraction_at_bound"] = Metric("P(D) fits on the edge of the (α, s0) prior range, same-shape test fields")
+METRICS["pd_fraction_at_bound"] = Metric("P(D) posterior means on the edge of the (α, s0) prior range, all test fields")
+METRICS["depth_within_10pct_cnn"] = Metric(
+    "depth below the 5σ threshold (×) with every bin within 10%, CNN, restored images (bootstrap 68% interval)")
+METRICS["depth_within_10pct_pd"] = Metric(
+    "depth below the 5σ threshold (×) with every bin within 10%, P(D) posterior mean (bootstrap 68% interval)")
 METRICS["faintest_bin_resid_cnn_restored"] = Metric("relative residual in the faintest flux bin, CNN, restored images")
 METRICS["faintest_bin_resid_pd_restored"] = Metric("relative residual in the faintest flux bin, P(D) fit, restored images")
 METRICS["n_bins_cnn_restored_better_than_pd"] = Metric(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def counts_process(state: State, source: Path, target: Path) -> str:
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)
+    dist = result["distribution"]
+    table.meta.update({"out_of_distribution": dist["out_of_distribution"], "ood_reason": dist["reason"],
+                       "noise_mad_jy": dist["noise_mad_jy"], "hist_distance": dist["hist_distance"]})
+    if dist["out_of_distribution"]:
+        print(f"skyml radio-counts: warning: {source}: outside the network's training range ({dist['reason']}); "
+              "the counts are an extrapolation", file=sys.stderr)
     table.meta.update({"creator": f"skyml {__version__} radio-counts", "model": str(state.path),
                        "profile": model_profile(state.args, metadata), "input": source.name,
                        "n_tiles": result["n_tiles"], "n_tiles_skipped": result["n_tiles_skipped"],

@@ -8,7 +8,10 @@ training (``test_unseen``). The networks are cached by a hash of their inputs
 as ``data/models/<profile>/radio_counts_cnn.keras`` with a JSON sidecar that
 records what ``skyml radio-counts`` needs: flux-bin edges, pixel size,
 sub-image size, restoring beam, noise rms, input scale, target scaler and the
-validation residual per bin (the uncertainty it reports).
+validation residual per bin (the uncertainty it reports), and the range of
+the training inputs (:func:`training_range`: robust noise and distance of the
+context histogram from the training mean), against which
+:func:`distribution_check` flags an input the network was not trained for.
 """
 
 from __future__ import annotations
@@ -49,6 +52,73 @@ def context_histograms(fields: np.ndarray, sub: int, context: int, scale_jy: flo
     return np.asarray(out, np.float32)
 
 
+#: an input block is outside the training range when its robust noise is more than this fraction
+#: beyond the training blocks' range, or its histogram distance more than this factor times the largest
+#: of the training blocks (in-distribution validation and test blocks stay within 1.3 times it)
+OOD_NOISE_TOL = 0.2
+OOD_HIST_FACTOR = 2.0
+
+
+def robust_noise(image: np.ndarray) -> float:
+    """1.4826 × the median absolute deviation of the finite pixels."""
+    v = np.asarray(image, np.float64)
+    v = v[np.isfinite(v)]
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def hist_distance(hist: np.ndarray, mean, std) -> float:
+    """RMS over the bins of the context histogram as the network's
+    normalisation layer sees it: (h − training mean) / max(training std, 1e-3)."""
+    z = (np.asarray(hist, np.float64) - np.asarray(mean)) / np.maximum(np.asarray(std, np.float64), 1e-3)
+    return float(np.sqrt(np.mean(z**2)))
+
+
+def training_range(blocks: np.ndarray, scale_jy: float) -> dict:
+    """The range of the network's inputs over its training context blocks:
+    robust noise [min, max] (Jy/beam), the per-bin mean and standard
+    deviation of their context histograms and the largest
+    :func:`hist_distance` of a training block."""
+    hists = np.array([models.pixel_histogram(b, scale_jy) for b in blocks], np.float64)
+    mean, std = hists.mean(0), hists.std(0)
+    noise = [robust_noise(b) for b in blocks]
+    return {"noise_mad_jy": [float(min(noise)), float(max(noise))], "hist_mean": mean.tolist(),
+            "hist_std": std.tolist(), "hist_distance_max": float(max(hist_distance(h, mean, std) for h in hists)),
+            "n_blocks": len(hists)}
+
+
+def distribution_check(blocks, metadata: dict) -> dict:
+    """Whether context blocks of an input lie inside the training range the
+    model's sidecar records (``training_range``): ``out_of_distribution``
+    (None when the sidecar records no range), the blocks' robust noise
+    [min, max], their largest histogram distance, and ``reason`` (a phrase,
+    empty when inside)."""
+    rng = metadata.get("training_range")
+    scale = float(metadata["input_scale_jy"])
+    noise = [robust_noise(b) for b in blocks]
+    out = {"noise_mad_jy": [float(min(noise)), float(max(noise))], "hist_distance": None,
+           "out_of_distribution": None, "reason": "the model records no training range"}
+    if rng is None:
+        return out
+    dist = max(hist_distance(models.pixel_histogram(b, scale), rng["hist_mean"], rng["hist_std"]) for b in blocks)
+    lo, hi = rng["noise_mad_jy"]
+    reasons = []
+    if not (lo / (1 + OOD_NOISE_TOL) <= min(noise) and max(noise) <= hi * (1 + OOD_NOISE_TOL)):
+        reasons.append(f"robust noise {min(noise) * 1e6:.3g}–{max(noise) * 1e6:.3g} uJy/beam outside the "
+                       f"training range {lo * 1e6:.3g}–{hi * 1e6:.3g}")
+    if dist > OOD_HIST_FACTOR * rng["hist_distance_max"]:
+        reasons.append(f"pixel histogram {dist:.3g} from the training mean (training at most "
+                       f"{rng['hist_distance_max']:.3g})")
+    out.update(hist_distance=float(dist), out_of_distribution=bool(reasons), reason="; ".join(reasons))
+    return out
+
+
+def field_blocks(image: np.ndarray, context: int) -> list:
+    """The whole ``context``²-px blocks of an image, row by row."""
+    ny, nx = (np.shape(image)[0] // context, np.shape(image)[1] // context)
+    return [image[by * context:(by + 1) * context, bx * context:(bx + 1) * context]
+            for by in range(ny) for bx in range(nx)]
+
+
 def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int):
     """([sub-images as network input, context histograms], per-sub-image counts) of a set of fields."""
     if kind not in IMAGE_KINDS:
@@ -73,7 +143,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
-           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 3}
+           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 4}
 
     def fit():
         import keras
@@ -101,7 +171,8 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
                 "noise_rms_jy": params.noise_rms_jy, "pixel_arcsec": params.pixel_arcsec,
                 "sub_npix": params.sub_npix, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
                 "bpa_deg": beam["bpa_deg"], "val_field_npix": int(train_npix),
-                "val_rel_rms": evaluation.rms_over_fields(rel).tolist(), "sim_params": params.to_dict()}
+                "val_rel_rms": evaluation.rms_over_fields(rel).tolist(), "sim_params": params.to_dict(),
+                "training_range": training_range(train[kind], params.noise_rms_jy)}
         return model, meta, history
 
     install = CNN_FILE if kind == "restored" else SKYMODEL_CNN_FILE
@@ -144,7 +215,8 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
     NaN pixels are left out, and so are blocks with fewer than half their
     pixels finite. The predictions are summed. Returns ``counts``,
     ``counts_err`` (the validation RMS relative residual per bin times the
-    counts), ``n_tiles``, ``n_tiles_skipped`` and ``area_sr``."""
+    counts), ``n_tiles``, ``n_tiles_skipped``, ``area_sr`` and
+    ``distribution`` (:func:`distribution_check` of the blocks used)."""
     sub, ctx = int(metadata["sub_npix"]), int(metadata["context_npix"])
     img = np.asarray(image, np.float64)
     ny, nx = (img.shape[0] // ctx) * ctx, (img.shape[1] // ctx) * ctx
@@ -152,7 +224,7 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
         raise ValueError(f"image of {img.shape[0]}×{img.shape[1]} px is smaller than one {ctx}×{ctx}-px "
                          "context block of the model")
     scale = float(metadata["input_scale_jy"])
-    tiles, hists, n_skipped = [], [], 0
+    tiles, hists, used, n_skipped = [], [], [], 0
     for by in range(ny // ctx):
         for bx in range(nx // ctx):
             block = img[by * ctx:(by + 1) * ctx, bx * ctx:(bx + 1) * ctx]
@@ -162,6 +234,7 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
                 good[:] = False
             n_skipped += int((~good).sum())
             if good.any():
+                used.append(block)
                 tiles.append(t[good])
                 hists += [models.pixel_histogram(block, scale)] * int(good.sum())
     if not tiles:
@@ -171,7 +244,8 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
     n = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
     pixel_sr = (float(metadata["pixel_arcsec"]) / 3600.0 * np.pi / 180.0) ** 2
     return {"counts": n, "counts_err": np.asarray(metadata["val_rel_rms"]) * n, "n_tiles": len(tiles),
-            "n_tiles_skipped": n_skipped, "area_sr": float(len(tiles) * sub * sub * pixel_sr)}
+            "n_tiles_skipped": n_skipped, "area_sr": float(len(tiles) * sub * sub * pixel_sr),
+            "distribution": distribution_check(used, metadata)}
 
 
 #: Tolerances of :func:`read_restored_image` against the model's training set-up.
@@ -244,6 +318,11 @@ def counts_table(result: dict, metadata: dict):
         "euclidean": mid**2.5 * dnds * u.Unit("Jy(3/2) sr-1"),
         "euclidean_err": mid**2.5 * dnds_err * u.Unit("Jy(3/2) sr-1"),
     })
+    ood = result.get("distribution", {}).get("out_of_distribution")
+    table["out_of_distribution"] = np.full(len(table), bool(ood)) if ood is not None else np.ma.masked_all(
+        len(table), dtype=bool)
+    table["out_of_distribution"].description = ("the input's noise or pixel histogram lies outside the range "
+                                                "the network was trained on (masked: no range recorded)")
     table["counts"].description = "sources per flux bin in the counted area (sum over sub-images)"
     table["counts_err"].description = "validation RMS relative residual of the bin times the counts"
     table["s_mid"].description = "geometric bin centre"
