@@ -141,3 +141,10 @@ def test_observe_uses_the_kernel_it_is_given():
     np.testing.assert_allclose(npred, sim.crop(canvas), atol=1e-12)
     nominal, _ = sim.observe(np.random.default_rng(0), canvas, P.sigma1_deg)
     assert not np.allclose(nominal, sim.crop(canvas), atol=1e-3)
+
+
+def test_pictures_become_bright_regions_on_a_dark_sky():
+    sky = sim.picture_canvas(np.random.default_rng(7), "hubble_deep_field", 1234.0)
+    assert sky.shape == (sim.CANVAS, sim.CANVAS) and sky.min() == 0.0
+    assert 0.45 < np.mean(sky == 0) < 0.55  # below the cut's median: no emission
+    assert sim.crop(sky).sum() == pytest.approx(1234.0)

@@ -116,6 +116,9 @@ for method, name in LHAI_PROTOCOL_METHODS.items():
         if method != "cnn_target0p1":
             METRICS[f"{stat}_{method}_lhai_shifted"] = Metric(
                 f"{stat_label}, LHAI's protocol, shifted test set (pictures, another PSF), {name}")
+for method, name in (("input", "blurred counts map"), ("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy")):
+    for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
+        METRICS[f"{stat}_{method}_shifted"] = Metric(f"{stat_label}, shifted test set (pictures, another PSF), {name}")
 del method, name, stat, stat_label
 METRICS["fwhm_ratio_cnn"] = Metric("bright isolated point source: reconstructed FWHM / PSF FWHM, CNN")
 METRICS["flux_conservation_err_cnn"] = Metric("median |total flux out / in − 1|, CNN")

@@ -336,11 +336,15 @@ def _gray_image(name: str) -> np.ndarray:
     return img
 
 
-def picture_canvas(rng: np.random.Generator, name: str, counts: float, npix: int = NPIX) -> np.ndarray:
+def picture_canvas(rng: np.random.Generator, name: str, counts: float, npix: int = NPIX,
+                   floor_percentile: float = 50.0, power: float = 2.0) -> np.ndarray:
     """A CANVAS×CANVAS intrinsic map cut from a bundled picture: a random
     square of 1–4 canvases in size (anti-aliased down to the canvas), rotated
-    by a multiple of 90°, maybe flipped, its 5th percentile subtracted (the
-    floor at 0) and scaled to ``counts`` expected counts in the central crop."""
+    by a multiple of 90°, maybe flipped; the brightness above the cut's
+    ``floor_percentile`` (median by default), raised to ``power``, is the
+    emission — bright regions on a dark sky, as in the training maps, rather
+    than a picture-wide pedestal — scaled to ``counts`` expected counts in the
+    central ``npix``² crop."""
     from skimage.transform import resize
 
     img = _gray_image(name)
@@ -351,8 +355,9 @@ def picture_canvas(rng: np.random.Generator, name: str, counts: float, npix: int
     cut = np.rot90(cut, int(rng.integers(4)))
     if rng.random() < 0.5:
         cut = cut[:, ::-1]
-    sky = np.clip(cut - np.percentile(cut, 5), 0, None)
-    inner = crop(sky).sum()
+    sky = np.clip(cut - np.percentile(cut, floor_percentile), 0, None) ** power
+    pad = (CANVAS - npix) // 2
+    inner = sky[pad:pad + npix, pad:pad + npix].sum()
     return sky * (counts / inner) if inner > 0 else sky
 
 
@@ -360,7 +365,7 @@ def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=(0
                      tail_ratio: float = 3.0, tail_weight: float = 0.1, counts=(500.0, 4000.0),
                      images=SHIFTED_IMAGES) -> dict[str, np.ndarray]:
     """``n`` test maps outside the training distribution: intrinsic maps cut from
-    scikit-image's bundled ``images`` (:func:`picture_canvas`, crop counts
+    scikit-image's bundled ``images`` (:func:`picture_canvas` with its defaults, crop counts
     log-uniform in ``counts``), observed through a PSF of core width
     ``params.sigma1_deg`` × a factor drawn from ``sigma_scales`` and a tail of
     ``tail_ratio`` × the core width with weight ``tail_weight`` (the training
@@ -389,7 +394,7 @@ def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=(0
 
 def load_shifted(n: int, seed: int, params: LHAASOSimParams, **kwargs) -> dict:
     """:func:`simulate_shifted`, cached in ``data/cache/lhaaso_shifted/``."""
-    key = {"n": int(n), "seed": int(seed), "sim": params.to_dict(), "version": 1,
+    key = {"n": int(n), "seed": int(seed), "sim": params.to_dict(), "version": 2,
            **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
     return cache.cached_arrays("lhaaso_shifted", key, lambda: simulate_shifted(n, seed, params, **kwargs))
 
