@@ -50,8 +50,8 @@ def test_fermi_evaluation_uses_the_file():
 
 
 def test_lhaaso_numbers_are_lhai_and_ctao_has_none():
-    assert published.for_metric("psnr_cnn").source == "lhai"
-    assert "LHAI" in published.for_metric("psnr_cnn").citation
+    assert published.for_metric("psnr_cnn_lhai").source == "lhai"
+    assert "LHAI" in published.for_metric("psnr_cnn_lhai").citation
     assert not [k for k in published.load()["entries"] if "above_sens" in k or "f1_" in k]
     assert [n["analysis"] for n in published.load()["not_published"]] == ["06_ctao_survey_detection"]
 

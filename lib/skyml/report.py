@@ -108,6 +108,18 @@ for method, name in LHAASO_METHODS.items():
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("nrmse", "NRMSE")):
         METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}")
 del method, name, stat, stat_label
+LHAI_PROTOCOL_METHODS = {"input": "blurred counts map", "cnn": "CNN trained for the unsmoothed truth",
+                         "cnn_target0p1": "CNN trained for the 0.1° target", "richardson_lucy": "Richardson–Lucy"}
+for method, name in LHAI_PROTOCOL_METHODS.items():
+    for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
+        METRICS[f"{stat}_{method}_lhai"] = Metric(f"{stat_label}, LHAI's protocol, {name}")
+        if method != "cnn_target0p1":
+            METRICS[f"{stat}_{method}_lhai_shifted"] = Metric(
+                f"{stat_label}, LHAI's protocol, shifted test set (pictures, another PSF), {name}")
+for method, name in (("input", "blurred counts map"), ("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy")):
+    for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
+        METRICS[f"{stat}_{method}_shifted"] = Metric(f"{stat_label}, shifted test set (pictures, another PSF), {name}")
+del method, name, stat, stat_label
 METRICS["fwhm_ratio_cnn"] = Metric("bright isolated point source: reconstructed FWHM / PSF FWHM, CNN")
 METRICS["flux_conservation_err_cnn"] = Metric("median |total flux out / in − 1|, CNN")
 METRICS["fwhm_ratio_richardson_lucy"] = Metric(

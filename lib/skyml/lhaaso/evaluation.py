@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import curve_fit
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
+LHAI_BATCH = 32
 MS_SSIM_WEIGHTS = np.array([0.0448, 0.2856, 0.3001]) / np.sum([0.0448, 0.2856, 0.3001])
 K1, K2 = 0.01, 0.03
 
@@ -112,3 +113,71 @@ def flux_error(truth: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     t = np.asarray(truth, np.float64).reshape(len(truth), -1).sum(1)
     e = np.asarray(estimate, np.float64).reshape(len(estimate), -1).sum(1)
     return e / t - 1
+
+
+# ---------------------------------------------------------------------------
+# LHAI protocol
+# ---------------------------------------------------------------------------
+
+
+def minmax(maps: np.ndarray) -> np.ndarray:
+    """Each map of a (n, ny, nx) stack (or one 2-D map) scaled to [0, 1]:
+    (x − min) / (max − min); a constant map becomes zeros."""
+    a = np.asarray(maps, np.float64)
+    flat = a.reshape((-1,) + a.shape[-2:])
+    lo = flat.min(axis=(1, 2), keepdims=True)
+    span = flat.max(axis=(1, 2), keepdims=True) - lo
+    out = np.where(span > 0, (flat - lo) / np.where(span > 0, span, 1.0), 0.0)
+    return out.reshape(a.shape)
+
+
+def lhai_ssim(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """SSIM of two maps on the [0, 1] scale, with the Gaussian window of Wang et al. (2004)."""
+    return float(structural_similarity(truth, estimate, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
+
+
+def lhai_per_map(truth: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-map squared error (``mse``) and ``ssim`` of (n, ny, nx) stacks after
+    :func:`minmax` of each map; with a boolean ``mask`` (ny, nx) the squared
+    error is averaged over the masked pixels only (SSIM stays the full map's)."""
+    t, e = minmax(truth), minmax(estimate)
+    sq = (t - e) ** 2
+    mse = sq[:, mask].mean(axis=1) if mask is not None else sq.reshape(len(sq), -1).mean(axis=1)
+    return {"mse": mse, "ssim": np.array([lhai_ssim(a, b) for a, b in zip(t, e)])}
+
+
+def lhai_from_per_map(mse: np.ndarray, ssim: np.ndarray | None = None,
+                      batch_size: int = LHAI_BATCH) -> dict[str, float]:
+    """Batch means of the LHAI protocol from per-map squared errors (and SSIMs),
+    maps taken in their order in consecutive batches of ``batch_size``: PSNR
+    = mean over batches of 10 log10(1 / mean MSE of the batch), NRMSE = mean of
+    the batch RMSEs (the truth's range is 1), SSIM = mean of the batch means."""
+    mse = np.asarray(mse, np.float64)
+    starts = range(0, len(mse), int(batch_size))
+    batch_mse = np.array([mse[i:i + batch_size].mean() for i in starts])
+    out = {"psnr": float(np.mean(10 * np.log10(1.0 / batch_mse))), "nrmse": float(np.mean(np.sqrt(batch_mse)))}
+    if ssim is not None:
+        ssim = np.asarray(ssim, np.float64)
+        out["ssim"] = float(np.mean([ssim[i:i + batch_size].mean() for i in starts]))
+    return out
+
+
+def lhai_metrics(truth: np.ndarray, estimate: np.ndarray, batch_size: int = LHAI_BATCH) -> dict[str, float]:
+    """PSNR [dB], SSIM and NRMSE of the LHAI protocol (module docstring) of
+    (n, ny, nx) stacks, with scikit-image's metrics on each batch."""
+    t, e = minmax(truth), minmax(estimate)
+    psnr, ssim, nrmse = [], [], []
+    for i in range(0, len(t), int(batch_size)):
+        tb, eb = t[i:i + batch_size], e[i:i + batch_size]
+        psnr.append(peak_signal_noise_ratio(tb, eb, data_range=1.0))
+        ssim.append(np.mean([lhai_ssim(a, b) for a, b in zip(tb, eb)]))
+        nrmse.append(normalized_root_mse(tb, eb, normalization="min-max"))
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "nrmse": float(np.mean(nrmse))}
+
+
+def edge_mask(shape: tuple[int, int], width: int = 4) -> np.ndarray:
+    """Boolean (ny, nx) mask of the band of ``width`` pixels along the map edges."""
+    m = np.zeros(shape, bool)
+    m[:width], m[-width:], m[:, :width], m[:, -width:] = True, True, True, True
+    return m

@@ -34,8 +34,13 @@ def _meta(kind, params, n_train, profile, **extra):
 def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSimParams, *, epochs: int = 10,
                 gan_steps: int = 200, batch_size: int = 32, patience: int = 3, learning_rate: float = 1e-3,
                 filters=(32, 16), profile: str = "quick"):
-    """Train (or load) ``kind`` in cnn, vae, gan, psf_conditioned; returns
-    (model, metadata, history, seconds or None if loaded)."""
+    """Train (or load) ``kind`` in cnn, vae, gan, psf_conditioned, cnn_lhai;
+    returns (model, metadata, history, seconds or None if loaded). ``cnn_lhai``
+    is the CNN trained for the intrinsic map without smoothing
+    (``target_sigma_deg`` = 0, whatever ``params`` says), the truth of the LHAI
+    repository's evaluation."""
+    if kind == "cnn_lhai":
+        params = params.replace(target_sigma_deg=0.0)
     conditioned = kind == "psf_conditioned"
     choices = PSF_TRAIN_SIGMAS if conditioned else None
     key = {"kind": kind, "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict(),

@@ -43,10 +43,14 @@ def containment_radius_deg(sigma1_deg: float, fraction: float = 0.68) -> float:
     return float(brentq(lambda r: _containment(r, sigma1_deg, w) - fraction, 1e-6, 20 * sigma1_deg))
 
 
-def profile(r_deg, sigma1_deg: float):
-    """Surface brightness of the unit-flux PSF at radius ``r_deg`` [deg⁻²]."""
-    w, s1 = tail_weight(), float(sigma1_deg)
-    s2 = TAIL_RATIO * s1
+def profile(r_deg, sigma1_deg: float, tail_ratio: float = TAIL_RATIO, weight: float | None = None):
+    """Surface brightness of the unit-flux PSF at radius ``r_deg`` [deg⁻²];
+    ``tail_ratio`` (sigma2 / sigma1) and ``weight`` (of the tail, default
+    :func:`tail_weight`) describe another tail shape, for tests of a PSF the
+    networks were not trained with."""
+    w = tail_weight() if weight is None else float(weight)
+    s1 = float(sigma1_deg)
+    s2 = float(tail_ratio) * s1
     r = np.asarray(r_deg, dtype=float)
     return ((1 - w) * np.exp(-r**2 / (2 * s1**2)) / (2 * np.pi * s1**2)
             + w * np.exp(-r**2 / (2 * s2**2)) / (2 * np.pi * s2**2))
@@ -59,13 +63,14 @@ def fwhm_deg(sigma1_deg: float) -> float:
 
 
 def kernel(sigma1_deg: float, binsz_deg: float = BINSZ_DEG, half_px: int = KERNEL_HALF_PX,
-           oversample: int = 5) -> np.ndarray:
+           oversample: int = 5, tail_ratio: float = TAIL_RATIO, weight: float | None = None) -> np.ndarray:
     """The PSF integrated over pixels (``oversample``² sub-pixels), shape
-    (2 half_px + 1)², normalised to unit sum."""
+    (2 half_px + 1)², normalised to unit sum; ``tail_ratio`` and ``weight`` as
+    in :func:`profile`."""
     n = 2 * half_px + 1
     sub = (np.arange(n * oversample) - (n * oversample - 1) / 2) / oversample * binsz_deg
     yy, xx = np.meshgrid(sub, sub, indexing="ij")
-    fine = profile(np.hypot(xx, yy), sigma1_deg)
+    fine = profile(np.hypot(xx, yy), sigma1_deg, tail_ratio, weight)
     k = fine.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
     return k / k.sum()
 

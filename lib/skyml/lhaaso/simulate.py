@@ -259,15 +259,19 @@ def target(canvas: np.ndarray, params: LHAASOSimParams) -> np.ndarray:
     return crop(to_target(canvas, params.target_sigma_deg, params.binsz_deg))
 
 
-def blur(canvas: np.ndarray, sigma1_deg: float, binsz_deg: float = psf.BINSZ_DEG) -> np.ndarray:
-    """The canvas convolved with the KM2A kernel (same shape)."""
-    return np.clip(fftconvolve(canvas, psf.kernel(sigma1_deg, binsz_deg), mode="same"), 0, None)
+def blur(canvas: np.ndarray, sigma1_deg: float, binsz_deg: float = psf.BINSZ_DEG,
+         kernel: np.ndarray | None = None) -> np.ndarray:
+    """The canvas convolved with the KM2A kernel, or with ``kernel`` when given (same shape)."""
+    k = psf.kernel(sigma1_deg, binsz_deg) if kernel is None else kernel
+    return np.clip(fftconvolve(canvas, k, mode="same"), 0, None)
 
 
 def observe(rng: np.random.Generator, canvas: np.ndarray, sigma1_deg: float,
-            background_per_px: float = 0.0, binsz_deg: float = psf.BINSZ_DEG) -> tuple[np.ndarray, np.ndarray]:
-    """Forward model: (expected counts, Poisson counts) of the central crop."""
-    npred = crop(blur(canvas, sigma1_deg, binsz_deg)) + background_per_px
+            background_per_px: float = 0.0, binsz_deg: float = psf.BINSZ_DEG,
+            kernel: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Forward model: (expected counts, Poisson counts) of the central crop;
+    ``kernel`` replaces the KM2A kernel of ``sigma1_deg`` when given."""
+    npred = crop(blur(canvas, sigma1_deg, binsz_deg, kernel)) + background_per_px
     return npred, rng.poisson(npred).astype(np.float64)
 
 
@@ -310,6 +314,89 @@ def load_maps(n: int, seed: int, params: LHAASOSimParams, split: str = "train", 
            "sigma1_choices": None if sigma1_choices is None else [float(s) for s in sigma1_choices]}
     return cache.cached_arrays("lhaaso_maps", key,
                                lambda: simulate(n, seed, params, split, sigma1_choices))
+
+
+# ---------------------------------------------------------------------------
+# Shifted test maps: morphologies and a PSF the training never drew
+# ---------------------------------------------------------------------------
+
+#: scikit-image's bundled pictures used as intrinsic maps of the shifted test set
+SHIFTED_IMAGES = ("hubble_deep_field", "moon", "cell", "coins", "camera")
+
+
+@lru_cache(maxsize=len(SHIFTED_IMAGES))
+def _gray_image(name: str) -> np.ndarray:
+    from skimage import color, data
+
+    img = np.asarray(getattr(data, name)(), np.float64)
+    if img.ndim == 3:
+        img = color.rgb2gray(img[..., :3] / 255.0)
+    else:
+        img = img / 255.0
+    return img
+
+
+def picture_canvas(rng: np.random.Generator, name: str, counts: float, npix: int = NPIX,
+                   floor_percentile: float = 50.0, power: float = 2.0) -> np.ndarray:
+    """A CANVAS×CANVAS intrinsic map cut from a bundled picture: a random
+    square of 1–4 canvases in size (anti-aliased down to the canvas), rotated
+    by a multiple of 90°, maybe flipped; the brightness above the cut's
+    ``floor_percentile`` (median by default), raised to ``power``, is the
+    emission — bright regions on a dark sky, as in the training maps, rather
+    than a picture-wide pedestal — scaled to ``counts`` expected counts in the
+    central ``npix``² crop."""
+    from skimage.transform import resize
+
+    img = _gray_image(name)
+    side = int(min(CANVAS * np.exp(rng.uniform(0.0, np.log(4.0))), *img.shape))
+    y0, x0 = (int(rng.integers(0, n - side + 1)) for n in img.shape)
+    cut = resize(img[y0:y0 + side, x0:x0 + side], (CANVAS, CANVAS), anti_aliasing=side > CANVAS,
+                 preserve_range=True)
+    cut = np.rot90(cut, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        cut = cut[:, ::-1]
+    sky = np.clip(cut - np.percentile(cut, floor_percentile), 0, None) ** power
+    pad = (CANVAS - npix) // 2
+    inner = sky[pad:pad + npix, pad:pad + npix].sum()
+    return sky * (counts / inner) if inner > 0 else sky
+
+
+def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=(0.8, 1.2),
+                     tail_ratio: float = 3.0, tail_weight: float = 0.1, counts=(500.0, 4000.0),
+                     images=SHIFTED_IMAGES) -> dict[str, np.ndarray]:
+    """``n`` test maps outside the training distribution: intrinsic maps cut from
+    scikit-image's bundled ``images`` (:func:`picture_canvas` with its defaults, crop counts
+    log-uniform in ``counts``), observed through a PSF of core width
+    ``params.sigma1_deg`` × a factor drawn from ``sigma_scales`` and a tail of
+    ``tail_ratio`` × the core width with weight ``tail_weight`` (the training
+    PSF: ratio 2, weight :func:`skyml.lhaaso.psf.tail_weight`). Arrays:
+    ``truth`` (at the target resolution), ``truth_raw`` (unsmoothed crop),
+    ``npred``, ``counts``, ``sigma1_deg``, ``image`` (index into ``images``)."""
+    rng = np.random.default_rng([int(seed), 3_000_017])
+    out = {k: [] for k in ("truth", "truth_raw", "npred", "counts", "sigma1_deg", "image")}
+    for _ in range(int(n)):
+        j = int(rng.integers(len(images)))
+        sky = picture_canvas(rng, images[j], float(_loguniform(rng, counts)), params.npix)
+        sigma = params.sigma1_deg * float(rng.choice(sigma_scales))
+        k = psf.kernel(sigma, params.binsz_deg, tail_ratio=tail_ratio, weight=tail_weight)
+        npred, obs = observe(rng, sky, sigma, params.background_per_px, params.binsz_deg, kernel=k)
+        out["truth"].append(target(sky, params))
+        out["truth_raw"].append(crop(sky))
+        out["npred"].append(npred)
+        out["counts"].append(obs)
+        out["sigma1_deg"].append(sigma)
+        out["image"].append(j)
+    arrays = {k: np.asarray(v, dtype=np.int64 if k == "image" else np.float64) for k, v in out.items()}
+    for k in ("truth", "truth_raw", "npred", "counts"):
+        arrays[k] = arrays[k].astype(np.float32)
+    return arrays
+
+
+def load_shifted(n: int, seed: int, params: LHAASOSimParams, **kwargs) -> dict:
+    """:func:`simulate_shifted`, cached in ``data/cache/lhaaso_shifted/``."""
+    key = {"n": int(n), "seed": int(seed), "sim": params.to_dict(), "version": 2,
+           **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return cache.cached_arrays("lhaaso_shifted", key, lambda: simulate_shifted(n, seed, params, **kwargs))
 
 
 # ---------------------------------------------------------------------------
