@@ -360,3 +360,13 @@ def test_tune_smoothed_centroid_reports_its_grid(bright_map):
     assert len(out["scores"]) == 9 and (out["sigma_px"], out["radius_px"]) in out["scores"]
     assert out["scores"][(out["sigma_px"], out["radius_px"])] == min(out["scores"].values())
     assert isinstance(out["interior"], bool)
+
+
+def test_smoothed_centroid_refines_given_first_guesses(bright_map):
+    b = bright_map
+    x, y = baselines.smoothed_centroid(b["counts"], b["template"], 1.5, 4.0, n_iter=8,
+                                       start=(b["x0"] + 2.0, b["y0"] - 2.0))
+    assert np.hypot(x - b["x0"], y - b["y0"]) < 0.5, (x, y)
+    # a first guess far from the source stays on the background: no positive excess to pull it
+    far = baselines.smoothed_centroid(b["counts"], b["template"], 1.5, 4.0, n_iter=1, start=(20.0, 180.0))
+    assert np.hypot(far[0] - b["x0"], far[1] - b["y0"]) > 50

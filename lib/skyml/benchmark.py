@@ -46,6 +46,7 @@ screened setting and the machine (CPU model, CPU count, Keras backend).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -116,6 +117,8 @@ def time_inference(model, x, *, batch_size: int = 128, mode: str = "predict", ji
         fn(x)
         rates.append(len(x) / (time.perf_counter() - t0))
     rates = np.asarray(rates)
+    del fn, copy
+    gc.collect()  # the copy's traced and compiled functions go with it
     return {"batch_size": int(batch_size), "mode": mode, "jit_compile": bool(jit_compile and mode != "call"),
             "rates": [round(float(r), 1) for r in rates], "median": float(np.median(rates)),
             "ci68": metrics.bootstrap_ci(np.median, rates, n_resamples=1000, seed=seed)}
@@ -215,11 +218,14 @@ def throughput_for(name: str, model, path: Path | None = None, n_maps: int = 256
     if report is not None and key in report and report.get("keras_backend") == keras.backend.backend():
         return {"maps_per_s": float(report[key]), "ci68": list(report[f"{key}_ci68"]),
                 "setting": report[f"throughput_{name}"]["setting"], "machine": report["machine"],
-                "source": f"{THROUGHPUT_OUT} (python -m skyml.benchmark --throughput)"}
+                "load_average": report.get("load_average_at_start"),
+                "source": f"{THROUGHPUT_OUT} (python -m skyml.benchmark --throughput, commit {report.get('git_commit')})"}
+    load = [round(v, 2) for v in os.getloadavg()]
     x = benchmark_maps(n_maps, seed, tuple(model.input_shape[1:3]))
     r = fastest_inference(model, x, repeats=repeats, seed=seed)
     return {"maps_per_s": r["maps_per_s"], "ci68": r["ci68"], "setting": r["setting"],
-            "machine": results.machine(), "source": "measured in this run (skyml.benchmark.fastest_inference)"}
+            "machine": results.machine(), "load_average": load,
+            "source": "measured in this run (skyml.benchmark.fastest_inference)"}
 
 
 def run(n_maps: int = 512, seed: int = 0) -> dict:

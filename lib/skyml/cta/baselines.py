@@ -257,7 +257,7 @@ def fov_background_norm(counts, background, threshold=3.0, radius_px=4, n_iter=4
     return float(norms[0]) if single else norms
 
 
-def smoothed_centroid(counts, background, sigma_px=2.0, radius_px=4.0, n_iter=3, norms=None):
+def smoothed_centroid(counts, background, sigma_px=2.0, radius_px=4.0, n_iter=3, norms=None, start=None):
     """Position of the brightest source of each map by a smoothed centroid.
 
     ``counts`` and ``background`` (nominal template, expected counts per
@@ -265,7 +265,9 @@ def smoothed_centroid(counts, background, sigma_px=2.0, radius_px=4.0, n_iter=3,
     field-of-view normalisation of each map (``norms``, default
     :func:`fov_background_norm`) and subtracted; the excess is smoothed with a
     Gaussian of ``sigma_px`` (``scipy.ndimage.gaussian_filter``, per map) and
-    its maximum pixel is the first guess. The guess is then moved ``n_iter``
+    its maximum pixel is the first guess, unless ``start`` gives first guesses
+    ``(x_pix, y_pix)`` (for instance a network's positions, which this then
+    refines). The guess is then moved ``n_iter``
     times to the centroid of the positive smoothed excess within
     ``radius_px`` of it (``scipy.ndimage.center_of_mass``). Smoothing a
     symmetric source keeps its centre, and the positive part of a
@@ -293,9 +295,14 @@ def smoothed_centroid(counts, background, sigma_px=2.0, radius_px=4.0, n_iter=3,
     ny, nx = counts.shape[1:]
     yy, xx = np.mgrid[0:ny, 0:nx]
     x_out, y_out = np.empty(len(counts)), np.empty(len(counts))
+    if start is not None:
+        start = [np.broadcast_to(np.asarray(v, dtype=float), (len(counts),)) for v in start]
     for i, img in enumerate(smoothed):
-        y0, x0 = np.unravel_index(int(np.argmax(img)), img.shape)
-        x, y = float(x0), float(y0)
+        if start is None:
+            y0, x0 = np.unravel_index(int(np.argmax(img)), img.shape)
+            x, y = float(x0), float(y0)
+        else:
+            x, y = float(start[0][i]), float(start[1][i])
         positive = np.maximum(img, 0.0)
         for _ in range(int(n_iter)):
             window = (xx - x) ** 2 + (yy - y) ** 2 <= float(radius_px) ** 2
