@@ -68,3 +68,24 @@ def test_throughput_cli_refuses_bad_arguments(capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("python -m skyml.benchmark: error: ") and fragment in err, err
     json.dumps(benchmark.THROUGHPUT_GRID)
+
+
+def test_throughput_for_reads_the_benchmark_file_or_measures(tmp_path):
+    from skyml import benchmark
+
+    model = _tiny_model()
+    grid = {"batch_size": (8,), "mode": ("predict_on_batch",), "jit_compile": (False,)}
+    measured = benchmark.throughput_for("tiny", model, path=tmp_path / "absent.json", n_maps=8, repeats=2, grid=grid)
+    assert measured["maps_per_s"] > 0 and measured["source"].startswith("measured in this run")
+    assert set(measured["load_average"]) == {"start", "end"}
+    report = {"keras_backend": keras.backend.backend(), "machine": "m", "git_commit": "abc",
+              "load_average_at_start": [1.0, 1.0, 1.0], "load_average_at_end": [2.0, 2.0, 2.0],
+              "throughput_maps_per_s_tiny": 123.0, "throughput_maps_per_s_tiny_ci68": [120.0, 125.0],
+              "throughput_tiny": {"setting": {"batch_size": 8, "mode": "predict", "jit_compile": False}}}
+    path = tmp_path / "throughput.json"
+    benchmark._write_json(path, report)
+    read = benchmark.throughput_for("tiny", model, path=path)
+    assert read["maps_per_s"] == 123.0 and read["ci68"] == [120.0, 125.0] and "abc" in read["source"]
+    benchmark._write_json(path, {**report, "keras_backend": "another"})  # another backend: measured again
+    again = benchmark.throughput_for("tiny", model, path=path, n_maps=8, repeats=2, grid=grid)
+    assert again["source"].startswith("measured")

@@ -204,11 +204,12 @@ def read_throughput(path: Path | None = None) -> dict | None:
 
 
 def throughput_for(name: str, model, path: Path | None = None, n_maps: int = 256, repeats: int = 5,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, grid=None) -> dict:
     """Throughput of one CTA network for a notebook: the ``--throughput``
     report's numbers when that file exists and was measured with this Keras
     backend, else :func:`fastest_inference` of ``model`` measured now.
-    Returns ``{"maps_per_s", "ci68", "setting", "machine", "source"}``."""
+    Returns ``{"maps_per_s", "ci68", "setting", "machine", "load_average"
+    (1, 5 and 15 min, at the start and end of the measurement), "source"}``."""
     import keras
 
     from . import results
@@ -218,13 +219,14 @@ def throughput_for(name: str, model, path: Path | None = None, n_maps: int = 256
     if report is not None and key in report and report.get("keras_backend") == keras.backend.backend():
         return {"maps_per_s": float(report[key]), "ci68": list(report[f"{key}_ci68"]),
                 "setting": report[f"throughput_{name}"]["setting"], "machine": report["machine"],
-                "load_average": report.get("load_average_at_start"),
+                "load_average": {"start": report.get("load_average_at_start"),
+                                 "end": report.get("load_average_at_end")},
                 "source": f"{THROUGHPUT_OUT} (python -m skyml.benchmark --throughput, commit {report.get('git_commit')})"}
-    load = [round(v, 2) for v in os.getloadavg()]
+    start = [round(v, 2) for v in os.getloadavg()]
     x = benchmark_maps(n_maps, seed, tuple(model.input_shape[1:3]))
-    r = fastest_inference(model, x, repeats=repeats, seed=seed)
-    return {"maps_per_s": r["maps_per_s"], "ci68": r["ci68"], "setting": r["setting"],
-            "machine": results.machine(), "load_average": load,
+    r = fastest_inference(model, x, grid=grid, repeats=repeats, seed=seed)
+    return {"maps_per_s": r["maps_per_s"], "ci68": r["ci68"], "setting": r["setting"], "machine": results.machine(),
+            "load_average": {"start": start, "end": [round(v, 2) for v in os.getloadavg()]},
             "source": "measured in this run (skyml.benchmark.fastest_inference)"}
 
 
