@@ -103,7 +103,8 @@ METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
     "completeness change at 2.3e-10, trained on diffuse variant 1, tested on 2 minus on 1")
 METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
 METRICS["crlb_ratio_improved_cnn"] = Metric("improved CNN error / Cramér-Rao bound")
-for method, name in (("improved_cnn", "improved CNN"), ("smoothed_centroid", "smoothed centroid (classical)"),
+for method, name in (("improved_cnn", "improved CNN"), ("improved_cnn_refined", "improved CNN + centroid refinement"),
+                     ("smoothed_centroid", "smoothed centroid (classical)"),
                      ("crlb", "Cramér-Rao bound")):
     METRICS[f"loc_err68_deg_bright_{method}"] = Metric(
         f"localisation error above 1 Crab (up to 10 Crab), 68% containment (deg), {name}")
