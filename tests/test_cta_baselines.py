@@ -325,3 +325,48 @@ def test_bootstrap_ci_is_reproducible_and_brackets_the_statistic():
     assert ci == metrics.bootstrap_ci(metrics.relative_error_percentile, est, true, n_resamples=300, seed=1)
     with pytest.raises(ValueError):
         metrics.bootstrap_ci(np.mean, est, true[:10])
+
+
+# ---------------------------------------------------------------- smoothed centroid
+def test_smoothed_centroid_finds_the_source_sub_pixel(bright_map):
+    b = bright_map
+    x, y = baselines.smoothed_centroid(b["counts"], b["template"], sigma_px=1.5, radius_px=4.0)
+    assert np.hypot(x - b["x0"], y - b["y0"]) < 0.5, (x, y)
+    xs, ys = baselines.smoothed_centroid(np.stack([b["counts"], b["counts"]]), np.stack([b["template"]] * 2), 1.5, 4.0)
+    np.testing.assert_allclose(xs, x)
+    np.testing.assert_allclose(ys, y)
+    with pytest.raises(ValueError):
+        baselines.smoothed_centroid(b["counts"], b["template"][:10])
+
+
+def test_smoothed_centroid_error_falls_with_flux_below_the_pixel_grid():
+    rng = np.random.default_rng(5)
+    shape, template = (64, 64), np.full((64, 64), 0.05)
+    errors = {}
+    for npred in (100.0, 3000.0):
+        x0, y0 = 30 + rng.uniform(-1, 1, 8), 33 + rng.uniform(-1, 1, 8)
+        counts = np.stack([rng.poisson(template + source_npred_map(a, c, npred, SIGMAS_PIX, WEIGHTS, shape=shape))
+                           for a, c in zip(x0, y0)])
+        x, y = baselines.smoothed_centroid(counts, np.broadcast_to(template, counts.shape), 1.0, 4.0)
+        errors[npred] = np.median(np.hypot(x - x0, y - y0))
+    assert errors[3000.0] < 0.5 * errors[100.0] and errors[3000.0] < 0.2, errors
+
+
+def test_tune_smoothed_centroid_reports_its_grid(bright_map):
+    b = bright_map
+    counts, template = np.stack([b["counts"]] * 2), np.stack([b["template"]] * 2)
+    out = baselines.tune_smoothed_centroid(counts, template, [b["x0"]] * 2, [b["y0"]] * 2,
+                                           sigmas_px=(1.0, 2.0, 3.0), radii_px=(2.0, 4.0, 6.0))
+    assert len(out["scores"]) == 9 and (out["sigma_px"], out["radius_px"]) in out["scores"]
+    assert out["scores"][(out["sigma_px"], out["radius_px"])] == min(out["scores"].values())
+    assert isinstance(out["interior"], bool)
+
+
+def test_smoothed_centroid_refines_given_first_guesses(bright_map):
+    b = bright_map
+    x, y = baselines.smoothed_centroid(b["counts"], b["template"], 1.5, 4.0, n_iter=8,
+                                       start=(b["x0"] + 2.0, b["y0"] - 2.0))
+    assert np.hypot(x - b["x0"], y - b["y0"]) < 0.5, (x, y)
+    # a first guess far from the source stays on the background: no positive excess to pull it
+    far = baselines.smoothed_centroid(b["counts"], b["template"], 1.5, 4.0, n_iter=1, start=(20.0, 180.0))
+    assert np.hypot(far[0] - b["x0"], far[1] - b["y0"]) > 50

@@ -169,6 +169,42 @@ def test_soft_argmax_on_known_heat_maps():
     assert m.SpatialSoftArgmax.from_config(cfg).initial_beta == 200.0
 
 
+def test_soft_argmax_with_offsets_moves_inside_the_cell():
+    layer = m.SoftArgmaxWithOffsets(initial_beta=200.0)
+    ny, nx = 10, 20
+    logits = np.zeros((2, ny, nx, 1), "float32")
+    logits[:, 7, 3, 0] = 1.0  # one spike at row 7, column 3
+    offsets = np.zeros((2, ny, nx, 2), "float32")
+    offsets[1, 7, 3] = (0.4, -0.3)  # the second map's source sits off that cell's centre
+    out = np.asarray(keras.ops.convert_to_numpy(layer([logits, offsets])))
+    np.testing.assert_allclose(out[0], m.pix_to_label(3, 7, shape=(ny, nx)), atol=1e-5)  # zero offsets: plain layer
+    np.testing.assert_allclose(out[1], m.pix_to_label(3.4, 6.7, shape=(ny, nx)), atol=1e-5)
+    plain = np.asarray(keras.ops.convert_to_numpy(m.SpatialSoftArgmax(initial_beta=200.0)(logits)))
+    np.testing.assert_allclose(out[0], plain[0], atol=1e-6)
+    with pytest.raises(ValueError, match="offsets"):
+        m.SoftArgmaxWithOffsets()([logits, offsets[..., :1]])
+
+
+def test_localiser_offsets_head_starts_at_zero_and_ablation_shares_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = m.build_improved_localiser(input_shape=(32, 32, 1), filters=(4, 4, 4), full_resolution_filters=2)
+    assert m.count_params(model) - m.count_params(
+        m.build_improved_localiser(input_shape=(32, 32, 1), filters=(4, 4, 4), full_resolution_filters=2,
+                                   subcell_offsets=False)) == 2 * 4 + 2
+    x = np.random.default_rng(2).random((3, 32, 32, 1)).astype("float32")
+    plain = m.without_offsets(model)
+    # zero-initialised offsets: the model and its ablation agree
+    np.testing.assert_allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
+    head = model.get_layer("subcell_offsets")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, np.full_like(bias, 0.5)])  # every cell shifted by tanh(0.5) cells in x and y
+    shift = np.tanh(0.5) / 16  # one heat-map cell is 1/16 of the label range here
+    np.testing.assert_allclose(model.predict(x, verbose=0) - plain.predict(x, verbose=0), shift, atol=1e-5)
+    path = m.save_model(model, tmp_path / "loc.keras", {"input": m.LOCALISER_INPUT})
+    loaded, _ = m.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
 def test_euclidean_distance_values():
     y_true = np.array([[0.0, 0.0], [0.5, 0.5]], "float32")
     y_pred = np.array([[0.3, 0.4], [0.5, 0.5]], "float32")

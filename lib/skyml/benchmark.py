@@ -27,11 +27,26 @@ worker, with the speed-up and efficiency (speed-up / workers) against one
 worker, and checks that the outputs are the same bit for bit in this process
 and on every cluster. Writes ``data/results/benchmarks/scaling.json`` (or
 ``--out``).
+
+    python -m skyml.benchmark --throughput [--repeats 7] [--n-maps 512] [--out PATH]
+
+measures the inference throughput (maps/s) of the CTA CNN-Cleaner, the
+talk's CNN-Regressor and the heat-map localiser on 200×200 maps in this
+process (:func:`throughput`): for every setting of :data:`THROUGHPUT_GRID`
+(batch size; ``model.predict``, ``model.predict_on_batch`` or the eager call
+``model(x, training=False)``; XLA ``jit_compile`` on or off for the two
+compiled paths) a screening measurement, then the fastest setting measured
+again (a warm-up call excluded, ``--repeats`` timed passes over ``--n-maps``
+maps) with the median and a bootstrap 68 % interval of the median. Writes
+``data/results/benchmarks/throughput.json`` (or ``--out``) with
+``throughput_maps_per_s_<model>``, its ``_ci68``, the chosen setting, every
+screened setting and the machine (CPU model, CPU count, Keras backend).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -41,6 +56,178 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# --------------------------------------------------------------------------- inference throughput
+THROUGHPUT_OUT = Path("data") / "results" / "benchmarks" / "throughput.json"
+#: Settings screened by :func:`throughput`: batch sizes, inference paths, XLA.
+THROUGHPUT_GRID = {"batch_size": (32, 128, 512), "mode": ("predict", "predict_on_batch", "call"),
+                   "jit_compile": (False, True)}
+#: Goals on the 2-core reference machine (this repository's, not published numbers).
+THROUGHPUT_GOALS = {"cleaner": 5000.0, "regressor": 1000.0}
+
+
+def _inference_fn(model, mode: str, batch_size: int):
+    """``fn(x)`` that runs ``model`` over all maps of ``x`` by ``mode``, ``batch_size`` maps at a time."""
+    import keras
+
+    if mode == "predict":
+        return lambda x: model.predict(x, batch_size=batch_size, verbose=0)
+    if mode == "predict_on_batch":
+        return lambda x: [model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    if mode == "call":
+        return lambda x: [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+                          for i in range(0, len(x), batch_size)]
+    raise ValueError(f"unknown inference mode {mode!r}; choose predict, predict_on_batch or call")
+
+
+def _inference_copy(model, jit_compile: bool):
+    """A copy of ``model`` (same architecture and weights) compiled for
+    inference only with ``jit_compile``; the caller's model is left as it is."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.compile(jit_compile=bool(jit_compile))
+    return copy
+
+
+def time_inference(model, x, *, batch_size: int = 128, mode: str = "predict", jit_compile: bool = False,
+                   repeats: int = 5, seed: int = 0) -> dict:
+    """Throughput of ``model`` over the maps ``x`` (``(N, ny, nx, C)``) with one setting.
+
+    One untimed warm-up pass (tracing, XLA compilation, caches), then
+    ``repeats`` timed passes over all of ``x``. Returns the setting, ``rates``
+    (maps/s of each pass), their ``median`` and ``ci68``, the bootstrap 68 %
+    interval of the median over the passes (``skyml.metrics.bootstrap_ci``).
+    The eager call (``mode="call"``) does not use ``jit_compile``.
+    """
+    from . import metrics
+
+    if repeats < 2:
+        raise ValueError("repeats must be >= 2 (the interval needs two passes)")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or len(x) < 1:
+        raise ValueError(f"x must be a non-empty (N, ny, nx, C) array, got shape {x.shape}")
+    copy = _inference_copy(model, jit_compile and mode != "call")
+    fn = _inference_fn(copy, mode, int(batch_size))
+    fn(x)  # warm-up: not timed
+    rates = []
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        fn(x)
+        rates.append(len(x) / (time.perf_counter() - t0))
+    rates = np.asarray(rates)
+    del fn, copy
+    gc.collect()  # the copy's traced and compiled functions go with it
+    return {"batch_size": int(batch_size), "mode": mode, "jit_compile": bool(jit_compile and mode != "call"),
+            "rates": [round(float(r), 1) for r in rates], "median": float(np.median(rates)),
+            "ci68": metrics.bootstrap_ci(np.median, rates, n_resamples=1000, seed=seed)}
+
+
+def fastest_inference(model, x, *, grid=None, screen_repeats: int = 2, repeats: int = 7, seed: int = 0) -> dict:
+    """Screen every setting of ``grid`` (default :data:`THROUGHPUT_GRID`) with
+    ``screen_repeats`` passes, choose the one of highest median rate, and
+    measure it again with ``repeats`` passes (a fresh measurement, so the
+    choice does not bias the reported rate). Returns ``{"maps_per_s",
+    "ci68", "setting", "rates", "screened"}``."""
+    grid = dict(THROUGHPUT_GRID if grid is None else grid)
+    screened = []
+    for bs in grid["batch_size"]:
+        for mode in grid["mode"]:
+            for jit in (grid["jit_compile"] if mode != "call" else (False,)):
+                r = time_inference(model, x, batch_size=bs, mode=mode, jit_compile=jit,
+                                   repeats=screen_repeats, seed=seed)
+                screened.append({k: r[k] for k in ("batch_size", "mode", "jit_compile", "median")})
+    best = max(screened, key=lambda r: r["median"])
+    final = time_inference(model, x, batch_size=best["batch_size"], mode=best["mode"],
+                           jit_compile=best["jit_compile"], repeats=repeats, seed=seed)
+    return {"maps_per_s": final["median"], "ci68": final["ci68"], "rates": final["rates"],
+            "setting": {k: best[k] for k in ("batch_size", "mode", "jit_compile")},
+            "screened": [{**r, "median": round(r["median"], 1)} for r in screened]}
+
+
+def throughput_models(dense_units: int = 10000) -> dict:
+    """The three CTA networks of notebooks 02 and 03 at the talk's geometry
+    (200×200×1), freshly built: the time of a forward pass depends on the
+    architecture and the input size only, not on the values of the weights."""
+    from .cta import models
+
+    return {"cleaner": models.build_cleaner(), "regressor": models.build_talk_regressor(dense_units=dense_units),
+            "localiser": models.build_improved_localiser()}
+
+
+def benchmark_maps(n_maps: int = 512, seed: int = 0, shape=(200, 200)) -> np.ndarray:
+    """``n_maps`` stretched Poisson maps ``(N, ny, nx, 1)`` of a flat
+    background of 0.1 counts per pixel (the order of the CTA maps' background)."""
+    from .cta import models
+
+    rng = np.random.default_rng(seed)
+    return models.stretch(rng.poisson(0.1, size=(int(n_maps), *shape)).astype(np.float32))[0][..., None]
+
+
+def throughput(models_by_name: dict | None = None, n_maps: int = 512, repeats: int = 7, screen_repeats: int = 2,
+               grid=None, seed: int = 0) -> dict:
+    """:func:`fastest_inference` of each model (default :func:`throughput_models`)
+    on :func:`benchmark_maps`; the report of ``--throughput``."""
+    import keras
+
+    from . import results
+
+    models_by_name = throughput_models() if models_by_name is None else models_by_name
+    report = {"machine": results.machine(), "cpu_count": os.cpu_count(),
+              "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+              "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
+              "git_commit": results.git_commit(), "n_maps": int(n_maps), "repeats": int(repeats),
+              "screen_repeats": int(screen_repeats), "grid": {k: list(v) for k, v in dict(grid or THROUGHPUT_GRID).items()},
+              "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
+    for name, model in models_by_name.items():
+        x = benchmark_maps(n_maps, seed, tuple(model.input_shape[1:3]))
+        r = fastest_inference(model, x, grid=grid, screen_repeats=screen_repeats, repeats=repeats, seed=seed)
+        report[f"throughput_maps_per_s_{name}"] = r["maps_per_s"]
+        report[f"throughput_maps_per_s_{name}_ci68"] = r["ci68"]
+        report[f"throughput_{name}"] = {k: r[k] for k in ("setting", "rates", "screened")}
+        if name in THROUGHPUT_GOALS:
+            report[f"throughput_goal_{name}"] = THROUGHPUT_GOALS[name]
+            report[f"throughput_goal_met_{name}"] = bool(r["maps_per_s"] >= THROUGHPUT_GOALS[name])
+    report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return report
+
+
+def read_throughput(path: Path | None = None) -> dict | None:
+    """The report written by ``--throughput`` (default :data:`THROUGHPUT_OUT`), or None."""
+    from . import paths
+
+    path = paths.ROOT / THROUGHPUT_OUT if path is None else Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def throughput_for(name: str, model, path: Path | None = None, n_maps: int = 256, repeats: int = 5,
+                   seed: int = 0, grid=None) -> dict:
+    """Throughput of one CTA network for a notebook: the ``--throughput``
+    report's numbers when that file exists and was measured with this Keras
+    backend, else :func:`fastest_inference` of ``model`` measured now.
+    Returns ``{"maps_per_s", "ci68", "setting", "machine", "load_average"
+    (1, 5 and 15 min, at the start and end of the measurement), "source"}``."""
+    import keras
+
+    from . import results
+
+    report = read_throughput(path)
+    key = f"throughput_maps_per_s_{name}"
+    if report is not None and key in report and report.get("keras_backend") == keras.backend.backend():
+        return {"maps_per_s": float(report[key]), "ci68": list(report[f"{key}_ci68"]),
+                "setting": report[f"throughput_{name}"]["setting"], "machine": report["machine"],
+                "load_average": {"start": report.get("load_average_at_start"),
+                                 "end": report.get("load_average_at_end")},
+                "source": f"{THROUGHPUT_OUT} (python -m skyml.benchmark --throughput, commit {report.get('git_commit')})"}
+    start = [round(v, 2) for v in os.getloadavg()]
+    x = benchmark_maps(n_maps, seed, tuple(model.input_shape[1:3]))
+    r = fastest_inference(model, x, grid=grid, repeats=repeats, seed=seed)
+    return {"maps_per_s": r["maps_per_s"], "ci68": r["ci68"], "setting": r["setting"], "machine": results.machine(),
+            "load_average": {"start": start, "end": [round(v, 2) for v in os.getloadavg()]},
+            "source": "measured in this run (skyml.benchmark.fastest_inference)"}
 
 
 def run(n_maps: int = 512, seed: int = 0) -> dict:
@@ -237,9 +424,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _write_json(out: Path, report: dict) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(out)
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="python -m skyml.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--scaling", action="store_true", help="fan-out scaling on local dask clusters")
+    parser.add_argument("--throughput", action="store_true",
+                        help="inference throughput of the CTA networks, fastest setting of a screened grid")
     parser.add_argument("--memory", action="store_true", help="peak memory of every command on a large input")
     parser.add_argument("--side", type=int, default=8000, help="input side in pixels for --memory (default 8000)")
     parser.add_argument("--profile", choices=("quick", "full"), default="full",
@@ -247,33 +442,44 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="cluster sizes; 1 is always measured, the reference of the speed-ups (default 1 2)")
     parser.add_argument("--patches", type=int, default=8, help="patches of the TS-map baseline (default 8)")
-    parser.add_argument("--out", type=Path, default=None, help=f"output JSON (default {SCALING_OUT})")
+    parser.add_argument("--n-maps", type=int, default=512, help="maps per timed pass of --throughput (default 512)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed passes of the chosen --throughput setting (default 7)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output JSON (default {SCALING_OUT} or {THROUGHPUT_OUT})")
     args = parser.parse_args(argv)
-    if args.memory and args.scaling:
-        print("python -m skyml.benchmark: error: choose one of --memory and --scaling", file=sys.stderr)
+    if sum((args.memory, args.scaling, args.throughput)) > 1:
+        print("python -m skyml.benchmark: error: choose one of --memory, --scaling and --throughput", file=sys.stderr)
         return 2
     if args.memory:
         print(json.dumps(memory(args.side, args.profile)))
         return 0
-    if not args.scaling:
-        if args.out is not None or args.workers != [1, 2] or args.patches != 8:
-            print("python -m skyml.benchmark: error: --workers, --patches and --out need --scaling", file=sys.stderr)
+    if not args.throughput and (args.n_maps != 512 or args.repeats != 7):
+        print("python -m skyml.benchmark: error: --n-maps and --repeats need --throughput", file=sys.stderr)
+        return 2
+    if not args.scaling and (args.workers != [1, 2] or args.patches != 8):
+        print("python -m skyml.benchmark: error: --workers and --patches need --scaling", file=sys.stderr)
+        return 2
+    if not args.scaling and not args.throughput:
+        if args.out is not None:
+            print("python -m skyml.benchmark: error: --out: need --scaling or --throughput", file=sys.stderr)
             return 2
         print(json.dumps(run()))
         return 0
     from . import paths
 
+    default = THROUGHPUT_OUT if args.throughput else SCALING_OUT
     try:
-        if min(args.workers) < 1 or args.patches < 1:
-            raise ValueError("--workers and --patches must be >= 1")
-        out = _check_out(args.out if args.out is not None else paths.ROOT / SCALING_OUT)
+        if min(args.workers) < 1 or args.patches < 1 or args.n_maps < 1 or args.repeats < 2:
+            raise ValueError("--workers, --patches and --n-maps must be >= 1, --repeats >= 2")
+        out = _check_out(args.out if args.out is not None else paths.ROOT / default)
     except ValueError as err:
         print(f"python -m skyml.benchmark: error: {err}", file=sys.stderr)
         return 2
-    report = scaling(tuple(sorted(set(args.workers) | {1})), args.patches)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(out)
+    if args.throughput:
+        report = throughput(n_maps=args.n_maps, repeats=args.repeats)
+    else:
+        report = scaling(tuple(sorted(set(args.workers) | {1})), args.patches)
+    _write_json(out, report)
     print(json.dumps(report))
     return 0
 

@@ -62,12 +62,15 @@ METRICS: dict[str, Metric] = {
     "excess_relerr68_cnn_talk_metric": Metric(
         "CNN-Cleaner excess against the IRF-subtracted map, σ = 5 px smoothing, 68% relative error"),
     "throughput_maps_per_s_cnn": Metric("CNN cleaning throughput (maps/s)"),
+    "throughput_maps_per_s_cleaner": Metric("CNN-Cleaner inference throughput, fastest setting (maps/s)"),
+    "throughput_maps_per_s_regressor": Metric("CNN-Regressor of the talk, inference throughput, fastest setting (maps/s)"),
 }
 
 LOCALISERS = {
     "talk_cnn": "CNN of the talk",
     "improved_cnn": "improved CNN",
     "gammapy_blind": "gammapy blind search",
+    "smoothed_centroid": "smoothed centroid (classical)",
     "gammapy_fit": "gammapy likelihood fit (first n_fit test maps)",
     "pointing_centre": "pointing centre (trivial)",
 }
@@ -100,6 +103,12 @@ METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
     "completeness change at 2.3e-10, trained on diffuse variant 1, tested on 2 minus on 1")
 METRICS["loc_err68_deg_crlb"] = Metric("Cramér-Rao bound, 68% containment (deg)")
 METRICS["crlb_ratio_improved_cnn"] = Metric("improved CNN error / Cramér-Rao bound")
+for method, name in (("improved_cnn", "improved CNN"), ("improved_cnn_refined", "improved CNN + centroid refinement"),
+                     ("smoothed_centroid", "smoothed centroid (classical)"),
+                     ("crlb", "Cramér-Rao bound")):
+    METRICS[f"loc_err68_deg_bright_{method}"] = Metric(
+        f"localisation error above 1 Crab (up to 10 Crab), 68% containment (deg), {name}")
+del method, name
 
 LHAASO_METHODS = {"input": "blurred counts map", "cnn": "SRCNN-like CNN", "vae": "VAE", "gan": "GAN",
                   "psf_conditioned": "PSF-conditioned CNN at 40 TeV", "richardson_lucy": "Richardson–Lucy",

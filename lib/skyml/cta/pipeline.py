@@ -163,11 +163,22 @@ def talk_regressor_inputs(cleaner, counts: np.ndarray, smooth_sigma_px: float = 
     return models.as_images(models.stretch(cleaned)[0])
 
 
+def localiser_params(params: CTASimParams, flux_max_crab: float = 10.0) -> CTASimParams:
+    """The simulation the heat-map localiser is trained on: ``params`` with
+    sources up to ``flux_max_crab`` (the test maps stop at ``params.flux_max_crab``),
+    so that bright sources are inside the training range."""
+    from dataclasses import replace
+
+    return replace(params, flux_max_crab=max(float(flux_max_crab), params.flux_max_crab))
+
+
 def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
-                             patience=3, learning_rate=1e-3, profile="quick"):
-    """The heat-map + soft-argmax localiser of this repository, on raw counts."""
+                             patience=3, learning_rate=1e-3, subcell_offsets=True, profile="quick"):
+    """The heat-map + soft-argmax localiser of this repository, on raw counts,
+    trained on the maps of ``params`` (see :func:`localiser_params`)."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
-           "patience": int(patience), "learning_rate": float(learning_rate), "version": 1}
+           "patience": int(patience), "learning_rate": float(learning_rate),
+           "subcell_offsets": bool(subcell_offsets), "version": 2}
 
     def fit():
         train = load_maps(n_train, seed, params, split="train")
@@ -177,10 +188,12 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         import keras
 
         keras.utils.set_random_seed(int(seed))
-        model = models.build_improved_localiser(x.shape[1:], learning_rate=learning_rate)
+        model = models.build_improved_localiser(x.shape[1:], learning_rate=learning_rate,
+                                                subcell_offsets=subcell_offsets)
         history = models.train(model, x, position_labels(train), xv, position_labels(val),
                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
+                "subcell_offsets": bool(subcell_offsets),
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
