@@ -6,10 +6,25 @@ Every analysis (CTA, Fermi-LAT, LHAASO, optical) trains its networks through
 ``fit()``, stores it in the cache (:func:`skyml.cache.cached_dir`, checksummed
 and self-healing) and copies it to ``data/models/<profile>/<install_as>``;
 later calls load it from the cache.
+
+Resumable training (:func:`fit_callbacks`): inside :func:`train_cached`, every
+Keras ``fit()`` that adds ``*fit_callbacks(stop)`` to its callbacks keeps, in
+``<cache>/training-backup/<kind>-<hash>/fit-<i>/``, Keras's
+``BackupAndRestore`` checkpoint (weights, optimizer, epoch) and the state of
+its early stopping (best value, epochs without improvement, best weights) and
+learning curve, after every epoch. A run that is killed (session end, power
+cut) and started again with the same parameters resumes each interrupted
+``fit()`` at its last finished epoch, with the same early-stopping decision
+and the whole learning curve; the folder is removed when the model is in the
+cache. A resumed training is not the same bit for bit as an uninterrupted one
+(the data order after the restart comes from a fresh random state), so the
+model sidecar records ``resumed_fits``.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import shutil
@@ -17,7 +32,104 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import cache, paths, results
+
+#: (backup folder, [number of fit() calls so far, resumed fit() calls]) of the train_cached call running here
+_BACKUP: contextvars.ContextVar = contextvars.ContextVar("skyml_training_backup", default=None)
+
+
+def backup_root() -> Path:
+    return cache.default_root() / "training-backup"
+
+
+#: Attributes of a fit's own callbacks (EarlyStopping, ReduceLROnPlateau) kept across a restart
+STATE_ATTRIBUTES = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+
+def fit_callbacks(*stateful) -> list:
+    """Callbacks that make a Keras ``fit()`` inside :func:`train_cached`
+    resumable (see the module text); put them after the call's own callbacks,
+    passing those with a state (``EarlyStopping`` with its best weights,
+    ``ReduceLROnPlateau``) so that it survives a restart. Outside
+    :func:`train_cached` the list is empty."""
+    state = _BACKUP.get()
+    if state is None:
+        return []
+    import keras
+
+    folder, counter = state
+    counter[0] += 1
+    fit_dir = Path(folder) / f"fit-{counter[0]}"
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    return [keras.callbacks.BackupAndRestore(str(fit_dir / "keras"), save_freq="epoch", delete_checkpoint=True),
+            _FitState(fit_dir, stateful, counter)]
+
+
+@functools.cache
+def _fit_state_class():
+    """:class:`_FitStateMixin` as a Keras callback (Keras imported on first use)."""
+    import keras
+
+    return type("FitState", (_FitStateMixin, keras.callbacks.Callback), {})
+
+
+def _FitState(folder: Path, stateful, counter):
+    return _fit_state_class()(folder, stateful, counter)
+
+
+class _FitStateMixin:
+    """Saves and restores what ``BackupAndRestore`` does not: the early
+    stopping's state and best weights, and the learning curve so far."""
+
+    def __init__(self, folder: Path, stateful, counter):
+        super().__init__()
+        self.folder, self.stops, self.counter = Path(folder), list(stateful), counter
+        self.record: dict = {}
+
+    @property
+    def _state_file(self) -> Path:
+        return self.folder / "state.json"
+
+    def on_train_begin(self, logs=None):
+        if not self._state_file.is_file():
+            return
+        state = json.loads(self._state_file.read_text())
+        self.record = state["history"]
+        self.counter[1] += 1
+        for i, (callback, saved) in enumerate(zip(self.stops, state["callbacks"])):
+            for name, value in saved.items():
+                if name != "has_best_weights":
+                    setattr(callback, name, value)
+            weights = self.folder / f"best-{i}.npz"
+            if saved.get("has_best_weights") and weights.is_file():
+                with np.load(weights, allow_pickle=False) as f:
+                    callback.best_weights = [f[f"w{j}"] for j in range(len(f.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in (logs or {}).items():
+            self.record.setdefault(k, []).append(float(v))
+        saved = []
+        for i, callback in enumerate(self.stops):
+            best_weights = getattr(callback, "best_weights", None)
+            if best_weights is not None and getattr(callback, "best_epoch", None) == epoch:
+                tmp = self.folder / f".best-{i}.npz"
+                np.savez(tmp, **{f"w{j}": np.asarray(w) for j, w in enumerate(best_weights)})
+                os.replace(tmp, self.folder / f"best-{i}.npz")
+            record = {name: float(getattr(callback, name)) if name == "best" else int(getattr(callback, name))
+                      for name in STATE_ATTRIBUTES if getattr(callback, name, None) is not None}
+            record["has_best_weights"] = best_weights is not None
+            saved.append(record)
+        tmp = self.folder / ".state.json"
+        tmp.write_text(json.dumps({"epoch": int(epoch), "history": self.record, "callbacks": saved}))
+        os.replace(tmp, self._state_file)
+
+    def on_train_end(self, logs=None):
+        history = getattr(self.model, "history", None)
+        if history is not None and self.record:
+            history.history = {k: list(v) for k, v in self.record.items()}
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def install_model(src: Path, profile: str, name: str) -> Path:
@@ -68,16 +180,25 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
 
     results.require_clean_tree(profile, f"model {install_as}")
     info = {}
+    backup = backup_root() / f"{kind}-{cache.param_hash(kind, key)}"
 
     def build(tmp: Path):
         t0 = time.perf_counter()
-        model, metadata, history = fit()
+        counter = [0, 0]
+        token = _BACKUP.set((backup, counter))
+        try:
+            model, metadata, history = fit()
+        finally:
+            _BACKUP.reset(token)
         info["seconds"] = time.perf_counter() - t0
         metadata = {**metadata, "train_seconds": info["seconds"], "cache_key": key}
+        if counter[1]:
+            metadata["resumed_fits"] = counter[1]
         models.save_model(model, tmp / "model.keras", metadata)
         (tmp / "history.json").write_text(json.dumps(history))
 
     folder = cache.cached_dir(kind, key, build)
+    shutil.rmtree(backup, ignore_errors=True)
     model, metadata = models.load_model(folder / "model.keras")
     history = json.loads((folder / "history.json").read_text())
     install_model(folder / "model.keras", profile, install_as)

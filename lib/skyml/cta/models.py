@@ -48,6 +48,7 @@ import numpy as np
 from keras import layers, ops
 from scipy import ndimage
 
+from .. import training
 from ..results import file_sha256, git_commit, machine
 
 __all__ = [
@@ -680,7 +681,7 @@ def train(
         epochs=int(epochs),
         batch_size=int(batch_size),
         shuffle=True,
-        callbacks=[stop],
+        callbacks=[stop, *training.fit_callbacks(stop)],
         verbose=verbose,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

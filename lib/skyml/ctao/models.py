@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from .. import training
+
 
 
 @keras.saving.register_keras_serializable(package="skyml_ctao")
@@ -102,7 +104,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), mode="min",
                                          restore_best_weights=True)
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                        shuffle=True, callbacks=[stop], verbose=verbose)
+                        shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

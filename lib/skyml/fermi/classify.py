@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import training
 from . import irf, variability
 from .cutouts import CLASSES, FAKE
 
@@ -180,7 +181,7 @@ def train_classifier(train: dict, val: dict, *, epochs: int, seed: int, filters:
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
     history = model.fit(x, one_hot(labels), validation_data=(xv, one_hot(val["label"])), epochs=int(epochs),
                         batch_size=int(batch_size), shuffle=True, class_weight=class_weights(labels),
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=[*callbacks, *training.fit_callbacks(*callbacks)], verbose=verbose)
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -34,6 +34,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from .. import training
+
 FLUX_SCALE = 1.0e-10
 
 
@@ -200,7 +202,7 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
     history = model.fit([x, ph], y[:, None], sample_weight=w,
                         validation_data=(flux_inputs(counts10_val, background10_val, binsz_deg),
                                          log_flux_target(flux1000_val)[:, None]),
-                        epochs=int(epochs), batch_size=int(batch_size), shuffle=True, callbacks=callbacks,
+                        epochs=int(epochs), batch_size=int(batch_size), shuffle=True, callbacks=[*callbacks, *training.fit_callbacks(*callbacks)],
                         verbose=verbose)
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 

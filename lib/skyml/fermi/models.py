@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from .. import training
+
 
 @keras.saving.register_keras_serializable(package="skyml_fermi")
 def bce_dice_loss(y_true, y_pred):
@@ -81,7 +83,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), mode="min",
                                          restore_best_weights=True)
     history = model.fit(list(x), y, validation_data=(list(x_val), y_val), epochs=int(epochs),
-                        batch_size=int(batch_size), shuffle=True, callbacks=[stop], verbose=verbose)
+                        batch_size=int(batch_size), shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from .. import training
+
 
 def as_input(images: np.ndarray, scale_jy: float) -> np.ndarray:
     """(n, ny, nx) images [Jy/beam or Jy/px] -> (n, ny, nx, 1) float32 network input."""
@@ -128,7 +130,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=4, seed=
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                        shuffle=True, callbacks=[stop], verbose=verbose)
+                        shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
