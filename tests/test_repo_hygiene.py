@@ -20,6 +20,8 @@ sys.path.insert(0, str(paths.ROOT))
 import run_all  # noqa: E402
 
 NOTEBOOKS = run_all.find_notebooks(paths.NOTEBOOKS)
+#: notebooks/exercises/: run by nbval after the numbered notebooks, not by run_all.py or the site
+EXERCISES = sorted((paths.NOTEBOOKS / "exercises").glob("*.ipynb"))
 PYPROJECT = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())
 
 
@@ -60,6 +62,28 @@ def test_cells_have_ids(notebook):
     ids = [c.get("id") for c in json.loads(path.read_text(encoding="utf-8"))["cells"]]
     assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: missing or repeated cell ids"
     nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_exercise_notebooks_ids_kernelspec_and_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), path.name
+    nbformat.validate(nb)
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: missing or repeated cell ids"
+    assert nb.metadata.get("kernelspec") == {
+        "name": "skyml", "display_name": "Python 3 (skyml)", "language": "python"}, path.name
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name}: outputs not stripped"
+
+
+def test_exercise_notebooks_are_not_numbered_notebooks():
+    from skyml import publish, site
+
+    assert EXERCISES, "notebooks/exercises/ holds no notebook"
+    for found in (NOTEBOOKS, site.find_notebooks(paths.NOTEBOOKS),
+                  [publish.find_source(p.stem[:2]) for p in NOTEBOOKS]):
+        assert not set(found) & set(EXERCISES)
 
 
 def test_learner_cell_first(notebook):

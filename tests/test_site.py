@@ -119,6 +119,17 @@ def repo(tmp_path):
     return dict(notebooks_dir=nbs, executed_dir=executed, figures_dir=figures, results_md=results, root=root)
 
 
+def test_exercise_notebooks_are_copied_where_the_notebooks_link_them(repo, tmp_path):
+    exercises = repo["notebooks_dir"] / "exercises"
+    exercises.mkdir()
+    nbformat.write(notebook("Exercises for notebook 01"), exercises / "01_alpha_exercises.ipynb")
+    out = site.build_site(tmp_path / "site", **repo)
+    copied = out / "notebooks" / "exercises" / "01_alpha_exercises.ipynb"
+    assert copied.read_bytes() == (exercises / "01_alpha_exercises.ipynb").read_bytes()
+    assert "Exercises for notebook 01" not in (out / "index.html").read_text()  # not a numbered notebook
+    assert not list(out.rglob("*exercises.html"))
+
+
 def test_index_lists_numbered_notebooks_in_order_and_links_resolve(repo, tmp_path):
     out = site.build_site(tmp_path / "site", **repo)
     index = out / "index.html"

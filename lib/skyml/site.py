@@ -17,7 +17,10 @@ images are embedded or copied next to the pages):
   widgets are drawn from their saved state;
 * ``results.html``: ``docs/results.md`` (written by ``python -m skyml.report``);
 * ``figures.html``: ``figures/*.png`` (full profile), or ``figures/quick/*.png``
-  when there are no full-profile figures, copied to ``figures/``.
+  when there are no full-profile figures, copied to ``figures/``;
+* ``notebooks/exercises/*.ipynb``: the exercise notebooks, copied as they are
+  (not rendered), so that the links at the end of the notebooks that have
+  exercises resolve.
 
 The site is built in a temporary folder next to ``--out`` and moved into place
 at the end, so a failed build leaves no partial site. ``--out`` may be a new
@@ -503,6 +506,11 @@ def build_site(out: Path = paths.BUILD / "site", *, notebooks_dir: Path = paths.
             (tmp / name).write_text(text, encoding="utf-8")
         for figure in figures:
             shutil.copyfile(figure, tmp / "figures" / figure.name)
+        exercises = sorted(p for p in (Path(notebooks_dir) / "exercises").glob("*.ipynb") if p.is_file())
+        if exercises:
+            (tmp / "notebooks" / "exercises").mkdir()
+            for exercise in exercises:
+                shutil.copyfile(exercise, tmp / "notebooks" / "exercises" / exercise.name)
         (tmp / MARKER).write_text(f"built by {PROG}; the whole folder is replaced by the next build\n")
         if out.exists():
             old = out.rename(tmp.with_name(tmp.name + ".old"))

@@ -8,6 +8,11 @@ notebook loads its inputs instead of simulating and training them::
     python -m skyml.workshop pack   [ARCHIVE]           # make workshop-pack
     python -m skyml.workshop unpack [ARCHIVE] [--force]  # make workshop-unpack
 
+The exercise notebooks (``notebooks/exercises/``) read the quick-profile
+parameters of the notebook they belong to with :func:`notebook_parameters`, so
+that they ask for the same datasets and models (the same cache keys) and load
+what that notebook built.
+
 Unpacking verifies the checksum first, accepts only regular files under the
 two folders (no links, no absolute or ``..`` paths), and refuses to replace an
 existing file with different content unless ``--force`` is given. Files with
@@ -18,6 +23,7 @@ nothing written.
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import hashlib
 import os
@@ -36,6 +42,34 @@ DEFAULT_ARCHIVE = "build/skyml-workshop-quick.tar.gz"
 
 class WorkshopError(Exception):
     """A problem reported as one line, exit status 2."""
+
+
+def notebook_parameters(stem: str, notebooks_dir: Path = paths.NOTEBOOKS) -> dict:
+    """The quick-profile parameters of ``notebooks/<stem>.ipynb``: the
+    assignments of its cell tagged ``parameters``, read without running it.
+
+    Every value must be a Python literal (numbers, strings, lists, dicts), as
+    papermill's parameters are; anything else raises ``ValueError``.
+    """
+    import nbformat
+
+    path = Path(notebooks_dir) / f"{stem}.ipynb"
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook {path}")
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path.name}: {len(cells)} cells tagged 'parameters', expected 1")
+    params = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets)):
+            raise ValueError(f"{path.name}: the parameters cell holds more than assignments to names")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{path.name}: parameter {node.targets[0].id} is not a literal") from None
+        params.update({t.id: value for t in node.targets})
+    return params
 
 
 def checksum_path(archive: Path) -> Path:
