@@ -110,3 +110,21 @@ def test_the_site_shows_a_published_notebook_before_a_quick_run(layout, tmp_path
     assert version.kind == "published" and version.path == source
     text, failed = site._summary(version, nbformat.read(source, as_version=4), tmp_path)
     assert "abc1234" in text and not failed
+
+
+def test_a_navigation_cell_added_after_the_run_needs_no_new_run(layout):
+    source, build, _ = layout
+    nb = nbformat.read(source, as_version=4)
+    link = new_markdown_cell("## Exercises\n\n[exercises](exercises/01_demo_exercises.ipynb)", id="nav")
+    link.metadata["tags"] = ["navigation"]
+    nb.cells.append(link)
+    nbformat.write(nb, source)
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    published = nbformat.read(source, as_version=4)
+    assert published.cells[-1].source.startswith("## Exercises") and publish.check(published) is None
+    assert published.cells[-2].outputs[0]["text"] == "30\n"
+    published.cells[-1].source += " (edited)"
+    assert publish.check(published) is None  # navigation text may change
+    untagged = nbformat.read(source, as_version=4)
+    untagged.cells[-1].metadata["tags"] = []
+    assert "changed after" in publish.check(untagged)

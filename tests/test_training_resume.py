@@ -5,7 +5,6 @@ import json
 import keras
 import numpy as np
 import pytest
-
 from skyml import paths, training
 
 

@@ -39,6 +39,7 @@ from . import paths
 BANNER_ID = "published-run"
 BANNER_TAG = "skyml-published"
 INJECTED_TAG = "injected-parameters"
+NAVIGATION_TAG = "navigation"
 PROG = "python -m skyml.publish"
 
 
@@ -60,9 +61,16 @@ def _is_injected(cell) -> bool:
     return INJECTED_TAG in cell.get("metadata", {}).get("tags", [])
 
 
+def _is_navigation(cell) -> bool:
+    """A markdown cell tagged ``navigation`` (links to the exercises, ...): it
+    neither runs nor states a result, so adding one needs no new run."""
+    return cell.cell_type == "markdown" and NAVIGATION_TAG in cell.get("metadata", {}).get("tags", [])
+
+
 def content_cells(nb) -> list:
-    """The cells a reader writes: without the banner and papermill's injected cell."""
-    return [c for c in nb.cells if not _is_banner(c) and not _is_injected(c)]
+    """The cells whose outputs or text a run stands behind: without the
+    banner, papermill's injected cell and navigation cells."""
+    return [c for c in nb.cells if not _is_banner(c) and not _is_injected(c) and not _is_navigation(c)]
 
 
 def sources_sha256(nb) -> str:
