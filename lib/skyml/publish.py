@@ -181,6 +181,9 @@ def _write(nb, path: Path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             nbformat.write(nb, f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0o600; a notebook is as readable as the others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
