@@ -276,9 +276,9 @@ class SourceModel:
         self.energy = energy
         self.node_weight = weight * irf.exposure_cm2s(energy, p.event_types)
         self.band_e, self.band_w = catalog._log_grid(*catalog.FLUX_BAND_MEV, 64)
-        sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+        sig_deg, cbins, weights = irf.psf_components(p.event_types)
         self.sig_pix = sig_deg / p.binsz_deg
-        self.nodes, self.frac = nodes, frac
+        self.weights = weights
         self.bin_masks = [cbins == k for k in range(irf.N_BINS)]
 
     def npred(self, flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix) -> np.ndarray:
@@ -288,7 +288,7 @@ class SourceModel:
         spec = fit_spectra(flux1000, spectrum, shape_a, shape_b)
         norm = flux1000 / float(catalog.dnde_shape(self.band_e, spec)[0] @ self.band_w)
         node = norm * catalog.dnde_shape(self.energy, spec)[0] * self.node_weight
-        amp = node[self.nodes] * self.frac
+        amp = node @ self.weights
         px = _pixel_fractions(np.array([float(x_pix)]), self.sig_pix, self.npix)[0]
         py = _pixel_fractions(np.array([float(y_pix)]), self.sig_pix, self.npix)[0]
         wy = amp[:, None] * py

@@ -139,10 +139,10 @@ def source_counts_map(glon, glat, counts_nodes, k: int, nside: int, p: FermiSimP
     source by source, and those narrower than a third of a pixel go into the source's pixel."""
     import healpy as hp
 
-    sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+    sig_deg, cbins, weights = irf.psf_components(p.event_types)
     m = cbins == k
     sig = np.deg2rad(sig_deg[m])
-    amp = np.atleast_2d(counts_nodes)[:, nodes[m]] * frac[m][None]  # (n_src, n_comp)
+    amp = np.atleast_2d(counts_nodes) @ weights[:, m]  # (n_src, n_comp)
     out = np.zeros(hp.nside2npix(nside))
     vec = np.atleast_2d(hp.ang2vec(np.atleast_1d(glon), np.atleast_1d(glat), lonlat=True))
     resol = hp.nside2resol(nside)

@@ -14,16 +14,18 @@ whose two parameters are set, at every energy, so that its 68 % and 95 %
 containment radii equal the published Pass 8 (P8R3_SOURCE_V3) containment of
 that event type (:data:`PSF_CONTAINMENT_TABLE`, interpolated in log r versus
 log E). For rendering, each King function is represented by a mixture of
-:data:`N_GAUSS` circular Gaussians of fixed log-spaced widths (from 0.2 r68 to
-1.2 r95) whose non-negative weights are fitted to its containment curve out to
-2 r95, with the normalisation and the 68 % and 95 % containment pinned
-(:func:`fit_mixture`; the King tail beyond about 3 r95 is not carried); a
-Gaussian mixture keeps the pixel integration exact and separable. The
+circular Gaussians of fixed log-spaced widths whose non-negative weights are
+fitted to its containment curve out to 2 r95, with the normalisation and the
+68 % and 95 % containment pinned (:func:`fit_mixture`; the King tail beyond
+about 3 r95 is not carried); a Gaussian mixture keeps the pixel integration
+exact and separable. The
 containment radii of the mixture actually used are computed numerically by
 :func:`psf_containment_deg` and agree with the published ones within 1 %
 (tests/test_fermi_psf.py). Inside an energy bin the PSF is the
 mixture over :data:`NODES_PER_BIN` log-spaced energies weighted by the
-source's own expected counts there (:func:`node_grid`).
+source's own expected counts there (:func:`node_grid`); all nodes and event
+types of a bin share one basis of :data:`N_BASIS` Gaussians
+(:func:`psf_components`), so a source costs 10 Gaussians per bin to render.
 
 An earlier version took the scale law S(E) of the Cicerone as the width of a
 single Gaussian (r68 = 1.51 S(E), 0.88° FRONT and 1.70° BACK at 1 GeV): about
@@ -154,35 +156,23 @@ def _gauss_containment(r, sigmas):
     return 1.0 - np.exp(-0.5 * (np.asarray(r, float)[:, None] / np.asarray(sigmas, float)[None]) ** 2)
 
 
-def fit_mixture(r68: float, r95: float, containment) -> tuple[np.ndarray, np.ndarray]:
+def fit_mixture(r68: float, r95: float, containment, sigmas=None) -> tuple[np.ndarray, np.ndarray]:
     """Widths and weights of :data:`N_GAUSS` Gaussians (log-spaced from 0.2 r68 to 1.2 r95)
     fitted by non-negative least squares to the containment curve ``containment(r)`` out to
     2 r95, with heavily weighted rows that pin the total to 1 and the containment at r68 and
     r95 to 0.68 and 0.95 (the truncated far tail, which a finite mixture cannot carry, would
-    otherwise pull r95 in)."""
+    otherwise pull r95 in). ``sigmas``: other widths to fit on."""
     from scipy.optimize import nnls
 
-    sigmas = np.geomspace(GAUSS_SIGMA_RANGE[0] * r68, GAUSS_SIGMA_RANGE[1] * r95, N_GAUSS)
+    if sigmas is None:
+        sigmas = np.geomspace(GAUSS_SIGMA_RANGE[0] * r68, GAUSS_SIGMA_RANGE[1] * r95, N_GAUSS)
+    sigmas = np.asarray(sigmas, float)
     r = np.linspace(0.0, FIT_RADIUS_R95 * r95, 200)[1:]
     a = np.vstack([_gauss_containment(r, sigmas), PIN_WEIGHT * _gauss_containment([r68, r95], sigmas),
-                   PIN_WEIGHT * np.ones((1, N_GAUSS))])
+                   PIN_WEIGHT * np.ones((1, len(sigmas)))])
     b = np.concatenate([containment(r), PIN_WEIGHT * np.array([0.68, 0.95, 1.0])])
     w, _ = nnls(a, b)
     return sigmas, w / w.sum()
-
-
-@functools.lru_cache(maxsize=4096)
-def _king_mixture(r68: float, r95: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Gaussian mixture of the King function of containment (r68, r95)."""
-    sigma, gamma = king_from_containment(r68, r95)
-    return fit_mixture(r68, r95, lambda r: king_containment(r, sigma, gamma))
-
-
-def psf_mixture(energy_mev: float, event_type: str = "front") -> tuple[np.ndarray, np.ndarray]:
-    """(widths [deg], weights) of the Gaussian mixture of the PSF of one event type at one energy."""
-    r68 = float(reference_containment_deg(energy_mev, event_type, 0.68))
-    r95 = float(reference_containment_deg(energy_mev, event_type, 0.95))
-    return _king_mixture(round(r68, 12), round(r95, 12))
 
 
 def mixture_containment_radius(sigmas, weights, fraction: float = 0.68) -> float:
@@ -199,9 +189,10 @@ def mixture_containment_radius(sigmas, weights, fraction: float = 0.68) -> float
 
 
 def psf_containment_deg(energy_mev, event_type: str = "front", fraction: float = 0.68) -> np.ndarray:
-    """Containment radius [deg] of the PSF the simulator uses (the Gaussian mixture), computed numerically."""
+    """Containment radius [deg] of the PSF the simulator uses (:func:`model_psf`, 0.3 GeV–1 TeV),
+    computed numerically from its Gaussians."""
     e = np.atleast_1d(np.asarray(energy_mev, float))
-    out = np.array([mixture_containment_radius(*psf_mixture(x, event_type), fraction) for x in e])
+    out = np.array([mixture_containment_radius(*model_psf(x, event_type), fraction) for x in e])
     return out.reshape(np.shape(energy_mev))
 
 
@@ -239,34 +230,64 @@ def node_grid(nodes_per_bin: int = NODES_PER_BIN):
     return np.concatenate(energies), np.concatenate(weights), np.concatenate(bins)
 
 
-def psf_components(event_types: str = "front+back", nodes_per_bin: int = NODES_PER_BIN):
-    """The Gaussian components of the model: ``(sigma_deg, bin, node, fraction)``.
+#: Gaussians of the shared basis of an energy bin (:func:`psf_components`)
+N_BASIS = 10
 
-    Component ``j`` is one Gaussian of the King mixture of event type FRONT or
-    BACK at energy node ``node[j]``; ``fraction[j]`` is the share of that
-    node's counts it carries: its mixture weight times the event type's share
-    (1 for FRONT-only; :data:`FRONT_FRACTION` and its complement for FRONT+BACK).
+
+@functools.lru_cache(maxsize=8)
+def psf_components(event_types: str = "front+back", nodes_per_bin: int = NODES_PER_BIN):
+    """The Gaussian components of the model: ``(sigma_deg, bin, weights)``.
+
+    Each energy bin has a basis of :data:`N_BASIS` Gaussians (log-spaced widths from 0.2 times
+    the smallest r68 to 1.2 times the largest r95 of its nodes and event types); the King
+    function of every node and event type is fitted on its bin's basis (:func:`fit_mixture` with
+    those widths: normalisation, r68 and r95 pinned). ``weights`` (n_nodes, n_components) holds
+    the share of each node's counts that each component carries, summed over the event types
+    (FRONT only; or :data:`FRONT_FRACTION` FRONT and the rest BACK), so that the expected counts
+    of a source in component j are ``node_counts @ weights[:, j]``: the PSF of a source within a
+    bin follows its own spectrum, with only :data:`N_BASIS` Gaussians per bin to render.
     """
     check_event_types(event_types)
     energy, _, bins = node_grid(nodes_per_bin)
     types = (("front", 1.0),) if event_types == "front" else (("front", FRONT_FRACTION),
                                                               ("back", 1.0 - FRONT_FRACTION))
-    sig, cb, cn, frac = [], [], [], []
-    for event_type, share in types:
-        for j, e in enumerate(energy):
-            s, w = psf_mixture(e, event_type)
-            sig.append(s)
-            cb.append(np.full(len(s), bins[j]))
-            cn.append(np.full(len(s), j))
-            frac.append(share * w)
-    return np.concatenate(sig), np.concatenate(cb), np.concatenate(cn), np.concatenate(frac)
+    sig, cbins = [], []
+    weights = np.zeros((len(energy), N_BINS * N_BASIS))
+    for k in range(N_BINS):
+        nodes = np.flatnonzero(bins == k)
+        r68 = [float(reference_containment_deg(energy[j], t, 0.68)) for j in nodes for t, _ in types]
+        r95 = [float(reference_containment_deg(energy[j], t, 0.95)) for j in nodes for t, _ in types]
+        basis = np.geomspace(GAUSS_SIGMA_RANGE[0] * min(r68), GAUSS_SIGMA_RANGE[1] * max(r95), N_BASIS)
+        sig.append(basis)
+        cbins.append(np.full(N_BASIS, k))
+        for j in nodes:
+            for event_type, share in types:
+                a68 = float(reference_containment_deg(energy[j], event_type, 0.68))
+                a95 = float(reference_containment_deg(energy[j], event_type, 0.95))
+                sigma, gamma = king_from_containment(a68, a95)
+                _, w = fit_mixture(a68, a95, lambda r, sg=sigma, g=gamma: king_containment(r, sg, g), basis)
+                weights[j, k * N_BASIS:(k + 1) * N_BASIS] += share * w
+    return np.concatenate(sig), np.concatenate(cbins), weights
+
+
+def model_psf(energy_mev: float, event_type: str = "front") -> tuple[np.ndarray, np.ndarray]:
+    """(widths [deg], weights) of the PSF of one event type at ``energy_mev`` as the simulator
+    represents it: the King function fitted on the Gaussian basis of the energy bin that holds
+    ``energy_mev`` (:func:`psf_components`; at an energy node, exactly what is rendered)."""
+    e = float(np.clip(energy_mev, ENERGY_EDGES_MEV[0], ENERGY_EDGES_MEV[-1]))
+    k = int(np.clip(np.searchsorted(ENERGY_EDGES_MEV, e, side="right") - 1, 0, N_BINS - 1))
+    sig, cbins, _ = psf_components("front" if event_type == "front" else "front+back")
+    a68 = float(reference_containment_deg(e, event_type, 0.68))
+    a95 = float(reference_containment_deg(e, event_type, 0.95))
+    sigma, gamma = king_from_containment(a68, a95)
+    return fit_mixture(a68, a95, lambda r: king_containment(r, sigma, gamma), sig[cbins == k])
 
 
 def _bin_component_weights(event_types: str, index: float):
     energy, weight, _ = node_grid()
     counts = energy**-index * weight * exposure_cm2s(energy, event_types)
-    sig, cbins, nodes, frac = psf_components(event_types)
-    return sig, cbins, counts[nodes] * frac
+    sig, cbins, weights = psf_components(event_types)
+    return sig, cbins, counts @ weights
 
 
 def bin_psf_containment_deg(event_types: str = "front+back", index: float = 2.2,

@@ -217,7 +217,7 @@ def render_sources(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     positions ``(x_pix, y_pix)`` with node counts ``counts_nodes`` (n_src, n_nodes)."""
     from threadpoolctl import threadpool_limits
 
-    sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+    sig_deg, cbins, weights = irf.psf_components(p.event_types)
     out = np.zeros((irf.N_BINS, p.npix, p.npix))
     x_pix, y_pix = np.atleast_1d(x_pix).astype(float), np.atleast_1d(y_pix).astype(float)
     if x_pix.size == 0:
@@ -225,7 +225,7 @@ def render_sources(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     sig_pix = sig_deg / p.binsz_deg
     px = _pixel_fractions(x_pix, sig_pix, p.npix)
     py = _pixel_fractions(y_pix, sig_pix, p.npix)
-    amp = counts_nodes[:, nodes] * frac[None]
+    amp = np.atleast_2d(counts_nodes) @ weights
     # small matrix products: multi-threaded BLAS is many times slower here on a busy machine
     with threadpool_limits(1, user_api="blas"):
         for k in range(irf.N_BINS):
