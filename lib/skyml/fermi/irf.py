@@ -60,10 +60,12 @@ R68_PER_SIGMA = float(np.sqrt(-2.0 * np.log(1.0 - 0.68)))
 
 #: Published Pass 8 PSF containment of the LAT, P8R3_SOURCE_V3 (acceptance-weighted, i.e.
 #: averaged over the field of view as in a survey): columns energy [MeV], FRONT r68, FRONT r95,
-#: BACK r68, BACK r95 [deg]. Read from the containment-versus-energy plots of the Fermi-LAT
-#: collaboration's "Fermi LAT Performance" page (SLAC, P8R3_SOURCE_V3 IRFs; reading precision
-#: about 5 %); the all-event 68 % radius of about 0.8° at 1 GeV is also the figure quoted by the
-#: 4FGL paper (Abdollahi et al. 2020, ApJS 247, 33, section 2).
+#: BACK r68, BACK r95 [deg]. Approximate values of the containment-versus-energy curves of the
+#: Fermi-LAT collaboration's "Fermi LAT Performance" page (SLAC, P8R3_SOURCE_V3 IRFs), not a
+#: tabulation: take them as good to about 10 %, and replace them by values computed from the
+#: CALDB PSF file (psf_P8R3_SOURCE_V3_FB.fits, e.g. with gtpsf) where that precision matters. The
+#: all-event 68 % radius they give at 1 GeV, about 0.8°, is the figure the 4FGL paper quotes
+#: (Abdollahi et al. 2020, ApJS 247, 33).
 PSF_CONTAINMENT_TABLE = np.array([
     # E [MeV]  F r68  F r95  B r68  B r95
     [1.0e2, 3.50, 10.0, 6.50, 17.0],
