@@ -63,9 +63,8 @@ R68_PER_SIGMA = float(np.sqrt(-2.0 * np.log(1.0 - 0.68)))
 #: BACK r68, BACK r95 [deg]. Approximate values of the containment-versus-energy curves of the
 #: Fermi-LAT collaboration's "Fermi LAT Performance" page (SLAC, P8R3_SOURCE_V3 IRFs), not a
 #: tabulation: take them as good to about 10 %, and replace them by values computed from the
-#: CALDB PSF file (psf_P8R3_SOURCE_V3_FB.fits, e.g. with gtpsf) where that precision matters. The
-#: all-event 68 % radius they give at 1 GeV, about 0.8°, is the figure the 4FGL paper quotes
-#: (Abdollahi et al. 2020, ApJS 247, 33).
+#: CALDB PSF file (psf_P8R3_SOURCE_V3_FB.fits, e.g. with gtpsf) where that precision matters.
+#: FRONT and BACK in equal parts give an all-event 68 % radius of about 0.8° at 1 GeV.
 PSF_CONTAINMENT_TABLE = np.array([
     # E [MeV]  F r68  F r95  B r68  B r95
     [1.0e2, 3.50, 10.0, 6.50, 17.0],
