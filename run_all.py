@@ -48,7 +48,7 @@ HEADLINE = {
     "01_cta_simulate": ("n_maps_total",),
     "02_cta_cnn_cleaner": ("excess_relerr68_cnn",),
     "03_cta_cnn_regressor": ("loc_err68_deg_improved_cnn",),
-    "04_fermi_unet_kmeans": ("completeness_hilat_f2.3e-10_unet_kmeans",),
+    "04_fermi_unet_kmeans": ("completeness_hilat_asid_bin_2.34e-10_unet_kmeans",),
     "05_fermi_characterisation": ("accuracy_3class_cnn",),
     "06_ctao_survey_detection": ("source_recall", "f1_score"),
     "07_radio_counts": ("counts_rel_residual",),

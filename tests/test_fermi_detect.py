@@ -59,6 +59,63 @@ def test_patch_evaluation_with_sources_near_the_edges():
     assert table["n_true"].sum() == 3
 
 
+def test_autosourceid_bins_are_differential_bins_labelled_by_their_lower_edge():
+    from skyml import published
+
+    edges = np.logspace(-12, -7, 20)
+    np.testing.assert_allclose(evaluation.ASID_BIN_EDGES, edges[8:13])
+    rows = [float(f"{e:.2e}") for e in evaluation.ASID_ROWS]
+    assert rows == list(published.autosourceid_bins()["lower_edge"])
+    assert evaluation.asid_label(evaluation.ASID_ROWS[1]) == "2.34e-10"
+    # a source of 4.0e-10 belongs to the row 2.34e-10 ([2.34, 4.28)e-10); taking the rows as
+    # centres would have put it in the row 4.28e-10 (edge at their geometric midpoint 3.17e-10)
+    flux = np.array([1.5e-10, 2.4e-10, 4.0e-10, 4.3e-10, 1.0e-9, 2.0e-9])
+    truth = Table({"patch": np.zeros(6, int), "glat": np.full(6, 45.0), "flux1000": flux,
+                   "matched": np.array([True, True, False, True, True, True])})
+    dets = Table({"patch": np.zeros(0, int), "glat": np.zeros(0), "flux_est": np.zeros(0), "matched": np.zeros(0, bool)})
+    table = evaluation.purity_completeness(truth, dets, hilat=True)
+    assert list(table["n_true"]) == [1, 2, 1, 1]  # 2.0e-9 is above the last bin's upper edge 1.44e-9
+    assert table["completeness"][1] == pytest.approx(0.5)
+    # the published anchor of the row: |b| > 20 deg TP 931, FP 50, FN 123
+    asid = evaluation.AUTOSOURCEID
+    assert asid["completeness_hilat"][1] == pytest.approx(931 / (931 + 123), abs=0.005)
+    assert asid["purity_hilat"][1] == pytest.approx(931 / (931 + 50), abs=0.005)
+
+
+def test_purity_over_all_detections_and_false_per_patch():
+    """A false detection below the lowest flux bin counts in the purity over all detections
+    and in the false detections per patch, not in any bin's purity."""
+    truth = Table({"patch": np.array([0, 1]), "glat": np.array([30.0, 40.0]), "flux1000": np.array([3e-10, 3e-10]),
+                   "matched": np.array([True, True])})
+    dets = Table({"patch": np.array([0, 1, 1, 2]), "glat": np.array([30.0, 40.0, 41.0, 50.0]),
+                  "flux_est": np.array([3e-10, 3e-10, 5e-11, 6e-11]), "matched": np.array([True, True, False, False])})
+    s = evaluation.scores_with_ci(truth, dets, 4, evaluation.ASID_BIN_EDGES[1], evaluation.ASID_BIN_EDGES[2])
+    assert s["purity"][0] == 1.0 and s["completeness"][0] == 1.0
+    assert s["purity_all_detections"][0] == pytest.approx(0.5)
+    assert s["false_per_patch"][0] == pytest.approx(0.5)  # 2 false detections on 4 patches
+    low, high = s["false_per_patch"][1]
+    assert low <= 0.5 <= high and low < high
+
+
+def test_margin_keeps_edge_spill_in_out_of_the_score():
+    """A detection at the patch edge of a source just outside the patch is matched to it (no
+    false positive); with a margin neither is scored."""
+    p = S.FermiSimParams()
+    data = {"centre_glon": np.array([0.0]), "centre_glat": np.array([0.0]),
+            "counts": np.zeros((1, 6, 64, 64), np.int32), "background": np.ones((1, 6, 64, 64), np.float32)}
+    wcs = S.patch_wcs(0.0, 0.0, p)
+    src_x, src_y = np.array([-1.5, 30.0]), np.array([20.0, 30.0])
+    lon, lat = S.pix_to_world(wcs, src_x, src_y)
+    data.update(src_patch=np.zeros(2, int), src_x_pix=src_x, src_y_pix=src_y, src_glon=lon, src_glat=lat,
+                src_flux1000=np.array([1e-9, 1e-9]), src_in_patch=S.in_patch(src_x, src_y, 64))
+    det = {"patch": np.zeros(2, int), "x_pix": np.array([0.0, 30.2]), "y_pix": np.array([20.0, 30.0]),
+           "probability": np.array([0.9, 0.8])}
+    truth, dets = evaluation.evaluate_patches(data, det, p, radius_deg=0.3)
+    assert len(truth) == 1 and len(dets) == 2 and dets["matched"].all()
+    truth, dets = evaluation.evaluate_patches(data, det, p, radius_deg=0.3, margin_deg=0.5)
+    assert len(truth) == 1 and len(dets) == 1 and dets["matched"].all()
+
+
 def test_kmeans_choice_of_k():
     one = disks([(20.0, 20.0)])
     x, y, p = detect.kmeans_positions(one, threshold=0.5)

@@ -38,7 +38,7 @@ def test_autosourceid_rows_are_lower_edges_of_its_log_bins():
     # [2.34e-10, 4.28e-10): TP 931, FP 50, FN 123 at |b| > 20°; the all-sky pair is 0.93 / 0.74
     assert (bins["purity_hilat"][1], bins["completeness_hilat"][1]) == (round(931 / 981, 2), round(931 / 1054, 2))
     assert (bins["purity_all"][1], bins["completeness_all"][1]) == (0.93, 0.74)
-    entry = published.for_metric("purity_hilat_f2.3e-10_unet_kmeans")
+    entry = published.for_metric("purity_hilat_asid_bin_2.34e-10_unet_kmeans")
     assert entry.value == bins["purity_hilat"][1]
 
 

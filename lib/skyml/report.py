@@ -81,9 +81,12 @@ for method, name in LOCALISERS.items():
 del method, name
 FERMI_METHODS = {"unet_kmeans": "U-Net + k-means", "unet_log": "U-Net + LoG", "tsmap": "TS map + find_peaks"}
 for method, name in FERMI_METHODS.items():
-    METRICS[f"completeness_hilat_f2.3e-10_{method}"] = Metric(
-        f"completeness at F(1–100 GeV)=2.3e-10, |b|>20°, {name}")
-    METRICS[f"purity_hilat_f2.3e-10_{method}"] = Metric(f"purity at F(1–100 GeV)=2.3e-10, |b|>20°, {name}")
+    METRICS[f"completeness_hilat_asid_bin_2.34e-10_{method}"] = Metric(
+        f"completeness, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°, {name}")
+    METRICS[f"purity_hilat_asid_bin_2.34e-10_{method}"] = Metric(
+        f"purity, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°, {name}")
+    METRICS[f"purity_all_detections_{method}"] = Metric(f"purity over all detections, {name}")
+    METRICS[f"false_per_patch_{method}"] = Metric(f"false detections per 10°×10° patch, {name}")
     METRICS[f"dr2_recall_sig_gt10_{method}"] = Metric(
         f"simulated DR2 sky: recall of Signif_Avg>10 sources, {name}")
     METRICS[f"dr2_recall_sig_lt10_{method}"] = Metric(
@@ -93,10 +96,12 @@ for method, name in FERMI_METHODS.items():
     METRICS[f"loc_err68_deg_{method}"] = Metric(f"localisation error, 68% containment (deg), {name}")
     METRICS[f"sec_per_patch_{method}"] = Metric(f"time per 10°×10° patch (s), {name}")
 del method, name
-METRICS["completeness_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
-    "completeness at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
-METRICS["purity_hilat_f2.3e-10_unet_kmeans_front"] = Metric(
-    "purity at F(1–100 GeV)=2.3e-10, |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["completeness_hilat_asid_bin_2.34e-10_unet_kmeans_front"] = Metric(
+    "completeness, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["purity_hilat_asid_bin_2.34e-10_unet_kmeans_front"] = Metric(
+    "purity, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°, U-Net + k-means, FRONT events only")
+METRICS["psf_r68_deg_1gev_front"] = Metric("68% radius of the simulated LAT PSF at 1 GeV, FRONT (deg)")
+METRICS["psf_r68_deg_1gev_back"] = Metric("68% radius of the simulated LAT PSF at 1 GeV, BACK (deg)")
 METRICS["dr2_recall_sig_gt10_unet_kmeans_healpix"] = Metric(
     "simulated DR2 sky as all-sky HEALPix maps cut into patches: recall of Signif_Avg>10 sources, U-Net + k-means")
 METRICS["robust_completeness_drop_b1_to_b2"] = Metric(
@@ -208,13 +213,14 @@ HEADLINES = (
     Headline("03_cta_cnn_regressor", "localisation error, 68% containment (deg)", "lower",
              {"loc_err68_deg_improved_cnn": "heat-map CNN", "loc_err68_deg_talk_cnn": "CNN of the talk"},
              {"loc_err68_deg_gammapy_fit": "gammapy likelihood fit", "loc_err68_deg_gammapy_blind": "gammapy blind search"}),
-    Headline("04_fermi_unet_kmeans", "completeness, F(1–100 GeV)=2.3e-10, |b|>20°", "higher",
-             {"completeness_hilat_f2.3e-10_unet_kmeans": "U-Net + k-means",
-              "completeness_hilat_f2.3e-10_unet_log": "U-Net + LoG"},
-             {"completeness_hilat_f2.3e-10_tsmap": "TS map"}),
-    Headline("04_fermi_unet_kmeans", "purity, F(1–100 GeV)=2.3e-10, |b|>20°", "higher",
-             {"purity_hilat_f2.3e-10_unet_kmeans": "U-Net + k-means", "purity_hilat_f2.3e-10_unet_log": "U-Net + LoG"},
-             {"purity_hilat_f2.3e-10_tsmap": "TS map"}),
+    Headline("04_fermi_unet_kmeans", "completeness, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°", "higher",
+             {"completeness_hilat_asid_bin_2.34e-10_unet_kmeans": "U-Net + k-means",
+              "completeness_hilat_asid_bin_2.34e-10_unet_log": "U-Net + LoG"},
+             {"completeness_hilat_asid_bin_2.34e-10_tsmap": "TS map"}),
+    Headline("04_fermi_unet_kmeans", "purity, F(1–100 GeV) in [2.34e-10, 4.28e-10), |b|>20°", "higher",
+             {"purity_hilat_asid_bin_2.34e-10_unet_kmeans": "U-Net + k-means",
+              "purity_hilat_asid_bin_2.34e-10_unet_log": "U-Net + LoG"},
+             {"purity_hilat_asid_bin_2.34e-10_tsmap": "TS map"}),
     Headline("04_fermi_unet_kmeans", "DR2 sky: recall of Signif_Avg>10 sources", "higher",
              {"dr2_recall_sig_gt10_unet_kmeans": "U-Net + k-means", "dr2_recall_sig_gt10_unet_log": "U-Net + LoG"},
              {"dr2_recall_sig_gt10_tsmap": "TS map"}),

@@ -96,7 +96,7 @@ def _mock_sky(seed: int, split: str, j: int, event_types: str) -> dict:
 def render_each_source(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     """Expected counts (n_src, 6, npix, npix) of each point source separately
     (the per-source terms of :func:`skyml.fermi.simulate.render_sources`)."""
-    sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+    sig_deg, cbins, weights = irf.psf_components(p.event_types)
     x_pix, y_pix = np.atleast_1d(x_pix).astype(float), np.atleast_1d(y_pix).astype(float)
     out = np.zeros((len(x_pix), irf.N_BINS, p.npix, p.npix))
     if x_pix.size == 0:
@@ -104,7 +104,7 @@ def render_each_source(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndar
     sig_pix = sig_deg / p.binsz_deg
     px = _pixel_fractions(x_pix, sig_pix, p.npix)
     py = _pixel_fractions(y_pix, sig_pix, p.npix)
-    amp = counts_nodes[:, nodes] * frac[None]
+    amp = np.atleast_2d(counts_nodes) @ weights
     for k in range(irf.N_BINS):
         m = cbins == k
         out[:, k] = np.einsum("sc,scy,scx->syx", amp[:, m], py[:, m], px[:, m], optimize=True)

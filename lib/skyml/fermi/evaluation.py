@@ -10,12 +10,29 @@ a true source is used once.
 **Purity and completeness versus F(1–100 GeV)** (AutoSourceID's table):
 completeness in a flux bin is the matched fraction of the true sources whose
 flux falls in it; purity in a bin is the matched fraction of the detections
-whose *estimated* flux falls in it. Every method's detections get the same
+whose *estimated* flux falls in it. **Purity over all detections** and
+**false detections per patch** count every scored detection whatever its
+estimated flux (a detection below the lowest bin is in no bin's purity). Every method's detections get the same
 flux estimate (:func:`flux_estimates`): the linear matched filter of a
 point-source template (power law of index 2.2, the simulation's PSF) on the
 counts above 1 GeV minus the true background, weighted by 1/(background + 0.1).
-Flux bins are centred on AutoSourceID's rows (1.27, 2.34, 4.28, 7.85)e-10
-ph cm⁻² s⁻¹, with edges at the geometric midpoints; the last bin is open.
+Flux bins are AutoSourceID's: its rows 1.27, 2.34, 4.28, 7.85e-10 ph cm⁻² s⁻¹
+are edges of ``np.logspace(-12, -7, 20)``, and each row is the differential
+bin [edge_k, edge_k+1) labelled by its lower edge (:data:`ASID_BIN_EDGES`;
+the row 2.34e-10 is [2.34e-10, 4.28e-10)). An earlier version took the rows
+as bin centres with edges at their geometric midpoints, which shifted every
+bin down by half a bin.
+
+**Margin.** Detections are matched to all simulated sources near a patch (on
+it or up to ``source_margin_deg`` outside); true sources and detections within
+``margin_deg`` of a patch edge are then not scored, so that a detection of a
+source just outside the patch, or spill-in of its PSF, is not a false positive
+and a source cut by the edge is not a miss. Every method is scored on the
+same inner region.
+
+**Uncertainties.** 68 % intervals (:func:`skyml.metrics.bootstrap_ci`) resample
+the test patches: each patch's counts of true, matched, detected and
+matched-detected sources are kept together (:func:`scores_with_ci`).
 
 **Patches.** On the mock test skies every patch is evaluated on its own:
 true sources and detections on the patch. On the DR2 sky a detection is kept
@@ -35,7 +52,12 @@ from ..metrics import match_sky as match_sources
 from . import catalog, irf
 from .simulate import FermiSimParams, in_patch, owner_pixel, patch_wcs, pix_to_world, render_sources
 
-FLUX_CENTRES = np.array([1.27e-10, 2.34e-10, 4.28e-10, 7.85e-10])
+#: AutoSourceID's differential flux bins: edges 8–12 of ``np.logspace(-12, -7, 20)``
+#: [ph cm⁻² s⁻¹]; bin k is [edge_k, edge_k+1), labelled by its lower edge (:data:`ASID_ROWS`).
+ASID_BIN_EDGES = np.logspace(-12.0, -7.0, 20)[8:13]
+ASID_ROWS = ASID_BIN_EDGES[:-1]
+#: geometric centres of those bins (where they are plotted)
+ASID_BIN_CENTRES = np.sqrt(ASID_BIN_EDGES[:-1] * ASID_BIN_EDGES[1:])
 #: AutoSourceID's purity and completeness per flux bin, all-sky (``_all``) and at
 #: |b| > 20° (``_hilat``), from ``data/published.yml``: differential bins of
 #: ``np.logspace(-12, -7, 20)`` whose lower edges are the rows 1.27, 2.34, 4.28,
@@ -46,11 +68,9 @@ LAT_BANDS = ((0.0, 10.0), (10.0, 20.0), (20.0, 90.1))
 HILAT_DEG = 20.0
 
 
-def flux_edges(centres=FLUX_CENTRES) -> np.ndarray:
-    c = np.asarray(centres, float)
-    mids = np.sqrt(c[:-1] * c[1:])
-    lo = c[0] ** 2 / mids[0]
-    return np.concatenate([[lo], mids, [np.inf]])
+def asid_label(row: float) -> str:
+    """The row label of AutoSourceID's table as printed there, e.g. ``2.34e-10``."""
+    return f"{row:.2e}"
 
 
 def detections_to_sky(data: dict, det: dict, p: FermiSimParams):
@@ -88,52 +108,106 @@ def flux_estimates(data: dict, det: dict, p: FermiSimParams, bins=(1, 2, 3, 4, 5
     return out
 
 
-def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.3):
-    """Per-patch matching on a simulated sky. Returns (truth, detections) tables:
-    truth = the sources on the patches (flux1000, glat, matched, sep_deg);
-    detections = (patch, glon, glat, score, flux_est, matched)."""
+def in_scored_region(x, y, p: FermiSimParams, margin_deg: float) -> np.ndarray:
+    """Pixel positions on the patch and at least ``margin_deg`` from its edges."""
+    m = margin_deg / p.binsz_deg
+    x, y = np.asarray(x), np.asarray(y)
+    return (x >= -0.5 + m) & (x < p.npix - 0.5 - m) & (y >= -0.5 + m) & (y < p.npix - 0.5 - m)
+
+
+def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.3, margin_deg: float = 0.0):
+    """Per-patch matching on a simulated sky. Returns (truth, detections) tables of the
+    *scored* sources and detections (on the patch, ``margin_deg`` or more from its edges):
+    truth = (patch, glon, glat, flux1000, matched, sep_deg, detection);
+    detections = (patch, glon, glat, score, flux_est, matched). Detections are matched to
+    every simulated source near the patch, scored or not (module docstring)."""
     det_lon, det_lat = detections_to_sky(data, det, p)
     det_on = in_patch(det["x_pix"], det["y_pix"], p.npix)
+    det_scored = in_scored_region(det["x_pix"], det["y_pix"], p, margin_deg)
     matched_det = np.zeros(len(det_lon), bool)
-    rows = np.flatnonzero(data["src_in_patch"])
-    matched_true = np.zeros(len(rows), bool)
-    sep_true = np.full(len(rows), np.nan)
-    det_of_true = np.full(len(rows), -1)
-    src_patch = data["src_patch"][rows]
+    n_src = len(data["src_patch"])
+    matched_true = np.zeros(n_src, bool)
+    sep_true = np.full(n_src, np.nan)
+    det_of_true = np.full(n_src, -1)
     for i in range(len(data["counts"])):
-        t = np.flatnonzero(src_patch == i)
+        t = np.flatnonzero(data["src_patch"] == i)
         d = np.flatnonzero((det["patch"] == i) & det_on)
-        d2t, t2d, sep = match_sources(det_lon[d], det_lat[d], data["src_glon"][rows[t]],
-                                      data["src_glat"][rows[t]], radius_deg)
+        d2t, t2d, sep = match_sources(det_lon[d], det_lat[d], data["src_glon"][t], data["src_glat"][t], radius_deg)
         matched_det[d] = d2t >= 0
         matched_true[t] = t2d >= 0
         sep_true[t] = sep
         det_of_true[t] = np.where(t2d >= 0, d[np.maximum(t2d, 0)], -1)
-    truth = Table({"patch": src_patch, "glon": data["src_glon"][rows], "glat": data["src_glat"][rows],
-                   "flux1000": data["src_flux1000"][rows], "matched": matched_true, "sep_deg": sep_true,
-                   "detection": det_of_true})
+    rows = np.flatnonzero(data["src_in_patch"] & in_scored_region(data["src_x_pix"], data["src_y_pix"], p,
+                                                                  margin_deg))
+    truth = Table({"patch": data["src_patch"][rows], "glon": data["src_glon"][rows], "glat": data["src_glat"][rows],
+                   "flux1000": data["src_flux1000"][rows], "matched": matched_true[rows], "sep_deg": sep_true[rows],
+                   "detection": det_of_true[rows]})
     score = det.get("probability", det.get("sqrt_ts"))
     dets = Table({"patch": det["patch"].astype(int), "glon": det_lon, "glat": det_lat, "score": score,
-                  "on_patch": det_on, "matched": matched_det})
-    dets["flux_est"] = flux_estimates(data, det, p) if len(dets) else np.empty(0)
-    return truth, dets[det_on]
+                  "on_patch": det_on, "matched": matched_det})[det_scored]
+    scored = {k: np.asarray(det[k])[det_scored] for k in ("patch", "x_pix", "y_pix")}
+    dets["flux_est"] = flux_estimates(data, scored, p) if len(dets) else np.empty(0)
+    return truth, dets
 
 
 def purity_completeness(truth: Table, dets: Table, hilat: bool = False, edges=None) -> Table:
-    """Purity, completeness and counts per flux bin (all sky, or |b| > 20°)."""
-    edges = flux_edges() if edges is None else edges
+    """Purity, completeness and counts per flux bin (all sky, or |b| > 20°), on AutoSourceID's
+    bins by default: ``asid_row`` is the row label (lower edge), ``flux_centre`` the geometric centre."""
+    edges = ASID_BIN_EDGES if edges is None else np.asarray(edges, float)
     tsel = np.abs(truth["glat"]) > HILAT_DEG if hilat else np.ones(len(truth), bool)
     dsel = np.abs(dets["glat"]) > HILAT_DEG if hilat else np.ones(len(dets), bool)
     rows = []
-    for lo, hi, centre in zip(edges[:-1], edges[1:], FLUX_CENTRES):
+    for lo, hi in zip(edges[:-1], edges[1:]):
         t = tsel & (truth["flux1000"] >= lo) & (truth["flux1000"] < hi)
         d = dsel & (dets["flux_est"] >= lo) & (dets["flux_est"] < hi)
         n_t, n_d = int(t.sum()), int(d.sum())
-        rows.append((centre, lo, hi, n_t, int(truth["matched"][t].sum()), n_d, int(dets["matched"][d].sum()),
+        rows.append((lo, np.sqrt(lo * hi), lo, hi, n_t, int(truth["matched"][t].sum()), n_d,
+                     int(dets["matched"][d].sum()),
                      truth["matched"][t].mean() if n_t else np.nan,
                      dets["matched"][d].mean() if n_d else np.nan))
-    return Table(rows=rows, names=("flux_centre", "flux_lo", "flux_hi", "n_true", "n_true_matched", "n_det",
-                                   "n_det_matched", "completeness", "purity"))
+    return Table(rows=rows, names=("asid_row", "flux_centre", "flux_lo", "flux_hi", "n_true", "n_true_matched",
+                                   "n_det", "n_det_matched", "completeness", "purity"))
+
+
+def _per_patch(values, patch, n_patches) -> np.ndarray:
+    return np.bincount(np.asarray(patch, int), weights=np.asarray(values, float), minlength=n_patches)
+
+
+def _ratio_ci(num, den, seed=0):
+    """sum(num) / sum(den) and its bootstrap 68 % interval over patches (None where undefined)."""
+    value = float(num.sum() / den.sum()) if den.sum() > 0 else np.nan
+    if not np.isfinite(value) or np.count_nonzero(den) < 2:
+        return value, None
+
+    def stat(a, b):
+        return a.sum() / b.sum() if b.sum() > 0 else value
+
+    return value, metrics.bootstrap_ci(stat, num, den, seed=seed)
+
+
+def scores_with_ci(truth: Table, dets: Table, n_patches: int, lo: float = -np.inf, hi: float = np.inf,
+                   hilat: bool = False, seed: int = 0) -> dict:
+    """Completeness (true flux in [lo, hi)), purity (estimated flux in [lo, hi)), purity over
+    all detections and false detections per patch (these two over every scored detection,
+    all latitudes), each with its bootstrap 68 % interval over the ``n_patches`` test patches:
+    ``{name: (value, [low, high] or None)}``."""
+    tsel = (truth["flux1000"] >= lo) & (truth["flux1000"] < hi)
+    dsel = (dets["flux_est"] >= lo) & (dets["flux_est"] < hi)
+    if hilat:
+        tsel &= np.abs(truth["glat"]) > HILAT_DEG
+        dsel &= np.abs(dets["glat"]) > HILAT_DEG
+    n_t = _per_patch(tsel, truth["patch"], n_patches)
+    m_t = _per_patch(tsel & truth["matched"], truth["patch"], n_patches)
+    n_d = _per_patch(dsel, dets["patch"], n_patches)
+    m_d = _per_patch(dsel & dets["matched"], dets["patch"], n_patches)
+    all_d = _per_patch(np.ones(len(dets)), dets["patch"], n_patches)
+    all_m = _per_patch(dets["matched"], dets["patch"], n_patches)
+    false = all_d - all_m
+    out = {"completeness": _ratio_ci(m_t, n_t, seed), "purity": _ratio_ci(m_d, n_d, seed),
+           "purity_all_detections": _ratio_ci(all_m, all_d, seed)}
+    out["false_per_patch"] = (float(false.mean()), metrics.bootstrap_ci(np.mean, false, seed=seed)
+                              if n_patches > 1 else None)
+    return out
 
 
 def dr2_recall(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.5):

@@ -18,7 +18,7 @@ catalogue is ``F ln(10) sigma``.
 ``cash``) maximum-likelihood fit with iminuit of the 10-year cut-out with the
 *known* expected background, whose source model is the simulation's own
 forward model (:class:`SourceModel`: exposure-weighted spectrum at the energy
-nodes, FRONT and BACK Gaussian PSF per node, pixel integration), free
+nodes, the FRONT and BACK King PSF per node as its Gaussian mixture, pixel integration), free
 F(1–100 GeV), a free position within 2 px of the centre and a log-parabola or
 PLEC (b = 2/3) spectrum, the better of the two. (A first version used a
 gammapy ``MapDataset`` with one Gaussian PSF per bin of the rms width; that
@@ -254,7 +254,7 @@ def source_npred(flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix, cutout
     """Expected 10-year counts (6, npix, npix) of one point source, computed
     with the simulation's own forward model: the exposure-weighted spectrum at
     the energy nodes (:func:`skyml.fermi.simulate.node_counts`) and the
-    pixel-integrated FRONT/BACK Gaussian PSF of every node
+    pixel-integrated FRONT/BACK King PSF (Gaussian mixture) of every node
     (:func:`skyml.fermi.cutouts.render_each_source`)."""
     from .cutouts import render_each_source
     from .simulate import node_counts
@@ -278,9 +278,9 @@ class SourceModel:
         self.energy = energy
         self.node_weight = weight * irf.exposure_cm2s(energy, p.event_types)
         self.band_e, self.band_w = catalog._log_grid(*catalog.FLUX_BAND_MEV, 64)
-        sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+        sig_deg, cbins, weights = irf.psf_components(p.event_types)
         self.sig_pix = sig_deg / p.binsz_deg
-        self.nodes, self.frac = nodes, frac
+        self.weights = weights
         self.bin_masks = [cbins == k for k in range(irf.N_BINS)]
 
     def npred(self, flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix) -> np.ndarray:
@@ -290,7 +290,7 @@ class SourceModel:
         spec = fit_spectra(flux1000, spectrum, shape_a, shape_b)
         norm = flux1000 / float(catalog.dnde_shape(self.band_e, spec)[0] @ self.band_w)
         node = norm * catalog.dnde_shape(self.energy, spec)[0] * self.node_weight
-        amp = node[self.nodes] * self.frac
+        amp = node @ self.weights
         px = _pixel_fractions(np.array([float(x_pix)]), self.sig_pix, self.npix)[0]
         py = _pixel_fractions(np.array([float(y_pix)]), self.sig_pix, self.npix)[0]
         wy = amp[:, None] * py
@@ -311,7 +311,7 @@ def likelihood_flux(counts10: np.ndarray, background10: np.ndarray, cutout_param
     per cent of the true flux with |pull| 16–28).
 
     The source model is :func:`source_npred` — the same PSF (FRONT/BACK
-    Gaussians per energy node), exposure and pixel integration as the
+    King functions per energy node as Gaussian mixtures), exposure and pixel integration as the
     simulation — with free F(1–100 GeV) (the fit parameter itself, so its
     HESSE error is the flux error), two spectral shape parameters per family of
     ``spectra`` and a free position within ``max_shift_px`` of the cut-out

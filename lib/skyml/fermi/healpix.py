@@ -7,9 +7,8 @@ GALACTIC frame, RING ordering, counts per pixel. Each bin has its own NSIDE
 
     min(PIXEL_PER_R68 × r68_k, binsz × downsample_k)
 
-where r68_k is the bin's 68 % PSF radius (the effective Gaussian width of
-:func:`skyml.fermi.irf.bin_psf_sigma_eff_deg` for a spectral index 2.2 times
-:data:`skyml.fermi.irf.R68_PER_SIGMA`) and ``binsz × downsample_k`` the pixel
+where r68_k is the bin's 68 % PSF radius
+(:func:`skyml.fermi.irf.bin_psf_containment_deg` for a spectral index 2.2) and ``binsz × downsample_k`` the pixel
 of that bin's U-Net input (0.625°, 0.3125°, 0.156°…), so that the map
 samples the PSF with two pixels per r68 and is never coarser than the
 patch it is cut into. NSIDE is capped at ``nside_max`` (default
@@ -22,15 +21,17 @@ bin); with the default parameters the bins get NSIDE 128, 256, 512, 512, 512,
 :func:`skyml.fermi.simulate.render_sources` on the sphere: the Galactic
 diffuse counts per sr of :func:`skyml.fermi.simulate.diffuse_counts_per_sr`
 at the pixel centres times the pixel solid angle, smoothed with
-``healpy.smoothing`` by the bin's effective PSF width
-(:func:`skyml.fermi.simulate.diffuse_psf_sigma_deg`; tiny negative ringing
+``healpy.smoothing`` by the bin's PSF (the beam window of the Gaussian mixture of
+:func:`skyml.fermi.simulate.diffuse_psf_mixture`; tiny negative ringing
 of the harmonic transform is clipped to 0), plus the isotropic counts; each
 catalogue source adds, for every Gaussian PSF component of the bin
-(:func:`skyml.fermi.irf.psf_components`, FRONT/BACK at the energy nodes),
-the Gaussian evaluated at the centres of the pixels within
+(:func:`skyml.fermi.irf.psf_components`: the King mixtures of FRONT/BACK at the
+energy nodes), the Gaussian evaluated at the centres of the pixels within
 :data:`PSF_DISC_SIGMAS` widths of the largest component
-(``healpy.query_disc``), normalised so that each component carries exactly its
-share of the source's expected counts (:func:`skyml.fermi.simulate.node_counts`).
+(``healpy.query_disc``), normalised by its sum over such a disc of pixels so that
+each component carries its share of the source's expected counts
+(:func:`skyml.fermi.simulate.node_counts`); components narrower than a third of
+a pixel go into the source's pixel (:func:`source_counts_map`).
 The counts (:func:`simulate_allsky`) are one Poisson draw of
 ``np.random.default_rng(seed)``, bin after bin: same seed, same maps.
 
@@ -74,7 +75,7 @@ import numpy as np
 
 from ..io import InputError, _check_file, _hdu_names, _one_line, _open_fits
 from . import irf
-from .simulate import (NSIDE, FermiSimParams, diffuse_counts_per_sr, diffuse_psf_sigma_deg, healpix_centres,
+from .simulate import (NSIDE, FermiSimParams, diffuse_counts_per_sr, diffuse_psf_mixture, healpix_centres,
                        node_counts, owner_pixel, patch_geom, patch_wcs, pix_to_world, resolution_groups)
 
 #: Default cap on the NSIDE of a bin.
@@ -82,7 +83,7 @@ NSIDE_MAX = 512
 #: HEALPix pixel size per 68 % PSF radius (at most).
 PIXEL_PER_R68 = 0.5
 #: Sources are rendered within this many widths of the bin's largest PSF component.
-PSF_DISC_SIGMAS = 5.0
+PSF_DISC_SIGMAS = 4.0
 #: HDU name of energy bin k in the file format of :func:`write_allsky`.
 HDU_FORMAT = "COUNTS_E{k}"
 #: ``precision_factor`` of ``Map.reproject_to_geom`` in :func:`cut_patch`
@@ -94,8 +95,8 @@ FRAME, NEST = "galactic", False
 
 # --------------------------------------------------------------------------- resolution
 def bin_r68_deg(p: FermiSimParams) -> np.ndarray:
-    """68 % PSF radius [deg] per energy bin (effective Gaussian width, index 2.2)."""
-    return irf.bin_psf_sigma_eff_deg(p.event_types) * irf.R68_PER_SIGMA
+    """68 % PSF radius [deg] per energy bin (power law of index 2.2)."""
+    return irf.bin_psf_containment_deg(p.event_types, 2.2, 0.68)
 
 
 def bin_nsides(p: FermiSimParams, nside_max: int = NSIDE_MAX) -> tuple[int, ...]:
@@ -129,25 +130,47 @@ def _nsides(p: FermiSimParams, nside, nside_max: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- expected counts
 def source_counts_map(glon, glat, counts_nodes, k: int, nside: int, p: FermiSimParams) -> np.ndarray:
     """Expected counts (npix,) in energy bin ``k`` on a RING map of ``nside`` of
-    point sources at (glon, glat) [deg] with node counts ``counts_nodes`` (n_src, n_nodes)."""
+    point sources at (glon, glat) [deg] with node counts ``counts_nodes`` (n_src, n_nodes).
+
+    Each source's radial profile (the sum of its PSF Gaussians, :func:`skyml.fermi.irf.psf_components`)
+    is evaluated at the pixel centres of a disc of :data:`PSF_DISC_SIGMAS` widest widths: the
+    Gaussians two pixels or wider through a profile tabulated on a fine grid of angles and
+    normalised by their sum over such a disc, those about a pixel wide exactly and normalised
+    source by source, and those narrower than a third of a pixel go into the source's pixel."""
     import healpy as hp
 
-    sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+    sig_deg, cbins, weights = irf.psf_components(p.event_types)
     m = cbins == k
     sig = np.deg2rad(sig_deg[m])
-    amp = np.atleast_2d(counts_nodes)[:, nodes[m]] * frac[m][None]  # (n_src, n_comp)
+    amp = np.atleast_2d(counts_nodes) @ weights[:, m]  # (n_src, n_comp)
     out = np.zeros(hp.nside2npix(nside))
     vec = np.atleast_2d(hp.ang2vec(np.atleast_1d(glon), np.atleast_1d(glat), lonlat=True))
-    radius = PSF_DISC_SIGMAS * sig.max() + hp.nside2resol(nside)
-    for i in np.flatnonzero(amp.sum(axis=1) > 0):
-        pix = hp.query_disc(nside, vec[i], radius)
-        theta = np.arccos(np.clip(np.asarray(hp.pix2vec(nside, pix)).T @ vec[i], -1.0, 1.0))
-        g = np.exp(-0.5 * (theta[:, None] / sig[None]) ** 2)  # PSF at pixel centres (× equal solid angles)
-        norm = g.sum(axis=0)  # about 2 pi sigma^2 / pixel area for a sampled component
-        ok = norm > 0.5  # below: a component narrower than the pixels (sums can underflow to ~1e-300)
-        out[pix] += g[:, ok] @ (amp[i, ok] / norm[ok])
-        if not ok.all():  # all of such a component in the pixel of the source
-            out[hp.vec2pix(nside, *vec[i])] += amp[i, ~ok].sum()
+    resol = hp.nside2resol(nside)
+    narrow, mid = sig < resol / 3.0, (sig >= resol / 3.0) & (sig < 2.0 * resol)
+    wide = ~(narrow | mid)
+    centre_pix = hp.vec2pix(nside, vec[:, 0], vec[:, 1], vec[:, 2])
+    np.add.at(out, centre_pix, amp[:, narrow].sum(axis=1))
+
+    def disc(v, radius):
+        pix = hp.query_disc(nside, v, radius)
+        return pix, np.arccos(np.clip(np.asarray(hp.pix2vec(nside, pix)).T @ v, -1.0, 1.0))
+
+    if mid.any():  # about a pixel wide: sampled and normalised source by source
+        radius = PSF_DISC_SIGMAS * sig[mid].max() + resol
+        for i in np.flatnonzero(amp[:, mid].sum(axis=1) > 0):
+            pix, theta = disc(vec[i], radius)
+            g = np.exp(-0.5 * (theta[:, None] / sig[mid][None]) ** 2)
+            out[pix] += g @ (amp[i, mid] / g.sum(axis=0))
+    if wide.any():  # two pixels or wider: a radial profile tabulated once, normalised once
+        radius = PSF_DISC_SIGMAS * sig[wide].max() + resol
+        grid = np.linspace(0.0, radius, 4096)
+        dens = np.exp(-0.5 * (grid[:, None] / sig[wide][None]) ** 2)
+        _, theta0 = disc(np.array([1.0, 0.0, 0.0]), radius)
+        norm = np.stack([np.interp(theta0, grid, dens[:, c]).sum() for c in range(dens.shape[1])])
+        a_wide = amp[:, wide] / norm[None]
+        for i in np.flatnonzero(amp[:, wide].sum(axis=1) > 0):
+            pix, theta = disc(vec[i], radius)
+            out[pix] += np.interp(theta, grid, dens @ a_wide[i])
     return out
 
 
@@ -158,8 +181,10 @@ def background_counts_map(k: int, nside: int, p: FermiSimParams, variant: int | 
     glon, glat = hp.pix2ang(nside, np.arange(hp.nside2npix(nside)), lonlat=True)
     galactic, iso = diffuse_counts_per_sr(glon, glat, p, variant)
     omega = hp.nside2pixarea(nside)
-    sigma = np.deg2rad(diffuse_psf_sigma_deg(p)[k])
-    smooth = hp.smoothing(galactic[k] * omega, sigma=sigma)
+    sig, w = diffuse_psf_mixture(p)[k]
+    lmax = 3 * nside - 1
+    beam = sum(wj * hp.gauss_beam(np.deg2rad(sj) * np.sqrt(8.0 * np.log(2.0)), lmax=lmax) for sj, wj in zip(sig, w))
+    smooth = hp.smoothing(galactic[k] * omega, beam_window=beam, lmax=lmax)
     return np.maximum(smooth, 0.0) + iso[k] * omega
 
 

@@ -23,12 +23,15 @@ exact Poisson counts at a resolution matched to the PSF: 16×16 (0.625°/px) at
 (:func:`network_inputs`). The classical baseline sees the full 64×64 cube.
 
 **Expected counts.** Sources: the exposure-weighted spectrum at the energy
-nodes of :func:`skyml.fermi.irf.node_grid`, each node a pixel-integrated
-Gaussian of the PSF scale law (FRONT, or FRONT and BACK); sources up to
-``source_margin_deg`` outside the patch spill their PSF tails into it.
-Diffuse: the Galactic model of :mod:`skyml.fermi.diffuse` at the pixel
-centres times exposure and pixel solid angle, smoothed by the bin's
-effective PSF width, plus the isotropic background.
+nodes of :func:`skyml.fermi.irf.node_grid`, each node the pixel-integrated
+P8R3 King PSF of FRONT (or FRONT and BACK) events, as its Gaussian mixture
+(:func:`skyml.fermi.irf.psf_components`); sources up to
+``source_margin_deg`` (5°, about the 95 % radius of the 0.3–1 GeV PSF)
+outside the patch spill their PSF tails into it. Diffuse: the Galactic model
+of :mod:`skyml.fermi.diffuse` at the pixel centres times exposure and pixel
+solid angle, convolved with the bin's PSF (:func:`skyml.fermi.irf.bin_psf_mixture`
+for a spectral index 2.5; the image edge continued by its edge values),
+plus the isotropic background.
 
 **Determinism.** Patch ``i`` of a set uses the random stream
 ``SeedSequence([seed, split, i])``; mock catalogue ``j`` (one per
@@ -42,7 +45,6 @@ import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
 from scipy.special import erf
 
 from .. import cache, parallel
@@ -61,7 +63,7 @@ class FermiSimParams:
     patch_deg: float = 10.0
     event_types: str = "front+back"
     downsample: tuple = (4, 2, 1, 1, 1, 1)
-    source_margin_deg: float = 4.0
+    source_margin_deg: float = 5.0
     diffuse_variant: int = 1
     density_factor: float = 1.0
     faint_fraction: float = 1.0
@@ -88,13 +90,17 @@ class FermiSimParams:
                                   faint_min_factor=self.faint_min_factor)
 
     def to_dict(self) -> dict:
+        """The parameters, and the name of the PSF model (:data:`skyml.fermi.irf.PSF_MODEL`),
+        so that every cache key built from them changes with the PSF."""
         d = asdict(self)
         d["downsample"] = list(self.downsample)
+        d["psf_model"] = irf.PSF_MODEL
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FermiSimParams":
         d = dict(d)
+        d.pop("psf_model", None)
         d["downsample"] = tuple(d["downsample"])
         return cls(**d)
 
@@ -211,7 +217,7 @@ def render_sources(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     positions ``(x_pix, y_pix)`` with node counts ``counts_nodes`` (n_src, n_nodes)."""
     from threadpoolctl import threadpool_limits
 
-    sig_deg, cbins, nodes, frac = irf.psf_components(p.event_types)
+    sig_deg, cbins, weights = irf.psf_components(p.event_types)
     out = np.zeros((irf.N_BINS, p.npix, p.npix))
     x_pix, y_pix = np.atleast_1d(x_pix).astype(float), np.atleast_1d(y_pix).astype(float)
     if x_pix.size == 0:
@@ -219,7 +225,7 @@ def render_sources(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     sig_pix = sig_deg / p.binsz_deg
     px = _pixel_fractions(x_pix, sig_pix, p.npix)
     py = _pixel_fractions(y_pix, sig_pix, p.npix)
-    amp = counts_nodes[:, nodes] * frac[None]
+    amp = np.atleast_2d(counts_nodes) @ weights
     # small matrix products: multi-threaded BLAS is many times slower here on a busy machine
     with threadpool_limits(1, user_api="blas"):
         for k in range(irf.N_BINS):
@@ -256,10 +262,32 @@ def diffuse_counts_per_sr(glon, glat, p: FermiSimParams, variant: int | None = N
     return galactic, factors["iso"]
 
 
-def diffuse_psf_sigma_deg(p: FermiSimParams) -> np.ndarray:
-    """Gaussian width [deg] per energy bin by which the Galactic diffuse
-    emission is smoothed: the bin's effective PSF width for a spectral index 2.5."""
-    return irf.bin_psf_sigma_eff_deg(p.event_types, index=2.5)
+def diffuse_psf_mixture(p: FermiSimParams):
+    """Per energy bin, the (widths [deg], weights) of the PSF by which the Galactic
+    diffuse emission is smoothed: the bin's PSF for a spectral index 2.5."""
+    return irf.bin_psf_mixture(p.event_types, 2.5)
+
+
+def psf_kernel(sigmas_px, weights, radius_px: int) -> np.ndarray:
+    """Normalised image (2 radius + 1)^2 of a mixture of circular Gaussians sampled at pixel
+    centres, each Gaussian normalised on the kernel (as ``scipy.ndimage.gaussian_filter``)."""
+    r = np.arange(-radius_px, radius_px + 1, dtype=float)
+    rr = r[:, None] ** 2 + r[None] ** 2
+    out = np.zeros_like(rr)
+    for s, w in zip(np.maximum(np.asarray(sigmas_px, float), 0.3), weights):
+        g = np.exp(-0.5 * rr / s**2)
+        out += w * g / g.sum()
+    return out / out.sum()
+
+
+def smooth_psf(image: np.ndarray, sigmas_px, weights) -> np.ndarray:
+    """``image`` convolved with the Gaussian mixture (kernel out to 4 of its widest sigma, at
+    most the image size), the image continued beyond its edge by its edge values."""
+    from scipy.signal import fftconvolve
+
+    radius = int(min(np.ceil(4.0 * np.max(sigmas_px)), max(image.shape)))
+    padded = np.pad(image, radius, mode="edge")
+    return fftconvolve(padded, psf_kernel(sigmas_px, weights, radius), mode="valid")
 
 
 def background_model(glon: float, glat: float, p: FermiSimParams, variant: int | None = None) -> np.ndarray:
@@ -269,10 +297,9 @@ def background_model(glon: float, glat: float, p: FermiSimParams, variant: int |
     lon, lat = pix_to_world(wcs, xx, yy)
     omega = _solid_angle(p.npix, p.binsz_deg)
     galactic, iso = diffuse_counts_per_sr(lon, lat, p, variant)
-    sigma_pix = diffuse_psf_sigma_deg(p) / p.binsz_deg
     out = np.empty((irf.N_BINS, p.npix, p.npix))
-    for k in range(irf.N_BINS):  # smoothing is linear: smooth the weighted sum per bin
-        out[k] = ndimage.gaussian_filter(galactic[k] * omega, sigma_pix[k], mode="nearest") + iso[k] * omega
+    for k, (sig, w) in enumerate(diffuse_psf_mixture(p)):  # smoothing is linear: smooth the weighted sum per bin
+        out[k] = np.maximum(smooth_psf(galactic[k] * omega, sig / p.binsz_deg, w), 0.0) + iso[k] * omega
     return out
 
 
@@ -418,7 +445,7 @@ def load_patches(n: int, seed: int, p: FermiSimParams | None = None, split: str 
                  sky: str = "mock", progress: bool = False) -> dict:
     """:func:`simulate_patches`, cached in ``data/cache/fermi_patches/<hash>/``."""
     p = p or FermiSimParams()
-    key = {"n": int(n), "seed": int(seed), "split": split, "sky": sky, **p.to_dict(), "version": 1}
+    key = {"n": int(n), "seed": int(seed), "split": split, "sky": sky, **p.to_dict(), "version": 2}
     return cache.cached_arrays("fermi_patches", key, lambda: simulate_patches(n, seed, p, split, sky, progress))
 
 
