@@ -74,7 +74,8 @@ def detect_process(state: State, source: Path, target: Path) -> str:
         table = detections_table(x, y, prob, wcs)
     table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(state.path),
                        "profile": model_profile(args, state.metadata), "method": args.method,
-                       "thresh": float(args.threshold), "input": description, **extra})
+                       "thresh": float(args.threshold),
+                       "input": description.replace("×", "x"), **extra})  # FITS headers hold ASCII only
     write_output(io.write_table, target, table, overwrite=args.overwrite)
     return f"wrote {target}: {len(table)} sources (input: {description}, {args.method})"
 
