@@ -247,8 +247,8 @@ def test_likelihood_fit_is_unbiased_on_noise_free_cutouts():
         assert fit["success"] and fit["ts"] > 0 and np.isfinite(fit["flux_err"]) and fit["flux_err"] > 0
         ratio.append(fit["flux"] / sky["flux1000"][r])
         # the default, 4FGL-like choice (power law unless curvature is significant) costs at most a few per cent
-    # (up to about 7 % for a single source: with the LAT's King PSF a 2.5° cut-out holds less of the
-    # 0.3-3 GeV photons, so a power law fitted to a curved spectrum has less low-energy lever arm)
+        # (up to about 7 % for a single source: with the LAT's King PSF a 2.5° cut-out holds less of the
+        # 0.3-3 GeV photons, so a power law fitted to a curved spectrum has less low-energy lever arm)
         ratio_4fgl.append(flux.likelihood_flux(mu.sum(axis=0), bkg, CP)["flux"] / sky["flux1000"][r])
     bias = np.asarray(ratio) - 1
     assert abs(np.median(bias)) < 0.03 and np.mean(np.abs(bias) < 0.03) >= 0.9, bias
