@@ -123,7 +123,7 @@ def _slow_fill(root_str, out):
 
 def test_concurrent_fills_build_once(root, tmp_path):
     log = tmp_path / "builds.log"
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")  # fork() of the threaded test process may deadlock
     procs = [ctx.Process(target=_slow_fill, args=(str(root), str(log))) for _ in range(4)]
     for p in procs:
         p.start()
