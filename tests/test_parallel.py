@@ -294,6 +294,7 @@ def test_scaling_benchmark_refuses_bad_arguments_before_computing(tmp_path, caps
     for argv, fragment in ((["--scaling", "--out", str(folder)], "is not a regular file"),
                            (["--scaling", "--workers", "0"], "must be >= 1"),
                            (["--out", str(tmp_path / "x.json")], "need --scaling"),
+                           (["--scaling", "--repeats", "0"], ">= 1 with --scaling"),
                            (["--scaling", "--patches", "two"], "invalid int value")):
         with pytest.raises(SystemExit) as exit_info:
             raise SystemExit(benchmark.main(argv))
@@ -323,3 +324,16 @@ def test_an_item_that_did_not_finish_is_never_a_result(status, result, error):
 
 def test_a_finished_item_passes_even_when_its_result_is_an_exception_object():
     parallel._raise_unless_finished(_FakeFuture("finished"), ValueError("a value"), 0)
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_reports_every_pass_and_the_fastest(monkeypatch):
+    from skyml import benchmark
+
+    report = benchmark.scaling((1,), n_patches=2, repeats=2)
+    assert report["repeats"] == 2 and report["identical_outputs"] is True
+    for task in ("fermi_tsmap", "fermi_simulation"):
+        for name in ("in-process", "1 worker"):
+            row = report[task][name]
+            assert len(row["wall_s_all"]) == 2 and row["wall_s"] == min(row["wall_s_all"])
+        assert report[task]["1 worker"]["speedup"] == 1.0
