@@ -176,3 +176,20 @@ def test_published_numbers_appear_only_next_to_known_metrics():
 def test_no_internal_goals_in_the_published_column(results):
     every = [report.anchor(key) for key in report.METRICS]
     assert not [a for a in every if "goal" in a.lower() or "issue" in a.lower() or "seed" in a.lower()]
+
+
+def test_results_page_shows_the_scaling_benchmark(results):
+    assert "Scaling of the fan-outs" not in report.results_page(results)
+    (results / "benchmarks").mkdir()
+    scaling = {"machine": "test box", "git_commit": "abc1234", "load_average_at_start": [0.1, 0.2, 0.3],
+               "repeats": 3, "tasks": {"fermi_tsmap": "TS maps"}, "identical_outputs": True,
+               "fermi_tsmap": {"in-process": {"wall_s": 20.0, "wall_s_all": [20.0, 21.0, 22.0]},
+                               "1 worker": {"wall_s": 21.0, "wall_s_all": [21.0, 25.0, 22.0], "speedup": 1.0,
+                                            "efficiency": 1.0},
+                               "2 workers": {"wall_s": 11.0, "wall_s_all": [11.0, 12.0, 11.5], "speedup": 1.909,
+                                             "efficiency": 0.955}}}
+    (results / "benchmarks" / "scaling.json").write_text(json.dumps(scaling))
+    page = report.results_page(results)
+    assert "## Scaling of the fan-outs on dask" in page and "`abc1234`" in page and "timed 3 times" in page
+    assert "| TS maps | 2 workers | 11.00 | 1.91 | 0.95 |" in page
+    assert "identical in every configuration: yes" in page

@@ -383,6 +383,30 @@ def headline_table(results_root: Path = paths.RESULTS) -> str:
     ])
 
 
+def scaling_section(results_root: Path = paths.RESULTS) -> list[str]:
+    """Lines of the results page for ``benchmarks/scaling.json`` (``python -m
+    skyml.benchmark --scaling``); none when the file is absent."""
+    path = Path(results_root) / "benchmarks" / "scaling.json"
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    repeats = report.get("repeats", 1)
+    lines = ["## Scaling of the fan-outs on dask", "",
+             f"`python -m skyml.benchmark --scaling` on {report['machine']}, commit `{report['git_commit']}`, "
+             f"load average {report['load_average_at_start'][0]} at the start; "
+             + (f"each configuration timed {repeats} times, the fastest pass shown (all passes in the file); "
+                if repeats > 1 else "")
+             + "speed-up against one worker; outputs identical in every configuration: "
+             + ("yes" if report.get("identical_outputs") else "**no**") + ".", ""]
+    rows = []
+    for task, what in report["tasks"].items():
+        for name, row in report[task].items():
+            rows.append((what, name, f"{row['wall_s']:.2f}", f"{row['speedup']:.2f}" if "speedup" in row else "–",
+                         f"{row['efficiency']:.2f}" if "efficiency" in row else "–"))
+    lines += [_markdown(("task", "where", "wall time (s)", "speed-up", "efficiency"), rows), ""]
+    return lines
+
+
 def results_page(results_root: Path = paths.RESULTS, profiles=("full", "quick")) -> str:
     """``docs/results.md``: every metric of both profiles and the published numbers' sources."""
     sources = published.sources()
@@ -398,6 +422,7 @@ def results_page(results_root: Path = paths.RESULTS, profiles=("full", "quick"))
         "",
         results_table(results_root, profiles),
         "",
+        *scaling_section(results_root),
         "## Sources of the published numbers",
         "",
     ]
