@@ -2,7 +2,8 @@
 plausible-looking nonsense: all-zero, constant, non-finite, absurd scale for
 their BUNIT, non-integer values where counts are required; optical images
 with an invalid WCS are refused, without one they give pixel positions
-(said so); radio-counts refuses source-free noise."""
+(said so); radio-counts counts source-free noise and flags it with a model
+trained on empty fields, and refuses it with one trained without them."""
 
 from __future__ import annotations
 
@@ -171,6 +172,34 @@ def test_radio_degenerate_images(tmp_path, radio, cli_error, kind, fragment):
     cli_error(["radio-counts", str(image(kind, data)), "-o", str(tmp_path / "c.ecsv"), "--model", str(model)],
               fragment)
     assert not (tmp_path / "c.ecsv").exists()
+
+
+def test_radio_noise_image_is_counted_and_flagged_by_a_model_trained_with_empty_fields(tmp_path, radio, capsys):
+    """A model whose sidecar records its answer on source-free fields counts a
+    noise image, says so on stderr and in the table, and states errors that
+    hold that answer."""
+    import json
+    import shutil
+
+    from skyml.radio import pipeline
+
+    model, field, image, P = radio
+    noisy = tmp_path / "with_null.keras"
+    shutil.copy(model, noisy)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta["val_null_rms"] = [0.5] * P.n_bins
+    noisy.with_suffix(".json").write_text(json.dumps(meta))
+    data = np.random.default_rng(5).normal(0, P.noise_rms_jy, (128, 128))
+    out = tmp_path / "c.ecsv"
+    assert cli.main(["radio-counts", str(image("noise2", data)), "-o", str(out), "--model", str(noisy)]) == 0
+    err = capsys.readouterr().err
+    assert "consistent with source-free noise" in err and "warning" in err
+    table = QTable.read(out)
+    assert table.meta["consistent_with_noise"] is True and bool(np.all(table["consistent_with_noise"]))
+    n_sub = (128 // P.sub_npix) ** 2
+    expected = pipeline.counts_error(np.asarray(table["counts"]), n_sub, meta)
+    np.testing.assert_allclose(np.asarray(table["counts_err"]), expected, rtol=1e-6)
+    assert np.all(np.asarray(table["counts_err"]) >= n_sub * 0.5 * (1 - 1e-6))
 
 
 def test_radio_field_with_sources_is_counted(tmp_path, radio, capsys):

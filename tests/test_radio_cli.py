@@ -218,3 +218,35 @@ def test_out_of_distribution_inputs_are_flagged(tmp_path, field, image_path, mod
     assert "warning" not in capsys.readouterr().err
     table = QTable.read(out)
     assert np.ma.getmaskarray(table["out_of_distribution"]).all() and table.meta["out_of_distribution"] is None
+
+
+@pytest.mark.slow
+def test_a_network_trained_with_empty_fields_counts_independent_noise_as_zero(tmp_path, monkeypatch, capsys):
+    """Trained as notebook 07 trains it (thinned fields, the answer on empty
+    sky in its sidecar), the network's counts of a source-free image from
+    another noise model than the simulation's (white noise convolved with the
+    Gaussian restoring beam, not the dirty beam) are consistent with zero
+    within the stated errors in every bin, and the command says the image is
+    noise."""
+    from astropy.convolution import Gaussian2DKernel, convolve_fft
+
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    params = sim.RadioSimParams()
+    model, meta, _, _ = pipeline.train_model("restored", 16, 128, 8, 3, params, epochs=4, filters=8)
+    assert meta["val_null_rms"] is not None and meta["n_val_null_fields"] == 1 + pipeline.N_NULL_FIELDS
+    beam = sim.beam_params(params)
+    sigma = [beam[k] * 3600.0 / params.pixel_arcsec / sim.FWHM_PER_SIGMA for k in ("bmaj_deg", "bmin_deg")]
+    noise = convolve_fft(np.random.default_rng(21).standard_normal((256, 256)),
+                         Gaussian2DKernel(*sigma, theta=np.radians(beam["bpa_deg"])), boundary="wrap")
+    image = pipeline.write_restored_image(tmp_path / "noise.fits", noise * params.noise_rms_jy / noise.std(), params)
+    out = tmp_path / "counts.ecsv"
+    assert cli.main(["radio-counts", str(image), "-o", str(out), "--model",
+                     str(tmp_path / "models" / "quick" / pipeline.CNN_FILE)]) == 0
+    assert "consistent with source-free noise" in capsys.readouterr().err
+    table = QTable.read(out)
+    z = np.asarray(table["counts"]) / np.asarray(table["counts_err"])
+    assert table.meta["consistent_with_noise"] is True
+    assert np.all(np.abs(z) < 2.0), z

@@ -74,6 +74,42 @@ def test_same_seed_same_field_bit_for_bit_and_truth_counts():
     assert a["skymodel"][0].sum() == pytest.approx(a["n_sources"][0] * mean_flux, rel=0.5)
 
 
+def test_thinned_fields_have_empty_and_sparse_skies_and_keep_the_count_law_draws():
+    p = sim.RadioSimParams()
+    n = sim.THIN_PERIOD + 1  # two periods, rounded up: two empty and two sparse fields added
+    d = sim.thinning_factors(n, 3, "train")
+    np.testing.assert_array_equal(d, sim.thinning_factors(n, 3, "train"))
+    assert len(d) == n + 4 and np.all(d[:n] == 1) and np.all(d[n:n + 2] == 0)
+    assert np.all((d[n + 2:] >= sim.THIN_RANGE[0]) & (d[n + 2:] <= sim.THIN_RANGE[1]))
+    thin = sim.simulate_fields(n, 3, p, "train", 64, thinning=True)
+    full = sim.simulate_fields(n, 3, p, "train", 64)
+    assert len(thin["restored"]) == n + 4 and len(full["restored"]) == n
+    for k in full:  # the fields of full density are those drawn without thinning, bit for bit
+        np.testing.assert_array_equal(thin[k][:n], full[k])
+    assert np.all(thin["n_sources"][n:n + 2] == 0) and thin["counts"][n:n + 2].sum() == 0
+    assert thin["skymodel"][n:n + 2].max() == 0 and np.all(thin["expected"][n:n + 2] == 0)
+    assert np.all(thin["n_sources"][n + 2:] > 0)
+    np.testing.assert_array_equal(full["density"], np.ones(n))
+    with pytest.raises(ValueError, match="density"):
+        sim.simulate_field(np.random.default_rng(0), p, 64, "alpha_s0", 0.0, 1e-5, density=-1.0)
+
+
+def test_null_rms_and_counts_error():
+    from skyml.radio import pipeline
+
+    pred = np.arange(24, dtype=float).reshape(4 * 2, 3)  # 4 fields of 2 sub-images, 3 bins
+    floor = pipeline.null_rms(pred, np.array([1.0, 0.0, 0.5, 1.0]))
+    np.testing.assert_allclose(floor, np.sqrt((pred[2] ** 2 + pred[3] ** 2) / 2))
+    assert pipeline.null_rms(pred, np.ones(4)) is None
+    np.testing.assert_allclose(pipeline.null_rms(pred, np.ones(4), pred[:2]),
+                               np.sqrt((pred[0] ** 2 + pred[1] ** 2) / 2))
+    meta = {"val_rel_rms": [0.1, 0.2, 0.3]}
+    np.testing.assert_allclose(pipeline.counts_error(np.array([10.0, 10.0, 10.0]), 4, meta), [1.0, 2.0, 3.0])
+    meta["val_null_rms"] = [1.0, 0.0, 0.5]
+    np.testing.assert_allclose(pipeline.counts_error(np.array([10.0, 10.0, 10.0]), 4, meta),
+                               [np.hypot(1.0, 4.0), 2.0, np.hypot(3.0, 2.0)])
+
+
 def test_single_source_deposit_equals_the_histogram_of_many():
     rng = np.random.default_rng(4)
     base = rng.random((64, 64))

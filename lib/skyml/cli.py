@@ -619,15 +619,18 @@ file_command(
     bins, pixel size, beam and noise scale come from the model's metadata
     sidecar; an image with another pixel size or beam is refused (not
     resampled), and so is an image whose robust noise is more than 1000 times
-    off the training images' or that is consistent with source-free noise
-    (no pixel above 5 sigma, no skewness): the network was trained on fields
-    with sources and cannot return counts consistent with zero. Columns:
-    s_min, s_max, s_mid [Jy], x_below_threshold, counts, counts_err (the
-    validation RMS relative residual of the bin times the counts), dnds,
-    dnds_err [Jy-1 sr-1], euclidean, euclidean_err [Jy^1.5 sr-1],
-    out_of_distribution (the image's robust noise or pixel histogram lies
-    outside the range of the training images recorded with the model; a
-    one-line warning is printed too).""",
+    off the training images'. An image consistent with source-free noise (no
+    pixel above 5 sigma, no skewness) is counted with a warning; the network
+    was trained with source-free fields, and its stated errors hold its
+    answer on them, so such counts are consistent with zero (a model trained
+    without them refuses such an image). Columns: s_min, s_max, s_mid [Jy],
+    x_below_threshold, counts, counts_err (the validation RMS relative
+    residual of the bin times the counts, in quadrature with the network's
+    answer on source-free validation fields times the number of
+    sub-images), dnds, dnds_err [Jy-1 sr-1], euclidean, euclidean_err
+    [Jy^1.5 sr-1], out_of_distribution (the image's robust noise or pixel
+    histogram lies outside the range of the training images recorded with
+    the model; a one-line warning is printed too), consistent_with_noise.""",
     "restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
     "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images",
     ".ecsv", "counts table (ECSV, or FITS with a .fits suffix)", "_counts.ecsv", "skyml.radio.command:counts",

@@ -2,12 +2,16 @@
 :mod:`skyml.cli`): set up once (model and its metadata), then one restored
 image to one counts table.
 
-Degenerate images are refused with one line: all zero or constant, noise
-more than 1000 times off the training images' (a wrong BUNIT or scaling),
-and images consistent with source-free noise (no pixel above 5 robust sigma,
-no skewness). The network was trained on fields with sources; on pure noise
-it returns counts that its stated errors (a relative residual times the
-counts) cannot make consistent with zero, so such an image gets no table.
+Degenerate images are refused with one line: all zero or constant, and
+noise more than 1000 times off the training images' (a wrong BUNIT or
+scaling). An image consistent with source-free noise (no pixel above 5
+robust sigma, no skewness) is counted and said to be so: a warning on
+stderr and ``consistent_with_noise`` true in the table (column and meta).
+A network trained with source-free fields (``val_null_rms`` in its sidecar)
+states errors that hold its answer on noise, so such counts are consistent
+with zero within ``counts_err``; a network trained without them returns on
+noise counts that its stated errors (a relative residual times the counts)
+cannot make consistent with zero, so with such a model the image is refused.
 """
 
 from __future__ import annotations
@@ -43,16 +47,18 @@ def counts_setup(args: argparse.Namespace) -> State:
     return State(args, path, model, metadata)
 
 
-def check_image(source: Path, image, metadata: dict) -> None:
-    """The degenerate-image refusals of this module's text."""
+def check_image(source: Path, image, metadata: dict) -> tuple[bool, str]:
+    """The degenerate-image refusals of this module's text; returns whether
+    the image is consistent with source-free noise and the numbers that say so."""
     guards.check_values(source, image, counts=False, allow_nan=True, what="image")
     expected = float(metadata.get("noise_rms_jy", metadata["input_scale_jy"]))
     guards.check_scale(source, image, expected, "Jy/beam")
     noise_only, numbers = guards.looks_like_pure_noise(image)
-    if noise_only:
-        raise io.InputError(f"{source}: the image is consistent with source-free noise ({numbers}); the "
-                            "counts network needs a field with sources and cannot return counts "
-                            "consistent with zero")
+    if noise_only and metadata.get("val_null_rms") is None:
+        raise io.InputError(f"{source}: the image is consistent with source-free noise ({numbers}); this "
+                            "model was trained without source-free fields and cannot return counts "
+                            "consistent with zero (retrain it with notebook 07)")
+    return noise_only, numbers
 
 
 def counts_process(state: State, source: Path, target: Path) -> str:
@@ -60,12 +66,21 @@ def counts_process(state: State, source: Path, target: Path) -> str:
 
     metadata = state.metadata
     image, _, beam = read_restored_image(source, metadata)
-    check_image(source, image, metadata)
+    noise_only, noise_numbers = check_image(source, image, metadata)
     try:
         result = count_image(state.model, metadata, image)
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)
+    table["consistent_with_noise"] = [noise_only] * len(table)
+    table["consistent_with_noise"].description = ("the image is consistent with source-free noise (no pixel "
+                                                  "above 5 robust sigma, no skewness): counts should be "
+                                                  "consistent with zero within counts_err")
+    table.meta.update({"consistent_with_noise": bool(noise_only), "noise_test": noise_numbers})
+    if noise_only:
+        print(f"skyml radio-counts: warning: {source}: the image is consistent with source-free noise "
+              f"({noise_numbers}); the counts should be read as consistent with zero within counts_err",
+              file=sys.stderr)
     dist = result["distribution"]
     table.meta.update({"out_of_distribution": dist["out_of_distribution"], "ood_reason": dist["reason"],
                        "noise_mad_jy": dist["noise_mad_jy"], "hist_distance": dist["hist_distance"]})

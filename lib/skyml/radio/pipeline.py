@@ -7,8 +7,9 @@ training (``test_unseen``). The networks are cached by a hash of their inputs
 (:func:`skyml.training.train_cached`); the restored-image CNN is installed
 as ``data/models/<profile>/radio_counts_cnn.keras`` with a JSON sidecar that
 records what ``skyml radio-counts`` needs: flux-bin edges, pixel size,
-sub-image size, restoring beam, noise rms, input scale, target scaler and the
-validation residual per bin (the uncertainty it reports), and the range of
+sub-image size, restoring beam, noise rms, input scale, target scaler, the
+validation residual per bin and the network's answer on the source-free
+validation fields (the uncertainty it reports, :func:`counts_error`), and the range of
 the training inputs (:func:`training_range`: robust noise and distance of the
 context histogram from the training mean), against which
 :func:`distribution_check` flags an input the network was not trained for.
@@ -30,8 +31,46 @@ SPLIT_FAMILIES = {"train": ("alpha_s0", "broken"), "val": ("alpha_s0", "broken")
 IMAGE_KINDS = ("skymodel", "restored")
 
 
+#: splits with thinned fields (noise-only and sparse skies, :mod:`skyml.radio.simulate`)
+THINNED_SPLITS = ("train", "val")
+#: noise-only fields (besides the validation set's) on which the network's answer on empty sky is measured
+N_NULL_FIELDS = 16
+
+
 def fields(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
-    return sim.load_fields(n_fields, seed, params, split, npix, SPLIT_FAMILIES[split])
+    return sim.load_fields(n_fields, seed, params, split, npix, SPLIT_FAMILIES[split],
+                           thinning=split in THINNED_SPLITS)
+
+
+def null_rms(pred_sub: np.ndarray, density: np.ndarray, extra_sub: np.ndarray | None = None) -> np.ndarray | None:
+    """Per-bin RMS (about zero) of the counts a network returns per sub-image
+    on the source-free fields (``density`` 0) of a set, and on ``extra_sub``
+    (its answers on further noise-only sub-images, (n, n_bins)); ``pred_sub``
+    is (n_fields · n_sub, n_bins) in field order. None without such fields."""
+    density = np.asarray(density)
+    pred = np.asarray(pred_sub, np.float64).reshape(len(density), -1, np.shape(pred_sub)[-1])
+    empty = [pred[density == 0].reshape(-1, pred.shape[-1])]
+    if extra_sub is not None:
+        empty.append(np.asarray(extra_sub, np.float64).reshape(-1, pred.shape[-1]))
+    empty = np.concatenate(empty)
+    if not len(empty):
+        return None
+    return np.sqrt(np.mean(empty**2, axis=0))
+
+
+def counts_error(counts: np.ndarray, n_sub: int, metadata: dict) -> np.ndarray:
+    """The stated uncertainty of summed counts over ``n_sub`` sub-images: the
+    validation RMS relative residual times the counts and, where the model
+    records it, the network's RMS answer per sub-image on source-free
+    validation fields times ``n_sub`` (added in quadrature; taken as fully
+    correlated between sub-images, since it is a bias of the network, not
+    noise), so that counts from a source-free image are consistent with zero
+    within it."""
+    rel = np.asarray(metadata["val_rel_rms"], np.float64) * np.asarray(counts, np.float64)
+    floor = metadata.get("val_null_rms")
+    if floor is None:
+        return np.abs(rel)
+    return np.hypot(rel, int(n_sub) * np.asarray(floor, np.float64))
 
 
 def context_histograms(fields: np.ndarray, sub: int, context: int, scale_jy: float) -> np.ndarray:
@@ -143,7 +182,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
-           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 4}
+           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
 
     def fit():
         import keras
@@ -158,8 +197,18 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
                                  hist_mean=x[1].mean(0), hist_std=x[1].std(0), hist_noise=hist_noise)
         history = models.train(model, x, scaler.transform(c), xv, scaler.transform(cv), epochs=epochs,
                                batch_size=batch_size, patience=patience, seed=seed)
-        pred_val = evaluation.per_field(predict_counts(model, scaler, xv), n_val_fields)
-        rel = evaluation.relative_residual(pred_val, evaluation.per_field(cv, n_val_fields))
+        pred_sub = predict_counts(model, scaler, xv)
+        n_val_all = len(val["density"])  # with the thinned fields
+        pred_val = evaluation.per_field(pred_sub, n_val_all)
+        # the stated relative error is that of the skies the network is for (full density); the sparse
+        # fields only help training, and the source-free ones give the absolute floor
+        full_density = np.asarray(val["density"]) == 1.0
+        rel = evaluation.relative_residual(pred_val, evaluation.per_field(cv, n_val_all))[full_density]
+        noise = (sim.noise_fields(N_NULL_FIELDS, seed, params, train_npix) if kind == "restored"
+                 else np.zeros((N_NULL_FIELDS, train_npix, train_npix), np.float32))  # an empty sky model
+        xn, _ = xy({kind: noise, "counts": np.zeros((len(noise) * (train_npix // params.sub_npix) ** 2,
+                                                     params.n_bins))}, kind, params, train_npix)
+        floor = null_rms(pred_sub, val["density"], predict_counts(model, scaler, xn))
         beam = sim.beam_params(params)
         meta = {"task": TASK, "image_kind": kind, "profile": profile, "n_train_sub_images": int(len(c)),
                 "input": "asinh(image / input_scale_jy); pixel histogram of the context_npix² block",
@@ -171,7 +220,11 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
                 "noise_rms_jy": params.noise_rms_jy, "pixel_arcsec": params.pixel_arcsec,
                 "sub_npix": params.sub_npix, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
                 "bpa_deg": beam["bpa_deg"], "val_field_npix": int(train_npix),
-                "val_rel_rms": evaluation.rms_over_fields(rel).tolist(), "sim_params": params.to_dict(),
+                "val_rel_rms": evaluation.rms_over_fields(rel).tolist(),
+                "val_null_rms": None if floor is None else floor.tolist(),
+                "n_val_null_fields": int(np.sum(np.asarray(val["density"]) == 0)) + N_NULL_FIELDS,
+                "thinning": {"period": sim.THIN_PERIOD, "range": list(sim.THIN_RANGE), "layout": "added"},
+                "sim_params": params.to_dict(),
                 "training_range": training_range(train[kind], params.noise_rms_jy)}
         return model, meta, history
 
@@ -214,8 +267,7 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
     histogram of its block (finite pixels) as second input; sub-images with
     NaN pixels are left out, and so are blocks with fewer than half their
     pixels finite. The predictions are summed. Returns ``counts``,
-    ``counts_err`` (the validation RMS relative residual per bin times the
-    counts), ``n_tiles``, ``n_tiles_skipped``, ``area_sr`` and
+    ``counts_err`` (:func:`counts_error`), ``n_tiles``, ``n_tiles_skipped``, ``area_sr`` and
     ``distribution`` (:func:`distribution_check` of the blocks used)."""
     sub, ctx = int(metadata["sub_npix"]), int(metadata["context_npix"])
     img = np.asarray(image, np.float64)
@@ -243,7 +295,7 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
     x = [models.as_input(tiles, scale), np.asarray(hists, np.float32)]
     n = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
     pixel_sr = (float(metadata["pixel_arcsec"]) / 3600.0 * np.pi / 180.0) ** 2
-    return {"counts": n, "counts_err": np.asarray(metadata["val_rel_rms"]) * n, "n_tiles": len(tiles),
+    return {"counts": n, "counts_err": counts_error(n, len(tiles), metadata), "n_tiles": len(tiles),
             "n_tiles_skipped": n_skipped, "area_sr": float(len(tiles) * sub * sub * pixel_sr),
             "distribution": distribution_check(used, metadata)}
 
@@ -324,7 +376,9 @@ def counts_table(result: dict, metadata: dict):
     table["out_of_distribution"].description = ("the input's noise or pixel histogram lies outside the range "
                                                 "the network was trained on (masked: no range recorded)")
     table["counts"].description = "sources per flux bin in the counted area (sum over sub-images)"
-    table["counts_err"].description = "validation RMS relative residual of the bin times the counts"
+    table["counts_err"].description = ("validation RMS relative residual of the bin times the counts, in "
+                                       "quadrature with the network's RMS answer on source-free validation "
+                                       "fields times the number of sub-images (where the model records it)")
     table["s_mid"].description = "geometric bin centre"
     table["x_below_threshold"].description = "5 sigma detection threshold / s_mid"
     table["euclidean"].description = "s_mid^2.5 dN/dS"

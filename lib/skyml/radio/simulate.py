@@ -42,6 +42,16 @@ periodic fields, so every pixel sees the side lobes of all sources):
 Sources fainter than 10 µJy (median sizes below 1″, the pixel is 7″) are
 deposited as points; so are components smaller than 0.7 pixel. The true count
 of a sub-image is the number of sources whose centre lies in it.
+
+**Thinned fields** (``thinning=True``, the training and validation sets of
+notebook 07): for every :data:`THIN_PERIOD` fields (rounded up) two fields are
+added after them, one without sources (noise only) and one with its source
+density scaled by a factor drawn log-uniformly in :data:`THIN_RANGE`; the
+first ``n_fields`` fields are those drawn without thinning, bit for bit. A network trained
+only on full skies has never seen an image without sources and answers one
+with the counts it learned; these fields teach it that an empty sky has zero
+counts and give the validation set the network's answer on source-free noise
+(the absolute error the counting command states).
 """
 
 from __future__ import annotations
@@ -54,7 +64,13 @@ import numpy as np
 from .. import cache, parallel
 from . import counts as cl
 
-SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017}
+SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017, "null": 4_000_037}
+#: with thinning, ceil(n_fields / THIN_PERIOD) fields without sources and as many with a density
+#: scaled by 10**U(log10 THIN_RANGE) follow the n_fields fields of full density
+THIN_PERIOD = 8
+THIN_RANGE = (0.01, 1.0)
+#: the random stream of the thinning factors (apart from the fields' own streams)
+THIN_STREAM = 7_000_001
 ARRAY_SEED = 36
 CHUNK = 1_000_000
 S_EXTENDED_JY = 1e-5
@@ -302,16 +318,19 @@ def _render_extended(rng, sky_of, s, x, y, is_sfg, params: RadioSimParams) -> No
 
 
 def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str,
-                   p1: float, p2: float) -> dict[str, np.ndarray]:
+                   p1: float, p2: float, density: float = 1.0) -> dict[str, np.ndarray]:
     """One periodic field of ``npix``² pixels: ``skymodel`` [Jy/px],
     ``restored`` [Jy/beam], the true ``counts`` per sub-image and flux bin
-    (sub-images in row-major order), and ``n_sources``."""
+    (sub-images in row-major order), and ``n_sources``. ``density`` scales
+    the count law's number of sources (0: noise only)."""
     sub = params.sub_npix
     if npix % sub:
         raise ValueError(f"field of {npix} px is not a multiple of the {sub}-px sub-images")
+    if not density >= 0.0:
+        raise ValueError(f"density factor {density} must be >= 0")
     law = cl.CountLaw(params.freq_ghz, params.s_min_jy, params.s_max_jy, family, p1, p2)
     area = npix**2 * params.pixel_sr
-    n_src = int(rng.poisson(law.total_per_sr() * area))
+    n_src = int(rng.poisson(density * law.total_per_sr() * area)) if density > 0 else 0
     s_clean = params.clean_nsigma * params.noise_rms_jy
     bright, faint = np.zeros((npix, npix)), np.zeros((npix, npix))
     edges = params.edges_jy
@@ -350,36 +369,61 @@ def draw_parameters(rng: np.random.Generator, params: RadioSimParams, family: st
 
 
 def _simulate_item(item, base_seed: int, params: RadioSimParams, split: str, npix: int) -> dict:
-    """Field ``item = (i, family, p1, p2)`` of :func:`simulate_fields`, from its own generator."""
-    i, family, p1, p2 = item
-    return simulate_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET[split], i]), params, npix, family, p1, p2)
+    """Field ``item = (i, family, p1, p2, density)`` of :func:`simulate_fields`, from its own generator."""
+    i, family, p1, p2, density = item
+    return simulate_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET[split], i]), params, npix, family, p1,
+                          p2, density)
+
+
+def noise_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int) -> np.ndarray:
+    """(n_fields, npix, npix) restored images without sources: the
+    beam-correlated noise alone [Jy/beam], field ``i`` from its own generator
+    (split ``null``). They calibrate a counting network's answer on empty sky."""
+    return np.asarray([correlated_noise(np.random.default_rng([int(seed), SPLIT_OFFSET["null"], i]), params, npix)
+                       for i in range(int(n_fields))], np.float32)
+
+
+def thinning_factors(n_fields: int, seed: int, split: str) -> np.ndarray:
+    """Source-density factors of ``n_fields`` fields with thinning (module
+    text): 1 for the ``n_fields``, then 0 for ``ceil(n_fields / THIN_PERIOD)``
+    added fields and log-uniform in :data:`THIN_RANGE` for as many more,
+    drawn from a stream of their own."""
+    n_extra = -(-int(n_fields) // THIN_PERIOD)
+    lo, hi = np.log10(THIN_RANGE)
+    sparse = 10.0 ** np.random.default_rng([int(seed), SPLIT_OFFSET[split], THIN_STREAM]).uniform(lo, hi, n_extra)
+    return np.concatenate([np.ones(int(n_fields)), np.zeros(n_extra), sparse])
 
 
 def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                    families=("alpha_s0",)) -> dict[str, np.ndarray]:
-    """``n_fields`` fields, each with its own modification: ``family`` (index
-    into :data:`skyml.radio.counts.FAMILIES`, cycling through ``families``),
-    ``p1``, ``p2``, images, true counts and ``expected`` counts per bin.
+                    families=("alpha_s0",), thinning: bool = False) -> dict[str, np.ndarray]:
+    """``n_fields`` fields (and with ``thinning`` the thinned fields after
+    them: see the module text), each with its own modification: ``family``
+    (index into :data:`skyml.radio.counts.FAMILIES`, cycling through
+    ``families``), ``p1``, ``p2``, ``density`` (the source-density factor),
+    images, true counts and ``expected`` counts per bin.
 
     The fields run through :func:`skyml.parallel.map_items`, in this process
     or on dask workers; every field has its own random generator, so the
     arrays are the same bit for bit either way."""
     rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split]])
+    density = thinning_factors(n_fields, seed, split) if thinning else np.ones(int(n_fields))
     items = []
-    for i in range(int(n_fields)):
+    for i in range(len(density)):
         family = families[i % len(families)]
-        items.append((i, family, *draw_parameters(rng, params, family)))
+        items.append((i, family, *draw_parameters(rng, params, family), float(density[i])))
     fields = parallel.map_items(_simulate_item, items, desc=f"simulating radio fields ({split})",
                                 base_seed=seed, params=params, split=split, npix=npix)
     area = npix**2 * params.pixel_sr
-    out = {k: [] for k in ("skymodel", "restored", "counts", "expected", "family", "p1", "p2", "n_sources")}
-    for (_, family, p1, p2), field in zip(items, fields):
+    out = {k: [] for k in ("skymodel", "restored", "counts", "expected", "family", "p1", "p2", "density",
+                           "n_sources")}
+    for (_, family, p1, p2, d), field in zip(items, fields):
         for k in ("skymodel", "restored", "counts", "n_sources"):
             out[k].append(field[k])
-        out["expected"].append(cl.counts_in_bins(params.edges_jy, area, params.freq_ghz, family, p1, p2))
+        out["expected"].append(d * cl.counts_in_bins(params.edges_jy, area, params.freq_ghz, family, p1, p2))
         out["family"].append(cl.FAMILIES.index(family))
         out["p1"].append(p1)
         out["p2"].append(p2)
+        out["density"].append(d)
     arrays = {k: np.asarray(v) for k, v in out.items()}
     for k in ("skymodel", "restored"):
         arrays[k] = arrays[k].astype(np.float32)
@@ -387,12 +431,14 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
 
 
 def load_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                families=("alpha_s0",)) -> dict[str, np.ndarray]:
+                families=("alpha_s0",), thinning: bool = False) -> dict[str, np.ndarray]:
     """:func:`simulate_fields`, cached in ``data/cache/radio_fields/``."""
     key = {"n": int(n_fields), "seed": int(seed), "split": split, "npix": int(npix),
-           "families": list(families), "sim": params.to_dict(), "version": 1}
+           "families": list(families), "sim": params.to_dict(), "version": 2}
+    if thinning:
+        key["thinning"] = {"period": THIN_PERIOD, "range": list(THIN_RANGE), "layout": "added"}
     return cache.cached_arrays("radio_fields", key,
-                               lambda: simulate_fields(n_fields, seed, params, split, npix, families))
+                               lambda: simulate_fields(n_fields, seed, params, split, npix, families, thinning))
 
 
 def sub_images(fields: np.ndarray, sub: int) -> np.ndarray:
