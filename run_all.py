@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,20 +270,38 @@ def check_kernel(kernel: str) -> str | None:
     return f"warning: kernel {kernel!r} runs {argv[0]}, not this interpreter {sys.executable}"
 
 
+def ipc_kernel_manager(folder: Path):
+    """A kernel manager class whose kernels talk over Unix sockets in
+    ``folder`` (POSIX only; None elsewhere): no TCP ports open on the machine,
+    and ipykernel has no unencrypted TCP channel to warn about on every start."""
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+        ip = str(Path(folder) / "kernel")
+
+    return IPCKernelManager
+
+
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, timeout: float) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.resolve() == notebook.resolve():
         raise SystemExit(f"error: refusing to write the executed copy over its source {notebook}")
-    papermill.execute_notebook(
-        str(notebook), str(output),
-        parameters=parameters,
-        kernel_name=kernel,
-        cwd=str(notebook.parent),
-        log_output=True,
-        progress_bar=False,
-        request_save_on_cell_execute=True,
-        execution_timeout=timeout,
-    )
+    with tempfile.TemporaryDirectory(prefix="skyml-kernel-") as sockets:
+        manager = ipc_kernel_manager(Path(sockets))
+        papermill.execute_notebook(
+            str(notebook), str(output),
+            parameters=parameters,
+            kernel_name=kernel,
+            cwd=str(notebook.parent),
+            log_output=True,
+            progress_bar=False,
+            request_save_on_cell_execute=True,
+            execution_timeout=timeout,
+            **({"kernel_manager_class": manager} if manager is not None else {}),
+        )
 
 
 def report_failure(stem: str, error: Exception, output: Path) -> None:

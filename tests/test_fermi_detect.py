@@ -216,3 +216,24 @@ def test_iterative_tsmap_finds_a_faint_source_in_a_bright_ones_wing():
     assert len(x) == 2 and np.hypot(x[1] - 36.0, y[1] - 33.0) <= 1.5 and 5 <= sqrt_ts[1] < sqrt_ts[0]
     with pytest.raises(ValueError, match="max_iterations"):
         baselines.tsmap_detect(counts, bkg, 150.0, 50.0, p, max_iterations=0)
+
+
+def test_threshold_at_equal_purity_and_the_cut_detections():
+    from astropy.table import Table
+
+    from skyml.fermi import evaluation
+
+    # five detections (scores 5..9), the two lowest false; three true sources matched to detections 2, 3, 4
+    det_score = np.array([5.0, 6.0, 7.0, 8.0, 9.0])
+    dets = Table({"patch": np.zeros(5, int), "glat": np.full(5, 40.0), "score": det_score,
+                  "matched": np.array([False, False, True, True, True]), "flux_est": np.full(5, 3e-10)})
+    truth = Table({"patch": np.zeros(4, int), "glat": np.full(4, 40.0), "flux1000": np.full(4, 3e-10),
+                   "matched": np.array([True, True, True, False]), "detection": np.array([2, 3, 4, -1])})
+    assert evaluation.threshold_at_purity(truth, dets, det_score, 0.6) == 5.0
+    assert evaluation.threshold_at_purity(truth, dets, det_score, 0.7) == 6.0
+    assert evaluation.threshold_at_purity(truth, dets, det_score, 1.0) == 7.0
+    t, d = evaluation.above_score(truth, dets, det_score, 8.0)
+    assert len(d) == 2 and list(t["matched"]) == [False, True, True, False]
+    assert list(truth["matched"]) == [True, True, True, False]  # the input is not modified
+    dets["matched"] = False
+    assert np.isnan(evaluation.threshold_at_purity(truth, dets, det_score, 0.5))

@@ -163,3 +163,20 @@ def test_from_and_only_select_notebooks(project, capsys):
 def test_unknown_selection_is_an_error(project):
     with pytest.raises(SystemExit, match="no notebook matches '07'"):
         run_all.main(["--only", "07"], **project)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets: POSIX only")
+def test_kernels_talk_over_private_unix_sockets(project, capfd, monkeypatch):
+    """No TCP ports, so ipykernel prints no warning about unencrypted TCP at
+    each start, and no socket is left beside the notebooks."""
+    monkeypatch.setenv("SKYML_ALLOW_DIRTY", "1")
+    write_notebook(project["notebooks_dir"], "09_results_figures", 'profile = "quick"',
+                   "from ipykernel.kernelapp import IPKernelApp\n"
+                   "print('transport:', IPKernelApp.instance().transport)")
+    assert run_all.main(["--only", "09"], **project) == 0
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
+    executed_nb = nbformat.read(project["build_root"] / "quick" / "09_results_figures.ipynb", as_version=4)
+    assert "transport: ipc" in "".join(o.get("text", "") for o in executed_nb.cells[-1].outputs)
+    assert sorted(p.name for p in project["notebooks_dir"].iterdir()) == [
+        "01_cta_simulate.ipynb", "02_cta_cnn_cleaner.ipynb", "09_results_figures.ipynb", "profiles"]

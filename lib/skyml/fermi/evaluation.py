@@ -210,6 +210,34 @@ def scores_with_ci(truth: Table, dets: Table, n_patches: int, lo: float = -np.in
     return out
 
 
+def above_score(truth: Table, dets: Table, det_score: np.ndarray, threshold: float) -> tuple[Table, Table]:
+    """(truth, detections) of :func:`evaluate_patches` keeping only the
+    detections with score >= ``threshold``: a true source whose matched
+    detection falls below it becomes unmatched (the matching is not redone).
+    ``det_score`` is the score of every detection before the scored-region cut,
+    which ``truth["detection"]`` indexes."""
+    score = np.asarray(det_score, float)
+    truth = truth.copy()
+    idx = np.asarray(truth["detection"])
+    kept = np.zeros(len(truth), bool)
+    kept[idx >= 0] = score[idx[idx >= 0]] >= threshold
+    truth["matched"] = np.asarray(truth["matched"], bool) & kept
+    return truth, dets[np.asarray(dets["score"], float) >= threshold]
+
+
+def threshold_at_purity(truth: Table, dets: Table, det_score: np.ndarray, target: float) -> float:
+    """The lowest score threshold at which the purity over all scored
+    detections reaches ``target`` (the lowest score when it already does; NaN
+    when no threshold does): the operating point at which a detector is
+    compared with another at equal purity."""
+    scores = np.unique(np.asarray(dets["score"], float))
+    for t in scores:
+        sel = np.asarray(dets["score"], float) >= t
+        if sel.any() and float(np.mean(np.asarray(dets["matched"])[sel])) >= target:
+            return float(t)
+    return float("nan")
+
+
 def dr2_recall(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.5):
     """Recovery of DR2 sources on the simulated DR2 sky.
 
