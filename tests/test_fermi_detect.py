@@ -237,3 +237,27 @@ def test_threshold_at_equal_purity_and_the_cut_detections():
     assert list(truth["matched"]) == [True, True, True, False]  # the input is not modified
     dets["matched"] = False
     assert np.isnan(evaluation.threshold_at_purity(truth, dets, det_score, 0.5))
+
+
+def test_cached_tsmap_detections_are_reused_and_keyed_by_the_data(tmp_path, monkeypatch):
+    from skyml import paths
+    from skyml.fermi import baselines
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    p = S.FermiSimParams()
+    bkg = S.background_model(150.0, 50.0, p)
+    counts = np.random.default_rng(1).poisson(bkg)
+    data = {"counts": counts[None], "background": bkg[None], "centre_glon": np.array([150.0]),
+            "centre_glat": np.array([50.0])}
+    calls = []
+    real = baselines.tsmap_detect_all
+    monkeypatch.setattr(baselines, "tsmap_detect_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=1)
+    again = baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=1)
+    assert len(calls) == 1 and set(first) == {"patch", "x_pix", "y_pix", "sqrt_ts", "seconds"}
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+    other = dict(data, counts=data["counts"] + 1)
+    baselines.tsmap_detect_cached(other, p, kernel_width_deg=1.5, max_iterations=1)
+    baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=2)
+    assert len(calls) == 3  # other data, other arguments: computed again

@@ -219,6 +219,36 @@ def _tsmap_item(item, p: FermiSimParams, kwargs: dict):
     return x, y, v, time.perf_counter() - t0
 
 
+#: version of the cached TS-map detections (:func:`tsmap_detect_cached`): raise it when the method changes
+TSMAP_CACHE_VERSION = 1
+
+
+def data_fingerprint(data: dict, keys=("counts", "background", "centre_glon", "centre_glat")) -> str:
+    """SHA-256 of the arrays the TS map reads (their bytes, dtype and shape)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in keys:
+        a = np.ascontiguousarray(data[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def tsmap_detect_cached(data: dict, p: FermiSimParams, index=None, progress=None, **kwargs) -> dict:
+    """:func:`tsmap_detect_all`, cached in ``data/cache/fermi_tsmap/`` by the
+    fingerprint of the patches, the simulation parameters, the patch index and
+    the keyword arguments (and :data:`TSMAP_CACHE_VERSION`): a notebook run
+    again, or checked by nbval, does not recompute the TS maps. ``seconds``
+    are those of the run that computed them."""
+    from .. import cache
+
+    key = {"data": data_fingerprint(data), "sim": p.to_dict(),
+           "index": None if index is None else [int(i) for i in np.asarray(index)],
+           "kwargs": {k: kwargs[k] for k in sorted(kwargs)}, "version": TSMAP_CACHE_VERSION}
+    return cache.cached_arrays("fermi_tsmap", key, lambda: tsmap_detect_all(data, p, index, progress, **kwargs))
+
+
 def tsmap_detect_all(data: dict, p: FermiSimParams, index=None, progress=None, **kwargs) -> dict:
     """Baseline detections of the patches ``index`` (default all), flat arrays
     ``patch``, ``x_pix``, ``y_pix``, ``sqrt_ts`` plus ``seconds`` per patch.
