@@ -261,3 +261,42 @@ def test_cached_tsmap_detections_are_reused_and_keyed_by_the_data(tmp_path, monk
     baselines.tsmap_detect_cached(other, p, kernel_width_deg=1.5, max_iterations=1)
     baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=2)
     assert len(calls) == 3  # other data, other arguments: computed again
+
+
+def test_equal_purity_raises_the_less_pure_detector():
+    from astropy.table import Table
+
+    from skyml.fermi import evaluation
+
+    def tables(matched_det, scores, truth_det):
+        dets = Table({"patch": np.arange(len(scores)) % 2, "glat": np.full(len(scores), 40.0),
+                      "score": np.asarray(scores, float), "matched": np.asarray(matched_det),
+                      "flux_est": np.full(len(scores), 3e-10)})
+        truth_det = np.asarray(truth_det)
+        truth = Table({"patch": np.arange(len(truth_det)) % 2, "glat": np.full(len(truth_det), 40.0),
+                       "flux1000": np.full(len(truth_det), 3e-10), "matched": truth_det >= 0,
+                       "detection": truth_det})
+        return truth, dets
+
+    # A: 4 true + 4 false detections (purity 0.5), the false ones with the lowest scores; B: 3 true + 1 false
+    a = tables([False] * 4 + [True] * 4, [0.5, 0.55, 0.6, 0.62, 0.7, 0.8, 0.9, 0.95], [4, 5, 6, 7, -1])
+    b = tables([True, True, True, False], [9.0, 8.0, 7.0, 6.0], [0, 1, 2, -1, -1])
+    full = {"a": a[1]["score"].data, "b": b[1]["score"].data}
+    out = evaluation.equal_purity({"a": a, "b": b}, full, 2, 1e-10, 1e-9, min_true=1)
+    assert out["raised"] == "a" and out["level"] == 0.75 and out["threshold"] == 0.62
+    assert out["scores"]["a"]["all"]["purity_all_detections"][0] >= 0.75
+    assert out["scores"]["a"]["hilat"]["completeness"][0] == 0.8 and out["scores"]["b"]["hilat"]["completeness"][0] == 0.6
+    assert out["n_below"] == 0 and out["n_bins"] == 1
+    with pytest.raises(ValueError, match="two methods"):
+        evaluation.equal_purity({"a": a}, full, 2, 1e-10, 1e-9)
+
+
+def test_binned_quantiles():
+    from skyml.fermi import evaluation
+
+    x = np.array([1.5, 1.6, 1.7, 1.8, 2.5, 2.6, 3.5])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    q = evaluation.binned_quantiles(x, y, [1, 2, 3, 4], quantiles=(0.0, 0.5, 1.0), min_count=2)
+    np.testing.assert_allclose(q[:, 0], [1.0, 2.5, 4.0])
+    np.testing.assert_allclose(q[:, 1], [5.0, 5.5, 6.0])
+    assert np.all(np.isnan(q[:, 2]))  # one value: fewer than min_count

@@ -238,6 +238,57 @@ def threshold_at_purity(truth: Table, dets: Table, det_score: np.ndarray, target
     return float("nan")
 
 
+def equal_purity(tables: dict, full_scores: dict, n_patches: int, lo: float, hi: float, min_true: int = 10) -> dict:
+    """Two detectors compared at equal purity over all scored detections.
+
+    ``tables``: {method: (truth, detections)} of :func:`evaluate_patches` for
+    two methods; ``full_scores``: {method: score of every detection before the
+    scored-region cut}. The less pure detector's threshold is raised to the
+    other's purity (:func:`threshold_at_purity`). Returns ``raised`` (its
+    name), ``threshold`` (NaN when it cannot reach that purity; then nothing
+    else), ``level`` (the common purity target), and per method ``scores``
+    (:func:`scores_with_ci` in [lo, hi), for "all" and "hilat") and
+    ``per_bin`` (:func:`purity_completeness`, |b| > 20°), and ``n_below``:
+    the bins with at least ``min_true`` true sources where the first method's
+    completeness is below the second's, out of ``n_bins``."""
+    methods = list(tables)
+    if len(methods) != 2:
+        raise ValueError(f"equal_purity compares two methods, not {len(methods)}")
+    purity = {m: scores_with_ci(*tables[m], n_patches)["purity_all_detections"][0] for m in methods}
+    raised = min(methods, key=lambda m: purity[m])
+    level = max(purity.values())
+    cut = threshold_at_purity(*tables[raised], full_scores[raised], level)
+    out = {"raised": raised, "threshold": cut, "level": level, "purity_before": purity}
+    if not np.isfinite(cut):
+        return out
+    sets = dict(tables)
+    sets[raised] = above_score(*tables[raised], full_scores[raised], cut)
+    out["scores"] = {m: {region: scores_with_ci(*sets[m], n_patches, lo, hi, hilat=hilat)
+                         for region, hilat in (("all", False), ("hilat", True))} for m in methods}
+    out["per_bin"] = {m: purity_completeness(*sets[m], hilat=True) for m in methods}
+    first, second = (out["per_bin"][m] for m in methods)
+    counted = ((second["n_true"] >= min_true) & np.isfinite(first["completeness"])
+               & np.isfinite(second["completeness"]))
+    out["n_below"] = int(np.sum(counted & (first["completeness"] < second["completeness"])))
+    out["n_bins"] = int(counted.sum())
+    out["counted"] = np.asarray(counted)
+    return out
+
+
+def binned_quantiles(x, y, edges, quantiles=(0.16, 0.5, 0.84), min_count: int = 3) -> np.ndarray:
+    """(len(quantiles), n_bins) quantiles of ``y`` in the bins ``edges`` of
+    ``x``; NaN in a bin with fewer than ``min_count`` values."""
+    from scipy.stats import binned_statistic
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+
+    def stat(q):
+        return lambda v: np.quantile(v, q) if len(v) >= min_count else np.nan
+
+    return np.array([binned_statistic(x[ok], y[ok], stat(q), bins=edges).statistic for q in quantiles])
+
+
 def dr2_recall(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.5):
     """Recovery of DR2 sources on the simulated DR2 sky.
 
