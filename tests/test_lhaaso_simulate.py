@@ -138,3 +138,17 @@ def test_fwhm_fit_recovers_the_psf_and_rl_sharpens():
     assert evaluation.flux_error(m["npred"][None], rl[None])[0] == pytest.approx(0, abs=0.05)
     line = np.zeros(20); line[[5, 10]] = 1.0
     assert evaluation.resolved(line, 5, 10) and not evaluation.resolved(np.ones(20), 5, 10)
+
+
+@pytest.mark.parametrize("l0, b0", [(30.0, 0.0), (100.0, 9.5), (359.9, -7.0), (0.2, 4.0)])
+def test_map_wcs_is_the_crop_pixel_grid(l0, b0):
+    """Sky positions go to the same pixel through map_wcs as through the simulation's offsets
+    (the point sources of DR2 are placed with the latter)."""
+    rng = np.random.default_rng(0)
+    half = P.npix * P.binsz_deg / 2
+    lon = (l0 + rng.uniform(-half, half, 200) / np.cos(np.radians(b0))) % 360.0
+    lat = b0 + rng.uniform(-half, half, 200)
+    x, y = sim.map_wcs(l0, b0, P).wcs_world2pix(lon, lat, 0)
+    dx, dy = sim._crop_offsets(lon, lat, l0, b0, P.binsz_deg)
+    assert np.allclose(x, dx + P.npix / 2 - 0.5, atol=1e-9)
+    assert np.allclose(y, dy + P.npix / 2 - 0.5, atol=1e-9)

@@ -28,3 +28,22 @@ def test_train_selected_keeps_the_lowest_validation_loss_and_installs_it_last(mo
     assert calls == [("restored", 1.0, 5), ("restored", 0.3, 5), ("restored", 0.1, 5), ("restored", 0.3, 5)]
     with pytest.raises(ValueError, match="hist_noise_grid is empty"):
         pipeline.train_selected("restored", [], 4, 128, 2, 1, P, epochs=5)
+
+
+def test_image_wcs_is_the_wcs_written_with_restored_images(tmp_path):
+    """The WCS that draws the fields in notebook 07 is the one the FITS files carry."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    image = np.zeros((48, 64), np.float32)
+    path = pipeline.write_restored_image(tmp_path / "r.fits", image, P, ra_deg=10.0, dec_deg=-45.0)
+    written = WCS(fits.getheader(path))
+    drawn = pipeline.image_wcs(image.shape, P, 10.0, -45.0)
+    x, y = np.array([0.0, 63.0, 31.5, 10.0]), np.array([0.0, 47.0, 23.5, 40.0])
+    assert np.allclose(written.wcs_pix2world(x, y, 0), drawn.wcs_pix2world(x, y, 0), atol=1e-9)
+    # centre between the central pixels, RA increasing to the left, one pixel = pixel_arcsec
+    ra, dec = drawn.wcs_pix2world([31.5, 32.5], [23.5, 23.5], 0)
+    assert ra[0] == pytest.approx(10.0) and dec[0] == pytest.approx(-45.0)
+    step = (ra[0] - ra[1]) * np.cos(np.radians(-45.0)) * 3600.0
+    assert step == pytest.approx(P.pixel_arcsec, rel=1e-4)

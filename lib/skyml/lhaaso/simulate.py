@@ -178,6 +178,22 @@ def _crop_offsets(glon, glat, l0, b0, binsz_deg):
     return -dl * np.cos(np.radians(b0)) / binsz_deg, (np.asarray(glat) - b0) / binsz_deg
 
 
+def map_wcs(glon: float, glat: float, params: LHAASOSimParams):
+    """Galactic WCS of a crop centred on (``glon``, ``glat``), exactly the pixel grid of
+    :func:`_crop_offsets`: x along −l scaled by cos(``glat``), y along b, ``params.binsz_deg``
+    pixels, the crop centre between the two central pixels (a plate carrée with the
+    longitude step 1/cos(``glat``) times the latitude step)."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
+    w.wcs.crval = [float(glon), 0.0]
+    w.wcs.crpix = [(params.npix + 1) / 2.0, (params.npix + 1) / 2.0 - float(glat) / params.binsz_deg]
+    w.wcs.cdelt = [-params.binsz_deg / np.cos(np.radians(glat)), params.binsz_deg]
+    w.wcs.cunit = ["deg", "deg"]
+    return w
+
+
 # ---------------------------------------------------------------------------
 # Components
 # ---------------------------------------------------------------------------

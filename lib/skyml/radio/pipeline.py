@@ -385,21 +385,29 @@ def counts_table(result: dict, metadata: dict):
     return table
 
 
-def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
-                         dec_deg: float = -30.0, overwrite: bool = False):
-    """Write a simulated restored image as a FITS image with a SIN-projection
-    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically)."""
+def image_wcs(shape, params: sim.RadioSimParams, ra_deg: float = 150.0, dec_deg: float = -30.0):
+    """Celestial WCS (SIN projection, ICRS) of a simulated image of ``shape`` (ny, nx):
+    ``params.pixel_arcsec`` pixels, RA increasing to the left, centred on (``ra_deg``, ``dec_deg``);
+    the WCS of :func:`write_restored_image`, also used to draw the fields."""
     from astropy.wcs import WCS
 
-    from .. import io
-
-    ny, nx = np.shape(image)
+    ny, nx = shape
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
     wcs.wcs.crval = [float(ra_deg), float(dec_deg)]
     wcs.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
     wcs.wcs.cdelt = [-params.pixel_arcsec / 3600.0, params.pixel_arcsec / 3600.0]
     wcs.wcs.cunit = ["deg", "deg"]
+    return wcs
+
+
+def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
+                         dec_deg: float = -30.0, overwrite: bool = False):
+    """Write a simulated restored image as a FITS image with a SIN-projection
+    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically)."""
+    from .. import io
+
+    wcs = image_wcs(np.shape(image), params, ra_deg, dec_deg)
     beam = sim.beam_params(params)
     header = {"BUNIT": ("Jy/beam", "restored image"), "BMAJ": (beam["bmaj_deg"], "[deg] restoring beam FWHM"),
               "BMIN": (beam["bmin_deg"], "[deg] restoring beam FWHM"),
