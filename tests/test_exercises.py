@@ -16,8 +16,8 @@ from skyml import paths, workshop
 
 EXERCISES = sorted((paths.NOTEBOOKS / "exercises").glob("*.ipynb"))
 NUMBERED = {p.stem: p for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
-WITH_EXERCISES = ("01_cta_simulate", "02_cta_cnn_cleaner", "05_fermi_characterisation", "06_ctao_survey_detection",
-                  "07_radio_counts", "08_lhaaso_deconvolution")
+WITH_EXERCISES = ("01_cta_simulate", "02_cta_cnn_cleaner", "03_cta_cnn_regressor", "04_fermi_unet_kmeans",
+                  "05_fermi_characterisation", "06_ctao_survey_detection", "07_radio_counts", "08_lhaaso_deconvolution")
 
 
 def main_stem(path) -> str:
