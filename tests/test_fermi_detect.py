@@ -57,6 +57,10 @@ def test_patch_evaluation_with_sources_near_the_edges():
     assert len(dets) == 2 and dets["matched"].all()
     table = evaluation.purity_completeness(truth, Table(dets))
     assert table["n_true"].sum() == 3
+    # a patch with sources and no detection on it: its sources are unmatched, not an error
+    off = {k: v[2:] for k, v in det.items()}
+    truth, dets = evaluation.evaluate_patches(data, off, p, radius_deg=0.3)
+    assert not truth["matched"].any() and list(truth["detection"]) == [-1, -1, -1] and len(dets) == 0
 
 
 def test_autosourceid_bins_are_differential_bins_labelled_by_their_lower_edge():

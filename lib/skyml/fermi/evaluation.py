@@ -136,7 +136,8 @@ def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float
         matched_det[d] = d2t >= 0
         matched_true[t] = t2d >= 0
         sep_true[t] = sep
-        det_of_true[t] = np.where(t2d >= 0, d[np.maximum(t2d, 0)], -1)
+        if len(d):  # a patch without detections leaves its sources unmatched (-1)
+            det_of_true[t] = np.where(t2d >= 0, d[np.maximum(t2d, 0)], -1)
     rows = np.flatnonzero(data["src_in_patch"] & in_scored_region(data["src_x_pix"], data["src_y_pix"], p,
                                                                   margin_deg))
     truth = Table({"patch": data["src_patch"][rows], "glon": data["src_glon"][rows], "glat": data["src_glat"][rows],
