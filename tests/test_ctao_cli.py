@@ -55,7 +55,7 @@ def test_ctao_detect_writes_a_source_list(tmp_path, cube_path, models, capsys):
     assert cli.main(argv) == 0
     assert "sources (input: 64×64 px × 3 energy bins" in capsys.readouterr().out
     table = QTable.read(out)
-    assert table.colnames == ["glon", "glat", "ra", "dec", "probability", "x_pix", "y_pix"]
+    assert table.colnames == ["glon", "glat", "ra", "dec", "probability", "x_pix", "y_pix", "out_of_distribution"]
     assert np.all(table["probability"] >= 0.3)
     if len(table):
         assert np.all(np.abs(table["glon"].value - P.centre_glon) < 0.7)
@@ -156,3 +156,98 @@ def test_optical_detect(tmp_path, models, capsys):
     run_error(capsys, ["optical-detect", str(src), "-o", e, "--model", str(models[0])],
               "trained for the task 'ctao-detect'")
     assert not (tmp_path / "e.ecsv").exists()
+
+
+# --------------------------------------------------------------------------- inputs outside the training range
+def _with_range(src, folder, name, training_range):
+    """A copy of the model ``src`` whose sidecar records ``training_range``."""
+    import json
+
+    target = folder / name
+    target.write_bytes(src.read_bytes())
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta["training_range"] = training_range
+    target.with_suffix(".json").write_text(json.dumps(meta))
+    return target
+
+
+def _flag_run(capsys, argv):
+    """(table, stderr) of a successful run."""
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.strip()
+    return QTable.read(argv[argv.index("-o") + 1]), err
+
+
+def test_ctao_detect_flags_a_cube_outside_the_training_range(tmp_path, cube_path, models, capsys):
+    """An in-range cube: flag false, no warning; five times the background:
+    flag true, a one-line warning naming the bin, and still a source list; a
+    model without a recorded range: a masked flag, no warning."""
+    from skyml.ctao import pipeline
+
+    rng = pipeline.training_range(simulate.simulate_patches(2, 0, P, "train")["counts"])
+    model = _with_range(models[0], tmp_path, "ranged.keras", rng)
+    common = ["--model", str(model), "--threshold", "0.05"]
+    table, err = _flag_run(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "in.ecsv")] + common)
+    assert "warning" not in err and table.meta["out_of_distribution"] is False and table.meta["ood_reason"] == ""
+    assert len(table) and not table["out_of_distribution"].any()
+
+    background = simulate.irf_maps(P)["background"].astype(float)
+    bright = np.random.default_rng(4).poisson(5 * background)
+    path = write_counts_cube(tmp_path / "bright.fits", bright, P)
+    table, err = _flag_run(capsys, ["ctao-detect", str(path), "-o", str(tmp_path / "bright.ecsv")] + common)
+    assert "\n" not in err and err.startswith(f"skyml ctao-detect: warning: {path}: outside the network's training "
+                                              "range (background "), err
+    assert "0.07-0.788 TeV bin" in err and "extrapolation" in err
+    assert table.meta["out_of_distribution"] is True and "0.07-0.788 TeV" in table.meta["ood_reason"]
+    assert len(table) and table["out_of_distribution"].all()
+    assert table.colnames[:7] == ["glon", "glat", "ra", "dec", "probability", "x_pix", "y_pix"]
+    assert np.all((table["probability"] >= 0.05) & (table["probability"] <= 1))
+    assert table.meta["background_counts_per_px"][0] > 4 * background.mean(axis=(1, 2))[0]
+
+    table, err = _flag_run(capsys, ["ctao-detect", str(path), "-o", str(tmp_path / "bare.ecsv"), "--model",
+                                    str(models[0]), "--threshold", "0.05"])
+    assert "warning" not in err and table.meta["out_of_distribution"] is None
+    assert len(table) and np.ma.getmaskarray(table["out_of_distribution"]).all()
+
+
+def test_optical_detect_flags_an_image_outside_the_training_range(tmp_path, models, capsys):
+    """An in-range image: flag false, no warning; a sky level far above the
+    training range and ten times the noise: flag true (both named), a
+    one-line warning and still a source list; no recorded range: masked."""
+    import keras
+
+    from skyml.cta.models import save_model
+    from skyml.ctao.models import build_unet
+    from skyml.optical import pipeline as opt_pipeline
+    from skyml.optical import simulate as opt
+
+    # an untrained U-Net's probabilities hardly vary (no blobs): its output layer's weights are scaled
+    # up, so that the map has structure and the source lists rows
+    keras.utils.set_random_seed(0)
+    unet = build_unet(1, filters=2, depth=2)
+    weights = unet.layers[-1].get_weights()
+    unet.layers[-1].set_weights([weights[0] * 100.0] + weights[1:])
+    bare = save_model(unet, tmp_path / "bare.keras", {"task": "optical-detect", "profile": "quick"})
+    p = opt.OpticalParams(npix=64, n_crowded=20, n_cluster=8)
+    tiles = [opt.simulate_tile(np.random.default_rng(10 + i), d, p)[0] for i in range(4) for d in opt.DENSITIES]
+    model = _with_range(bare, tmp_path, "ranged.keras", opt_pipeline.training_range(np.stack(tiles)))
+    img, _, _ = opt.simulate_tile(np.random.default_rng(0), "crowded", p)
+    common = ["--model", str(model), "--threshold", "0.05"]
+    src = _image(tmp_path / "img.fits", img)
+    table, err = _flag_run(capsys, ["optical-detect", str(src), "-o", str(tmp_path / "in.ecsv")] + common)
+    assert "warning" not in err and table.meta["out_of_distribution"] is False and table.meta["ood_reason"] == ""
+    assert len(table) and not table["out_of_distribution"].any()
+
+    odd = _image(tmp_path / "odd.fits", 10.0 * (img - p.sky_e) + 3000.0)
+    table, err = _flag_run(capsys, ["optical-detect", str(odd), "-o", str(tmp_path / "odd.ecsv")] + common)
+    assert "\n" not in err and err.startswith(f"skyml optical-detect: warning: {odd}: outside the network's "
+                                              "training range (sky level "), err
+    assert "robust noise" in err and "extrapolation" in err
+    assert table.meta["out_of_distribution"] is True and "robust noise" in table.meta["ood_reason"]
+    assert len(table) and table["out_of_distribution"].all() and "ra" in table.colnames
+    assert table.meta["sky"] == pytest.approx(3000.0, abs=100.0)
+
+    table, err = _flag_run(capsys, ["optical-detect", str(odd), "-o", str(tmp_path / "bare.ecsv"), "--model",
+                                    str(bare), "--threshold", "0.05"])
+    assert "warning" not in err and table.meta["out_of_distribution"] is None
+    assert len(table) and np.ma.getmaskarray(table["out_of_distribution"]).all()

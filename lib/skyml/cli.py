@@ -642,7 +642,10 @@ file_command(
     U-Net of notebook 06 (log1p(counts) input) and scikit-image blob_log on
     its probability map. The network is fully convolutional: any map of at
     least 16×16 px works (up to the size limit). The source list has glon,
-    glat, ra, dec [deg], probability and the input pixel (x_pix, y_pix).""",
+    glat, ra, dec [deg], probability, the input pixel (x_pix, y_pix) and
+    out_of_distribution (the cube's background level in an energy bin lies
+    outside the range of the training patches recorded with the model; a
+    one-line warning is printed too).""",
     "WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels",
     ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.ctao.command:detect",
     options=(
@@ -658,7 +661,10 @@ file_command(
     and scikit-image blob_log. The source list has x_pix, y_pix (0-based,
     pixel centres at integers), probability, and ra, dec [deg] when the image
     has a celestial WCS (an image without CTYPE keywords gets pixel positions
-    only, with a note in the table's metadata; an invalid WCS is refused).""",
+    only, with a note in the table's metadata; an invalid WCS is refused),
+    and out_of_distribution (the image's sky level or robust noise lies
+    outside the range of the training tiles recorded with the model; a
+    one-line warning is printed too).""",
     "FITS image (2D, finite values), at least 32×32 px",
     ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.optical.command:detect",
     options=(

@@ -19,6 +19,12 @@ and the whole learning curve; the folder is removed when the model is in the
 cache. A resumed training is not the same bit for bit as an uninterrupted one
 (the data order after the restart comes from a fresh random state), so the
 model sidecar records ``resumed_fits``.
+
+Metadata outside the cache key (``install_metadata`` of :func:`train_cached`):
+keys derived from the training inputs (e.g. the range of inputs a network
+saw, against which its command flags an input) are computed when the model is
+installed and merged into the returned metadata and the installed sidecar, so
+that adding such a key does not retrain cached networks.
 """
 
 from __future__ import annotations
@@ -132,13 +138,14 @@ class _FitStateMixin:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def install_model(src: Path, profile: str, name: str) -> Path:
+def install_model(src: Path, profile: str, name: str, extra: dict | None = None) -> Path:
     """Copy a cached model and its metadata to ``data/models/<profile>/<name>`` atomically.
 
     The full profile is refused from a dirty work tree
     (:func:`skyml.results.require_clean_tree`). The copied sidecar records the
     SHA-256 of the ``.keras`` file (checked against the cached one's when that
-    records it, added when an older cache entry does not)."""
+    records it, added when an older cache entry does not) and the keys of
+    ``extra`` (metadata outside the cache key)."""
     from .cta import models
 
     results.require_clean_tree(profile, f"model {name}")
@@ -146,6 +153,7 @@ def install_model(src: Path, profile: str, name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     metadata = json.loads(src.with_suffix(".json").read_text())
     models.check_sha256(src, metadata)
+    metadata.update(extra or {})
     metadata[models.SHA256_KEY] = results.file_sha256(src)
     text = json.dumps(metadata, indent=1, sort_keys=True) + "\n"
     temporaries = []
@@ -172,10 +180,12 @@ def _umask() -> int:
     return mask
 
 
-def train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
+def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None):
     """Train with ``fit() -> (model, metadata, history)`` once per ``key``;
     returns (model, metadata, history, seconds of training or None if loaded).
-    A full-profile model from a dirty work tree is refused before training."""
+    A full-profile model from a dirty work tree is refused before training.
+    ``install_metadata() -> dict`` (optional): keys outside the cache key,
+    merged into the returned metadata and the installed sidecar."""
     from .cta import models
 
     results.require_clean_tree(profile, f"model {install_as}")
@@ -201,5 +211,7 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str):
     shutil.rmtree(backup, ignore_errors=True)
     model, metadata = models.load_model(folder / "model.keras")
     history = json.loads((folder / "history.json").read_text())
-    install_model(folder / "model.keras", profile, install_as)
+    extra = dict(install_metadata()) if install_metadata is not None else {}
+    metadata = {**metadata, **extra}
+    install_model(folder / "model.keras", profile, install_as, extra)
     return model, metadata, history, info.get("seconds")

@@ -1,10 +1,17 @@
 """The work of ``skyml ctao-detect`` (parser and file policy in
 :mod:`skyml.cli`): set up once (model), then one counts cube to one source
-list."""
+list.
+
+A cube whose background level per energy bin lies outside the range the
+network was trained on (:func:`skyml.ctao.pipeline.distribution_check`) is
+still searched, and said to be so: ``out_of_distribution`` true in the table
+(column and meta, with ``ood_reason``) and a warning on stderr; the column is
+masked for a model without a recorded range."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +45,7 @@ def detect_setup(args: argparse.Namespace) -> State:
 def detect_process(state: State, source: Path, target: Path) -> str:
     from . import detect as ctao_detect
     from .models import predict
-    from .pipeline import detections_table, read_counts_cube
+    from .pipeline import detections_table, distribution_check, read_counts_cube
     from .simulate import network_input
 
     args = state.args
@@ -47,7 +54,13 @@ def detect_process(state: State, source: Path, target: Path) -> str:
     guards.check_values(source, counts, counts=True, integer=True, what="counts cube")
     prob = predict(state.model, network_input(counts[None], state.params, state.scaling), batch_size=1)[0, ..., 0]
     x, y, score = ctao_detect.log_positions(prob, threshold=args.threshold)
-    table = detections_table(x, y, score, wcs)
+    dist = distribution_check(counts, state.metadata)
+    table = detections_table(x, y, score, wcs, distribution=dist)
+    table.meta.update({"out_of_distribution": dist["out_of_distribution"], "ood_reason": dist["reason"],
+                       "background_counts_per_px": dist["background"]})
+    if dist["out_of_distribution"]:
+        print(f"skyml ctao-detect: warning: {source}: outside the network's training range ({dist['reason']}); "
+              "the detections are an extrapolation", file=sys.stderr)
     table.meta.update({"creator": f"skyml {__version__} ctao-detect", "model": str(state.path),
                        "profile": model_profile(args, state.metadata), "thresh": float(args.threshold),
                        "input": description})

@@ -7,6 +7,13 @@ Networks are trained on ``crop_px`` crops of the training patches
 applied to whole 512×512 patches. Installed models:
 ``data/models/<profile>/ctao_unet.keras`` (U-Net, log scaling; the CLI's
 default), ``ctao_unet_noscale.keras`` and ``ctao_cedirnet.keras``.
+
+Each installed sidecar records the range of the training inputs
+(:func:`training_range`: the background level per energy bin,
+:func:`background_level`, over windows of the training patches), against
+which :func:`distribution_check` flags a counts cube the network was not
+trained for. The range is computed from the training patches when the model
+is installed, outside the cache key, so it does not retrain cached networks.
 """
 
 from __future__ import annotations
@@ -62,7 +69,94 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
                 "profile": profile}
         return model, meta, history
 
-    return train_cached(f"ctao_{kind}", key, fit, profile, FILES[kind])
+    def input_range():
+        return {"training_range": training_range(simulate.load_patches(n_train, seed, p, "train")["counts"])}
+
+    return train_cached(f"ctao_{kind}", key, fit, profile, FILES[kind], install_metadata=input_range)
+
+
+# --------------------------------------------------------------------------- training range
+#: side (px) of the blocks whose mean counts per pixel :func:`background_level` takes the median of:
+#: 64 pixels hold a few counts even in the 0.788-8.88 TeV bin (about 0.1 counts/px), so the median is
+#: not stuck at zero, and sources cover a minority of blocks
+BKG_BLOCK_PX = 8
+#: side (px) of the windows of a training patch whose background levels make the training range: the
+#: background varies about tenfold across a patch (pointing offsets) and the network saw every part
+#: of it in its crops; 32 px (16 blocks) follows that variation down to cubes of 16 px (the smallest
+#: that ``skyml ctao-detect`` reads) while a source covering a few blocks does not move the median
+BKG_WINDOW_PX = 32
+#: a cube's background level in a bin is outside the training range when it is above (1 + tol) times
+#: the largest or below the smallest / (1 + tol) of the training windows. Chosen on the simulated
+#: survey of notebook 06 (quick profile: 16 training patches, range 0.67-6.8 counts/px in the
+#: 0.07-0.788 TeV bin): every 16-, 32-, 64- and 128-px window and every whole patch of its validation
+#: and test patches lies inside, while 5 times the background of a whole patch (18 counts/px) or of
+#: a 64-px cube at its centre (29) is outside (a 64-px cube from a patch corner, where the
+#: background is lowest, is still inside at 5 times it)
+OOD_BKG_TOL = 0.5
+#: a bin is not checked when its largest training level is below this many counts per block: the
+#: median over blocks cannot measure it
+MIN_BLOCK_COUNTS = 2.0
+
+
+def _block_means(counts: np.ndarray, block: int) -> np.ndarray:
+    """(..., n_bins, ny // block, nx // block) mean counts per pixel of whole blocks."""
+    c = np.asarray(counts, np.float64)
+    ny, nx = (c.shape[-2] // block) * block, (c.shape[-1] // block) * block
+    c = c[..., :ny, :nx]
+    return c.reshape(c.shape[:-2] + (ny // block, block, nx // block, block)).mean(axis=(-3, -1))
+
+
+def background_level(counts: np.ndarray) -> np.ndarray:
+    """Robust background per energy bin of a counts cube (n_bins, ny, nx):
+    the median over :data:`BKG_BLOCK_PX`² blocks of their mean counts per
+    pixel (rows and columns that do not fill a block are left out; a cube
+    smaller than one block is one block)."""
+    c = np.asarray(counts)
+    b = min(BKG_BLOCK_PX, *c.shape[-2:])
+    blocks = _block_means(c, b)
+    return np.median(blocks.reshape(len(c), -1), axis=1)
+
+
+def training_range(counts: np.ndarray) -> dict:
+    """The range of the network's inputs over training patches (n, n_bins,
+    ny, nx): :func:`background_level` of every :data:`BKG_WINDOW_PX`-px
+    window, [min, max] per energy bin (counts per pixel)."""
+    blocks = _block_means(counts, BKG_BLOCK_PX)  # (n, n_bins, by, bx)
+    k = BKG_WINDOW_PX // BKG_BLOCK_PX
+    n, nb, by, bx = blocks.shape
+    by, bx = (by // k) * k, (bx // k) * k
+    if by == 0 or bx == 0:
+        raise ValueError(f"training patches smaller than one {BKG_WINDOW_PX}-px window")
+    w = blocks[..., :by, :bx].reshape(n, nb, by // k, k, bx // k, k)
+    levels = np.median(w.transpose(0, 2, 4, 1, 3, 5).reshape(-1, nb, k * k), axis=-1)  # (windows, n_bins)
+    return {"background_counts_per_px": [[float(lo), float(hi)] for lo, hi in zip(levels.min(0), levels.max(0))],
+            "statistic": f"median over {BKG_BLOCK_PX}x{BKG_BLOCK_PX}-px blocks of their mean counts per pixel, "
+                         f"per energy bin, in {BKG_WINDOW_PX}x{BKG_WINDOW_PX}-px windows of the training patches",
+            "block_px": BKG_BLOCK_PX, "window_px": BKG_WINDOW_PX, "n_patches": int(n), "n_windows": len(levels)}
+
+
+def distribution_check(counts: np.ndarray, metadata: dict) -> dict:
+    """Whether a counts cube (n_bins, ny, nx) lies inside the training range
+    its model's sidecar records (``training_range``): ``background``
+    (:func:`background_level` per bin), ``out_of_distribution`` (None when the
+    sidecar records no range) and ``reason`` (a phrase, empty when inside)."""
+    level = background_level(counts)
+    out = {"background": [float(v) for v in level], "out_of_distribution": None,
+           "reason": "the model records no training range"}
+    rng = metadata.get("training_range")
+    if rng is None:
+        return out
+    block = float(rng.get("block_px", BKG_BLOCK_PX)) ** 2
+    edges = metadata.get("energy_edges_tev", simulate.ENERGY_EDGES_TEV.tolist())
+    reasons = []
+    for k, ((lo, hi), v) in enumerate(zip(rng["background_counts_per_px"], level)):
+        if hi * block < MIN_BLOCK_COUNTS:
+            continue
+        if not lo / (1 + OOD_BKG_TOL) <= v <= hi * (1 + OOD_BKG_TOL):
+            reasons.append(f"background {v:.3g} counts/px in the {edges[k]:g}-{edges[k + 1]:g} TeV bin, "
+                           f"training {lo:.3g}-{hi:.3g}")
+    out.update(out_of_distribution=bool(reasons), reason="; ".join(reasons))
+    return out
 
 
 def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2):
@@ -116,8 +210,10 @@ def read_counts_cube(path, binsz_deg: float = 0.02, min_size: int = 16):
     return data, wcs, f"{nx}×{ny} px × {simulate.N_BINS} energy bins"
 
 
-def detections_table(x, y, score, wcs, score_name: str = "probability"):
-    """QTable of detections: glon, glat, ra, dec [deg], score, x_pix, y_pix."""
+def detections_table(x, y, score, wcs, score_name: str = "probability", distribution: dict | None = None):
+    """QTable of detections: glon, glat, ra, dec [deg], score, x_pix, y_pix,
+    and, with ``distribution`` (:func:`distribution_check`), the boolean
+    ``out_of_distribution`` (masked when the model records no range)."""
     import astropy.units as u
     from astropy.table import QTable
 
@@ -132,4 +228,10 @@ def detections_table(x, y, score, wcs, score_name: str = "probability"):
                     "dec": cols[3] * u.deg, score_name: np.asarray(score, float), "x_pix": x, "y_pix": y})
     table["x_pix"].description = "input image column, 0-based, pixel centres at integers"
     table["y_pix"].description = "input image row, 0-based, pixel centres at integers"
+    if distribution is not None:
+        ood = distribution["out_of_distribution"]
+        table["out_of_distribution"] = (np.full(len(table), bool(ood)) if ood is not None
+                                        else np.ma.masked_all(len(table), dtype=bool))
+        table["out_of_distribution"].description = ("the input's background level lies outside the range the "
+                                                    "network was trained on (masked: no range recorded)")
     return table

@@ -6,11 +6,18 @@ no WCS (pixel positions only, said in the success line and the table's
 ``wcs`` metadata); CTYPE keywords that do not make a valid celestial WCS in
 degrees with a non-singular pixel scale (unknown projection, CDELT = 0,
 CUNIT = m, ...) are refused with one line.
+
+An image whose sky level or robust noise lies outside the range of the
+network's training tiles (:func:`skyml.optical.pipeline.distribution_check`)
+is still searched, and said to be so: ``out_of_distribution`` true in the
+table (column and meta, with ``ood_reason``) and a warning on stderr; the
+column is masked for a model without a recorded range.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +88,7 @@ def detect_process(state: State, source: Path, target: Path) -> str:
     import astropy.units as u
     from astropy.table import QTable
 
-    from .pipeline import read_image, unet_detect
+    from .pipeline import distribution_check, read_image, unet_detect
     from .simulate import OpticalParams
 
     has_wcs = check_wcs(source, image_header(guards.fits_headers(source)))
@@ -96,6 +103,17 @@ def detect_process(state: State, source: Path, target: Path) -> str:
         table["ra"], table["dec"] = sky.ra.deg * u.deg, sky.dec.deg * u.deg
     elif wcs is not None:
         table["ra"], table["dec"] = np.zeros(0) * u.deg, np.zeros(0) * u.deg
+    dist = distribution_check(image, state.metadata)
+    ood = dist["out_of_distribution"]
+    table["out_of_distribution"] = (np.full(len(table), bool(ood)) if ood is not None
+                                    else np.ma.masked_all(len(table), dtype=bool))
+    table["out_of_distribution"].description = ("the image's sky level or noise lies outside the range the "
+                                                "network was trained on (masked: no range recorded)")
+    table.meta.update({"out_of_distribution": ood, "ood_reason": dist["reason"], "sky": dist["sky"],
+                       "noise_mad": dist["noise_mad"]})
+    if ood:
+        print(f"skyml optical-detect: warning: {source}: outside the network's training range ({dist['reason']}); "
+              "the detections are an extrapolation", file=sys.stderr)
     table.meta.update({"creator": f"skyml {__version__} optical-detect", "model": str(state.path),
                        "profile": model_profile(state.args, state.metadata), "thresh": float(state.threshold),
                        "input": source.name, "wcs": "celestial" if wcs is not None else "none"})

@@ -1,7 +1,13 @@
 """Train-or-load of the optical U-Net (the ASID-Light detector of
 :mod:`skyml.ctao.models` with one input channel), evaluation of detections
 against the simulated stars, and the model file of ``skyml optical-detect``
-(``data/models/<profile>/optical_unet.keras``)."""
+(``data/models/<profile>/optical_unet.keras``).
+
+The installed sidecar records the range of the training tiles
+(:func:`training_range`: robust sky level and noise), computed from them when
+the model is installed (outside the cache key, so cached networks are not
+retrained), against which :func:`distribution_check` flags an image the
+network was not trained for."""
 
 from __future__ import annotations
 
@@ -73,7 +79,71 @@ def train_unet(n_train: int, n_val: int, seed: int, p: OpticalParams, *, crop_px
                 "threshold": select_threshold(model, n_val, seed, p)}
         return model, meta, history
 
-    return train_cached("optical_unet", key, fit, profile, FILE)
+    def input_range():
+        return {"training_range": training_range(np.concatenate([load_tiles(n_train, seed, d, p, "train")["image"]
+                                                                 for d in DENSITIES]))}
+
+    return train_cached("optical_unet", key, fit, profile, FILE, install_metadata=input_range)
+
+
+#: an image lies outside the training range when its robust noise is more than this fraction beyond
+#: the training tiles' [min, max], or its sky level more than OOD_SKY_TOL_SIGMA times the largest
+#: training noise beyond theirs. Chosen on the simulated tiles of notebook 06 (quick profile, 4
+#: training tiles per density: sky 299.9-304.1 e, noise 20.0-21.1 e): the validation and test tiles
+#: of every density, whole and in every 128-, 64- and 32-px cut-out (32 px is the smallest image the
+#: command reads; their sky 296.9-314.3 e, noise 17.5-27.1 e), lie inside. The network's
+#: input is (image - sky) / noise, so an image in other units or with its sky subtracted is flagged
+#: although the normalisation takes that out: the flag says that the image differs from the
+#: training images, not that the detections are wrong
+OOD_NOISE_TOL = 0.35
+OOD_SKY_TOL_SIGMA = 3.0
+
+
+def sky_stats(image: np.ndarray) -> tuple[float, float]:
+    """(sky, noise) of an image: the median of its finite pixels and 1.4826 ×
+    their median absolute deviation (astropy ``mad_std``), after iterative
+    3-sigma clipping about the median with that width (astropy
+    ``sigma_clip``), so that the stars of a crowded field or of a small
+    cut-out hardly move them."""
+    from astropy.stats import mad_std, sigma_clip
+
+    v = np.asarray(image, np.float64)
+    kept = sigma_clip(v[np.isfinite(v)], sigma=3.0, maxiters=10, cenfunc="median", stdfunc="mad_std",
+                      masked=False)
+    return float(np.median(kept)), float(mad_std(kept))
+
+
+def training_range(images: np.ndarray) -> dict:
+    """The range of the network's inputs over training tiles (n, ny, nx):
+    :func:`sky_stats` [min, max] over the tiles (image units; electrons for
+    the simulated tiles)."""
+    stats = np.array([sky_stats(im) for im in images])
+    return {"sky": [float(stats[:, 0].min()), float(stats[:, 0].max())],
+            "noise_mad": [float(stats[:, 1].min()), float(stats[:, 1].max())],
+            "statistic": "median and 1.4826 x median absolute deviation of each training tile, 3-sigma clipped",
+            "n_tiles": len(stats)}
+
+
+def distribution_check(image: np.ndarray, metadata: dict) -> dict:
+    """Whether an image lies inside the training range its model's sidecar
+    records (``training_range``): ``sky`` and ``noise_mad``
+    (:func:`sky_stats`), ``out_of_distribution`` (None when the sidecar
+    records no range) and ``reason`` (a phrase, empty when inside)."""
+    sky, noise = sky_stats(image)
+    out = {"sky": sky, "noise_mad": noise, "out_of_distribution": None,
+           "reason": "the model records no training range"}
+    rng = metadata.get("training_range")
+    if rng is None:
+        return out
+    (s_lo, s_hi), (n_lo, n_hi) = rng["sky"], rng["noise_mad"]
+    reasons = []
+    margin = OOD_SKY_TOL_SIGMA * n_hi
+    if not s_lo - margin <= sky <= s_hi + margin:
+        reasons.append(f"sky level {sky:.4g} outside the training range {s_lo:.4g}-{s_hi:.4g}")
+    if not n_lo / (1 + OOD_NOISE_TOL) <= noise <= n_hi * (1 + OOD_NOISE_TOL):
+        reasons.append(f"robust noise {noise:.3g} outside the training range {n_lo:.3g}-{n_hi:.3g}")
+    out.update(out_of_distribution=bool(reasons), reason="; ".join(reasons))
+    return out
 
 
 def unet_detect(model, images: np.ndarray, p: OpticalParams, threshold: float = 0.3) -> dict:
