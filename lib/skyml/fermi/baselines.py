@@ -114,9 +114,11 @@ def fit_amplitudes(counts: np.ndarray, background: np.ndarray, templates: np.nda
         return np.empty(0), _nll(b, n)
     t = np.asarray(templates, np.float64).reshape(len(templates), -1)
 
+    # einsum, not BLAS: a BLAS product sums in an order that depends on its thread count, and the
+    # detections must be the same bit for bit in this process and on one-thread dask workers
     def fun(a):
-        mu = b + a @ t
-        return _nll(mu, n), t @ (1.0 - n / mu)
+        mu = b + np.einsum("k,kn->n", a, t)
+        return _nll(mu, n), np.einsum("kn,n->k", t, 1.0 - n / mu)
 
     x0 = np.ones(len(t)) if start is None else np.maximum(np.asarray(start, np.float64), 0.0)
     res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(t),
@@ -179,7 +181,7 @@ def tsmap_detect(counts, background, glon, glat, p: FermiSimParams, sqrt_ts_min:
     xs, ys, first_ts = np.empty(0), np.empty(0), np.empty(0)
     templates, amplitudes, nll = np.empty((0, *counts.shape)), np.empty(0), None
     for iteration in range(int(max_iterations)):
-        model_counts = np.tensordot(amplitudes, templates, axes=1) if len(amplitudes) else 0.0
+        model_counts = np.einsum("k,k...->...", amplitudes, templates) if len(amplitudes) else 0.0
         ds.background = Map.from_geom(ds.counts.geom, data=background + model_counts)
         result = est.run(ds)
         sqrt_ts = result["sqrt_ts"].reduce_over_axes()
@@ -220,7 +222,7 @@ def _tsmap_item(item, p: FermiSimParams, kwargs: dict):
 
 
 #: version of the cached TS-map detections (:func:`tsmap_detect_cached`): raise it when the method changes
-TSMAP_CACHE_VERSION = 1
+TSMAP_CACHE_VERSION = 2
 
 
 def data_fingerprint(data: dict, keys=("counts", "background", "centre_glon", "centre_glat")) -> str:
