@@ -201,7 +201,6 @@ def tsmap_detect(counts, background, glon, glat, p: FermiSimParams, sqrt_ts_min:
         templates = np.concatenate([templates, point_templates(ds, px, py)])
         amplitudes, nll = fit_amplitudes(counts, background, templates,
                                          np.concatenate([amplitudes, np.ones(len(px))]))
-    ds.background = Map.from_geom(ds.counts.geom, data=background)
     if max_iterations == 1 or not len(xs):
         return xs, ys, first_ts, sqrt_ts.data
     ts = joint_ts(counts, background, templates, amplitudes, nll)
