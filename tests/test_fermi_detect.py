@@ -258,13 +258,45 @@ def test_cached_tsmap_detections_are_reused_and_keyed_by_the_data(tmp_path, monk
     monkeypatch.setattr(baselines, "tsmap_detect_all", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=1)
     again = baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=1)
-    assert len(calls) == 1 and set(first) == {"patch", "x_pix", "y_pix", "sqrt_ts", "seconds"}
+    assert len(calls) == 1 and set(first) == {"patch", "x_pix", "y_pix", "sqrt_ts", "seconds", "chunk_wall_s",
+                                              "chunk_workers"}
     for k in first:
         np.testing.assert_array_equal(first[k], again[k])
     other = dict(data, counts=data["counts"] + 1)
     baselines.tsmap_detect_cached(other, p, kernel_width_deg=1.5, max_iterations=1)
     baselines.tsmap_detect_cached(data, p, kernel_width_deg=1.5, max_iterations=2)
     assert len(calls) == 3  # other data, other arguments: computed again
+
+
+def test_cached_tsmap_detections_resume_chunk_by_chunk(tmp_path, monkeypatch):
+    """A run stopped after some chunks computes only the rest; the result is
+    that of one uncached call over all the patches, bit for bit."""
+    from skyml import paths
+    from skyml.fermi import baselines
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(baselines, "TSMAP_CHUNK", 2)
+    p = S.FermiSimParams()
+    centres = [(150.0, 50.0), (30.0, -40.0), (250.0, 70.0)]
+    bkg = np.stack([S.background_model(lon, lat, p) for lon, lat in centres])
+    counts = np.random.default_rng(2).poisson(bkg)
+    counts[1, 2:, 30:33, 30:33] += 12  # one bright source on the second patch
+    data = {"counts": counts, "background": bkg, "centre_glon": np.array([c[0] for c in centres]),
+            "centre_glat": np.array([c[1] for c in centres])}
+    kw = {"kernel_width_deg": 1.5, "max_iterations": 1}
+    direct = baselines.tsmap_detect_all(data, p, progress=False, **kw)
+    assert len(direct["patch"]) >= 1
+    calls = []
+    real = baselines.tsmap_detect_all
+    monkeypatch.setattr(baselines, "tsmap_detect_all", lambda d, q, index, *a, **k: calls.append(list(index))
+                        or real(d, q, index, *a, **k))
+    first_chunk = baselines.tsmap_detect_cached(data, p, index=[0, 1], **kw)  # "stopped" after one chunk
+    assert calls == [[0, 1]] and set(first_chunk["patch"]) <= {0, 1}
+    full = baselines.tsmap_detect_cached(data, p, **kw)
+    assert calls == [[0, 1], [2]]  # the first chunk came from the cache
+    for k in ("patch", "x_pix", "y_pix", "sqrt_ts"):
+        np.testing.assert_array_equal(full[k], direct[k])
+    assert len(full["seconds"]) == 3 and len(full["chunk_wall_s"]) == 2 and list(full["chunk_workers"]) == [1, 1]
 
 
 def test_equal_purity_raises_the_less_pure_detector():

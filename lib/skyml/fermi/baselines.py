@@ -221,7 +221,9 @@ def _tsmap_item(item, p: FermiSimParams, kwargs: dict):
 
 
 #: version of the cached TS-map detections (:func:`tsmap_detect_cached`): raise it when the method changes
-TSMAP_CACHE_VERSION = 2
+TSMAP_CACHE_VERSION = 3
+#: patches per cache entry of :func:`tsmap_detect_cached`: a run stopped part way keeps what it finished
+TSMAP_CHUNK = 32
 
 
 def data_fingerprint(data: dict, keys=("counts", "background", "centre_glon", "centre_glat")) -> str:
@@ -237,17 +239,45 @@ def data_fingerprint(data: dict, keys=("counts", "background", "centre_glon", "c
 
 
 def tsmap_detect_cached(data: dict, p: FermiSimParams, index=None, progress=None, **kwargs) -> dict:
-    """:func:`tsmap_detect_all`, cached in ``data/cache/fermi_tsmap/`` by the
-    fingerprint of the patches, the simulation parameters, the patch index and
-    the keyword arguments (and :data:`TSMAP_CACHE_VERSION`): a notebook run
-    again, or checked by nbval, does not recompute the TS maps. ``seconds``
-    are those of the run that computed them."""
-    from .. import cache
+    """:func:`tsmap_detect_all`, cached in ``data/cache/fermi_tsmap/``: a
+    notebook run again, or checked by nbval, does not recompute the TS maps.
 
-    key = {"data": data_fingerprint(data), "sim": p.to_dict(),
-           "index": None if index is None else [int(i) for i in np.asarray(index)],
-           "kwargs": {k: kwargs[k] for k in sorted(kwargs)}, "version": TSMAP_CACHE_VERSION}
-    return cache.cached_arrays("fermi_tsmap", key, lambda: tsmap_detect_all(data, p, index, progress, **kwargs))
+    The patches ``index`` (default all) go in chunks of :data:`TSMAP_CHUNK`,
+    each its own cache entry, keyed by the fingerprint of its patches, their
+    indices, the simulation parameters and the keyword arguments (and
+    :data:`TSMAP_CACHE_VERSION`); a run stopped part way (a full-profile run
+    longer than a session) resumes at the first chunk not yet done. The
+    detections are those of one :func:`tsmap_detect_all` call over all the
+    patches, bit for bit; ``seconds`` (per patch) are those of the run that
+    computed each chunk, and ``chunk_wall_s`` and ``chunk_workers`` (per
+    chunk) its wall time and the worker processes it ran on."""
+    import time
+
+    from .. import cache, parallel
+
+    def build(chunk):
+        t0 = time.perf_counter()
+        res = tsmap_detect_all(data, p, chunk, False, **kwargs)
+        res["chunk_wall_s"] = np.array([time.perf_counter() - t0])
+        res["chunk_workers"] = np.array([parallel.n_workers()])
+        return res
+
+    index = np.arange(len(data["counts"])) if index is None else np.asarray(index)
+    keys = ("counts", "background", "centre_glon", "centre_glat")
+    parts = []
+    bar = parallel._bar(len(index), "Fermi-LAT TS maps", progress)
+    for start in range(0, len(index), TSMAP_CHUNK):
+        chunk = index[start:start + TSMAP_CHUNK]
+        key = {"data": data_fingerprint({k: np.asarray(data[k])[chunk] for k in keys}), "sim": p.to_dict(),
+               "index": [int(i) for i in chunk], "kwargs": {k: kwargs[k] for k in sorted(kwargs)},
+               "version": TSMAP_CACHE_VERSION}
+        parts.append(cache.cached_arrays("fermi_tsmap", key, lambda chunk=chunk: build(chunk), verbose=False))
+        bar.update(len(chunk))
+    bar.close()
+    if not parts:
+        return {k: np.empty(0) for k in ("patch", "x_pix", "y_pix", "sqrt_ts", "seconds", "chunk_wall_s",
+                                         "chunk_workers")}
+    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
 def tsmap_detect_all(data: dict, p: FermiSimParams, index=None, progress=None, **kwargs) -> dict:
