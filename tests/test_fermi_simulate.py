@@ -111,3 +111,46 @@ def test_simulated_patches_are_deterministic_and_consistent():
     bright = a["src_in_patch"] & (a["src_flux1000"] >= P.label_flux_min)
     for i, x, y in zip(a["src_patch"][bright], a["src_x_pix"][bright], a["src_y_pix"][bright]):
         assert masks[int(i), int(round(y)), int(round(x)), 0] == 1.0
+
+
+def test_shifted_instrument_psf_and_exposure():
+    """psf_scale widens every PSF by its factor; exposure_scale scales sources and
+    background; the nominal instrument keeps the cache keys it always had."""
+    import pytest
+
+    from skyml.fermi import baselines, healpix
+
+    nominal = S.FermiSimParams()
+    wide = S.FermiSimParams(psf_scale=1.2)
+    dim = S.FermiSimParams(exposure_scale=0.8)
+    assert "psf_scale" not in nominal.to_dict() and "exposure_scale" not in nominal.to_dict()
+    assert wide.to_dict()["psf_scale"] == 1.2 and S.FermiSimParams.from_dict(wide.to_dict()) == wide
+    assert S.FermiSimParams.from_dict(nominal.to_dict()) == nominal and nominal.nominal_instrument
+    with pytest.raises(ValueError):
+        S.FermiSimParams(psf_scale=0.0)
+
+    def rms_radius(p, k=1):  # 1-3 GeV: the PSF is several pixels wide
+        img = S.render_sources([31.5], [31.5], np.ones((1, len(S.irf.node_grid()[0]))), p)[k]
+        yy, xx = np.mgrid[:p.npix, :p.npix]
+        r2 = ((xx - 31.5) ** 2 + (yy - 31.5) ** 2) * p.binsz_deg**2
+        core = r2 < 3.0**2
+        return np.sqrt(np.sum(img[core] * r2[core]) / np.sum(img[core]))
+
+    ratio = rms_radius(wide) / rms_radius(nominal)
+    assert 1.12 < ratio < 1.28
+    b0, b1 = S.background_model(40.0, 30.0, nominal), S.background_model(40.0, 30.0, dim)
+    np.testing.assert_allclose(b1, 0.8 * b0, rtol=1e-12)
+    sky = S._sky("mock", [5, 0, 1000], nominal)
+    np.testing.assert_allclose(S._sky("mock", [5, 0, 1000], dim)["node_counts"], 0.8 * sky["node_counts"])
+    # the TS map's PSF follows the scale and stays normalised
+    _, et = baselines._axes()
+    for p in (nominal, wide):
+        psf = baselines.psf_map(p, et).psf_map
+        rad = psf.geom.axes["rad"]
+        r = np.deg2rad(rad.center.to_value("deg"))
+        dr = np.deg2rad(rad.bin_width.to_value("deg"))
+        norm = np.sum(psf.data[:, :, 0, 0] * 2 * np.pi * r * dr, axis=1)
+        assert np.all(np.abs(norm - 1.0) < 0.03)
+    assert baselines.default_kernel_width_deg(wide) > 1.15 * baselines.default_kernel_width_deg(nominal)
+    with pytest.raises(ValueError, match="nominal PSF"):
+        healpix.expected_allsky(None, wide, nside=[8] * 6)

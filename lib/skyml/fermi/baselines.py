@@ -62,10 +62,11 @@ def psf_map(p: FermiSimParams, energy_axis_true):
     from gammapy.irf import PSFMap
     from gammapy.maps import Map, MapAxis, WcsGeom
 
-    r_max = 3.0 * float(irf.bin_psf_containment_deg(p.event_types, 2.2, 0.95).max())
+    s = p.psf_scale  # a PSF of widths x s: profile(r / s) / s^2 (sr^-1)
+    r_max = 3.0 * float(irf.bin_psf_containment_deg(p.event_types, 2.2, 0.95).max()) * max(s, 1.0)
     rad = MapAxis.from_nodes(np.concatenate([[0.0], np.geomspace(1e-3, r_max, 400)]) * u.deg, name="rad")
     geom = WcsGeom.create(npix=(2, 1), proj="CAR", binsz=180).to_cube([rad, energy_axis_true])
-    profile = irf.bin_psf_profile(rad.center.to_value("deg"), p.event_types)  # (6, n_rad) sr^-1
+    profile = irf.bin_psf_profile(rad.center.to_value("deg") / s, p.event_types) / s**2  # (6, n_rad) sr^-1
     data = np.broadcast_to(profile[:, :, None, None], geom.data_shape).copy()
     exposure = Map.from_geom(geom.squash(axis_name="rad"), unit="m2 s", data=1.0)
     return PSFMap(psf_map=Map.from_geom(geom, data=data, unit="sr-1"), exposure_map=exposure)
@@ -73,7 +74,7 @@ def psf_map(p: FermiSimParams, energy_axis_true):
 
 def default_kernel_width_deg(p: FermiSimParams) -> float:
     """Full width of the TS kernel: twice the 95 % radius of the widest bin's PSF plus a pixel."""
-    return float(2.0 * irf.bin_psf_containment_deg(p.event_types, 2.2, 0.95).max() + p.binsz_deg)
+    return float(2.0 * irf.bin_psf_containment_deg(p.event_types, 2.2, 0.95).max() * p.psf_scale + p.binsz_deg)
 
 
 def make_dataset(counts: np.ndarray, background: np.ndarray, glon: float, glat: float, p: FermiSimParams):
@@ -85,7 +86,7 @@ def make_dataset(counts: np.ndarray, background: np.ndarray, glon: float, glat: 
     e, et = _axes()
     geom = patch_geom(glon, glat, p, e)
     centres = np.sqrt(irf.ENERGY_EDGES_MEV[:-1] * irf.ENERGY_EDGES_MEV[1:])
-    expo = irf.exposure_cm2s(centres, p.event_types)
+    expo = irf.exposure_cm2s(centres, p.event_types) * p.exposure_scale
     exposure = Map.from_geom(geom.to_image().to_cube([et]),
                              data=np.broadcast_to(expo[:, None, None], (irf.N_BINS, p.npix, p.npix)).copy(),
                              unit="cm2 s")

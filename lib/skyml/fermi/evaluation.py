@@ -91,7 +91,7 @@ def _unit_template_counts(p: FermiSimParams) -> np.ndarray:
     spec = {"spectrum_type": np.array([catalog.POWERLAW]), "index": np.array([2.2]), "beta": np.zeros(1),
             "expfactor": np.zeros(1), "exp_index": np.ones(1), "pivot_mev": np.array([1000.0]),
             "flux1000": np.ones(1)}
-    return node_counts(spec, p.event_types)
+    return node_counts(spec, p.event_types) * p.exposure_scale
 
 
 def flux_estimates(data: dict, det: dict, p: FermiSimParams, bins=(1, 2, 3, 4, 5)) -> np.ndarray:

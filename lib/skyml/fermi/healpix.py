@@ -203,6 +203,9 @@ def expected_allsky(sky: dict | None, p: FermiSimParams, nside=None, nside_max: 
     catalogue dict with ``glon``, ``glat`` and either ``node_counts`` or the
     spectrum fields (``None``: no sources); ``background=False`` leaves out the
     diffuse and isotropic emission."""
+    if not p.nominal_instrument:
+        raise ValueError("the all-sky HEALPix simulation has the nominal PSF and exposure only "
+                         "(psf_scale = exposure_scale = 1)")
     nsides = _nsides(p, nside, nside_max)
     out = []
     for k, ns in enumerate(nsides):

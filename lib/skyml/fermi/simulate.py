@@ -71,9 +71,13 @@ class FermiSimParams:
     patches_per_sky: int = 64
     label_radius_px: float = 2.5
     label_flux_min: float = 1.0e-10
+    psf_scale: float = 1.0       # PSF widths x this (an instrument off the nominal one; 1: the P8R3 PSF)
+    exposure_scale: float = 1.0  # exposure (sources and background) x this
 
     def __post_init__(self):
         irf.check_event_types(self.event_types)
+        if not (self.psf_scale > 0 and self.exposure_scale > 0):
+            raise ValueError("psf_scale and exposure_scale must be > 0")
         diffuse.get_variant(self.diffuse_variant)
         if len(self.downsample) != irf.N_BINS:
             raise ValueError(f"downsample needs one factor per energy bin ({irf.N_BINS})")
@@ -85,6 +89,11 @@ class FermiSimParams:
     def binsz_deg(self) -> float:
         return self.patch_deg / self.npix
 
+    @property
+    def nominal_instrument(self) -> bool:
+        """Whether the PSF and exposure are the nominal ones (no instrument shift)."""
+        return self.psf_scale == 1.0 and self.exposure_scale == 1.0
+
     def mock_params(self) -> catalog.MockParams:
         return catalog.MockParams(density_factor=self.density_factor, faint_fraction=self.faint_fraction,
                                   faint_min_factor=self.faint_min_factor)
@@ -95,6 +104,9 @@ class FermiSimParams:
         d = asdict(self)
         d["downsample"] = list(self.downsample)
         d["psf_model"] = irf.PSF_MODEL
+        for k in ("psf_scale", "exposure_scale"):  # the nominal instrument keeps the keys it always had
+            if d[k] == 1.0:
+                del d[k]
         return d
 
     @classmethod
@@ -218,6 +230,7 @@ def render_sources(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndarray:
     from threadpoolctl import threadpool_limits
 
     sig_deg, cbins, weights = irf.psf_components(p.event_types)
+    sig_deg = sig_deg * p.psf_scale
     out = np.zeros((irf.N_BINS, p.npix, p.npix))
     x_pix, y_pix = np.atleast_1d(x_pix).astype(float), np.atleast_1d(y_pix).astype(float)
     if x_pix.size == 0:
@@ -259,13 +272,19 @@ def diffuse_counts_per_sr(glon, glat, p: FermiSimParams, variant: int | None = N
     templates = diffuse.spatial_templates(glon, glat, variant)
     factors = _diffuse_bin_factors(variant, p.event_types)
     galactic = np.stack([sum(factors[n][k] * templates[n] for n in templates) for k in range(irf.N_BINS)])
+    if p.exposure_scale != 1.0:
+        return galactic * p.exposure_scale, factors["iso"] * p.exposure_scale
     return galactic, factors["iso"]
 
 
 def diffuse_psf_mixture(p: FermiSimParams):
     """Per energy bin, the (widths [deg], weights) of the PSF by which the Galactic
-    diffuse emission is smoothed: the bin's PSF for a spectral index 2.5."""
-    return irf.bin_psf_mixture(p.event_types, 2.5)
+    diffuse emission is smoothed: the bin's PSF for a spectral index 2.5
+    (widths x ``p.psf_scale``)."""
+    mixture = irf.bin_psf_mixture(p.event_types, 2.5)
+    if p.psf_scale == 1.0:
+        return mixture
+    return [(np.asarray(sig) * p.psf_scale, w) for sig, w in mixture]
 
 
 def psf_kernel(sigmas_px, weights, radius_px: int) -> np.ndarray:
@@ -322,6 +341,8 @@ def _sky(kind: str, seed_seq: list, p: FermiSimParams) -> dict:
         raise ValueError(f"unknown sky {kind!r}; choose from {SKIES}")
     sky["unit"] = _unit(sky["glon"], sky["glat"])
     sky["node_counts"] = node_counts({k: sky[k] for k in catalog.SPECTRUM_FIELDS}, p.event_types)
+    if p.exposure_scale != 1.0:
+        sky["node_counts"] = sky["node_counts"] * p.exposure_scale
     return sky
 
 
