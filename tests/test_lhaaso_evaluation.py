@@ -114,6 +114,25 @@ def test_richardson_lucy_of_a_stack_equals_one_map_at_a_time():
     np.testing.assert_allclose(baselines.richardson_lucy(maps, P.sigma1_deg, 7), loop, rtol=1e-10, atol=1e-12)
 
 
+def test_cached_richardson_lucy_is_the_uncached_one_and_is_computed_once(tmp_path, monkeypatch):
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    maps = np.random.default_rng(6).poisson(3.0, (2, 32, 32)).astype(float)
+    direct = baselines.richardson_lucy(maps, P.sigma1_deg, 9, 0.1)
+    calls = []
+    real = baselines.richardson_lucy
+    monkeypatch.setattr(baselines, "richardson_lucy", lambda *a: calls.append(a[2]) or real(*a))
+    first = baselines.richardson_lucy_cached(maps, P.sigma1_deg, 9, 0.1)
+    again = baselines.richardson_lucy_cached(maps, P.sigma1_deg, 9, 0.1)
+    np.testing.assert_array_equal(first, direct)
+    np.testing.assert_array_equal(again, direct)
+    assert calls == [9]
+    baselines.richardson_lucy_cached(maps, P.sigma1_deg, 10, 0.1)  # other iterations
+    baselines.richardson_lucy_cached(maps + 1.0, P.sigma1_deg, 9, 0.1)  # other maps
+    assert calls == [9, 10, 9]
+
+
 def test_another_tail_shape_is_another_kernel():
     s = P.sigma1_deg
     np.testing.assert_array_equal(psf.kernel(s), psf.kernel(s, tail_ratio=psf.TAIL_RATIO, weight=psf.tail_weight()))

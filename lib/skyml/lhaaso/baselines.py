@@ -35,6 +35,30 @@ def richardson_lucy(maps: np.ndarray, sigma1_deg: float, num_iter: int, target_s
     return to_target(out, target_sigma_deg)
 
 
+#: version of the cached Richardson–Lucy outputs (:func:`richardson_lucy_cached`): raise it when the method changes
+RL_CACHE_VERSION = 1
+
+
+def richardson_lucy_cached(maps: np.ndarray, sigma1_deg: float, num_iter: int,
+                           target_sigma_deg: float = 0.0) -> np.ndarray:
+    """:func:`richardson_lucy`, cached in ``data/cache/lhaaso_rl/`` by the
+    SHA-256 of the maps (bytes, dtype, shape) and the arguments: the
+    validation scan over thousands of iterations and the test-set runs are
+    computed once, then loaded (a second run of notebook 08, a workshop room
+    after ``make workshop-unpack``). The arrays are those of the uncached call."""
+    import hashlib
+
+    from .. import cache
+
+    a = np.ascontiguousarray(np.asarray(maps, np.float64))
+    digest = hashlib.sha256(f"{a.dtype.str}:{a.shape}".encode() + a.tobytes()).hexdigest()
+    key = {"maps": digest, "sigma1_deg": float(sigma1_deg), "num_iter": int(num_iter),
+           "target_sigma_deg": float(target_sigma_deg), "version": RL_CACHE_VERSION}
+    return cache.cached_arrays(
+        "lhaaso_rl", key, lambda: {"estimate": richardson_lucy(a, sigma1_deg, num_iter, target_sigma_deg)},
+        verbose=False)["estimate"]
+
+
 def smooth(maps: np.ndarray, sigma_deg: float = SMOOTH_SIGMA_DEG, binsz_deg: float = psf.BINSZ_DEG) -> np.ndarray:
     return np.stack([gaussian_filter(np.asarray(m, np.float64), sigma_deg / binsz_deg, mode="constant")
                      for m in maps])
