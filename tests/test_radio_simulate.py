@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skyml.radio import baselines, evaluation, models
+from skyml.radio import baselines, evaluation, models, pipeline
 from skyml.radio import counts as cl
 from skyml.radio import simulate as sim
 
@@ -248,3 +248,84 @@ def test_pd_posterior_recovers_a_simulated_field_inside_the_prior_box():
     noise = baselines.fit_field(pd, np.random.default_rng(1).normal(0.0, P.noise_rms_jy, (256, 256)))
     assert noise["map_at_bound"] and noise["alpha"] < P.alpha_range[0] + 0.05
     assert noise["s0"] > 0.8 * P.s0_range[1]
+
+
+PS = sim.RadioSimParams(sub_npix=32)
+
+
+def test_shifted_fields_are_deterministic_for_a_seed_and_labelled_in_the_training_bins():
+    a = sim.simulate_shifted_fields(2, 5, PS, 64)
+    b = sim.simulate_shifted_fields(2, 5, PS, 64)
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["restored"], sim.simulate_shifted_fields(2, 6, PS, 64)["restored"])
+    assert a["counts"].shape == (2, 4, PS.n_bins) and a["restored"].dtype == np.float32
+    assert all(cl.FAMILIES[f] in sim.SHIFT_FAMILIES for f in a["family"])
+    lo, hi = PS.beta_range  # the power-law breaks of the training prior
+    assert np.all((lo <= a["p1"]) & (a["p1"] <= hi)) and np.all((PS.sb_range[0] <= a["p2"]) & (a["p2"] <= PS.sb_range[1]))
+    # the same sky as the training instrument's for the same generator state: only the instrument differs
+    shifted = sim.simulate_shifted_field(np.random.default_rng(3), PS, 64, "broken", 0.2, 1e-5)
+    trained = sim.simulate_field(np.random.default_rng(3), PS, 64, "broken", 0.2, 1e-5)
+    np.testing.assert_array_equal(shifted["counts"], trained["counts"])
+    assert shifted["n_sources"] == trained["n_sources"] > 0
+    assert not np.allclose(shifted["restored"], trained["restored"])
+
+
+def _autocorrelation_fwhm(image: np.ndarray) -> float:
+    """FWHM [px] of a circular Gaussian fitted to the central autocorrelation of a periodic image."""
+    from scipy.optimize import curve_fit
+
+    f = np.fft.rfft2(image - image.mean())
+    ac = np.fft.fftshift(np.fft.irfft2(np.abs(f) ** 2, s=image.shape))
+    c = image.shape[0] // 2
+    win = ac[c - 6:c + 7, c - 6:c + 7] / ac[c, c]
+    yy, xx = np.mgrid[-6:7, -6:7]
+    (sigma,), _ = curve_fit(lambda r2, s: np.exp(-0.5 * r2 / s**2), (xx**2 + yy**2).ravel(), win.ravel(), p0=[2.0])
+    return float(abs(sigma) * sim.FWHM_PER_SIGMA)
+
+
+@pytest.mark.parametrize("beam_scale,noise_scale", [(1.2, 1.2), (1.2, 0.8), (0.8, 1.0)])
+def test_shifted_instrument_has_the_intended_beam_noise_and_zero_mean(beam_scale, noise_scale):
+    b = sim.beam_params(PS)
+    train_fwhm = np.sqrt(b["fwhm_major_px"] * b["fwhm_minor_px"])
+    rng = np.random.default_rng(8)
+    noise = sim.simulate_shifted_field(rng, PS, 256, "broken", 0.0, 1e-5, beam_scale, noise_scale, density=0.0)
+    assert noise["n_sources"] == 0 and noise["counts"].sum() == 0
+    img = noise["restored"]
+    # noise rms off the training value as intended, on a zero mean
+    assert img.std() == pytest.approx(noise_scale * PS.noise_rms_jy, rel=1e-6)
+    assert abs(img.mean()) < 1e-9 * PS.noise_rms_jy
+    # white noise convolved with a Gaussian of FWHM F has an autocorrelation of FWHM sqrt(2) F
+    measured = _autocorrelation_fwhm(img) / np.sqrt(2.0)
+    assert measured == pytest.approx(beam_scale * train_fwhm, rel=0.05)
+    assert sim.shifted_beam_params(PS, beam_scale)["fwhm_major_px"] == pytest.approx(beam_scale * train_fwhm)
+    # a point source of flux S peaks at S Jy/beam (peak-1 beam) on top of the removed mean
+    beam = sim.shifted_beam(PS, beam_scale)
+    assert beam.max() == pytest.approx(1.0) and beam.sum() == pytest.approx(
+        sim.shifted_beam_params(PS, beam_scale)["area_px"], rel=1e-3)
+    # with sources (whose sky has a positive mean) the image mean is still removed
+    sky = sim.simulate_shifted_field(rng, PS, 128, "broken", 0.3, 2e-5, beam_scale, noise_scale)
+    assert sky["n_sources"] > 1000
+    assert abs(sky["restored"].mean()) < 1e-9 * PS.noise_rms_jy
+    assert pipeline.robust_noise(sky["restored"]) > noise_scale * PS.noise_rms_jy
+
+
+def test_pd_model_of_another_instrument_and_of_zero_mean_images():
+    """P(D) with the shifted instrument's Gaussian beam for every source and
+    its noise kernel: zero mean when told the image mean was removed, the
+    sources' mean brightness μ S Σb otherwise; the noise correlation of the
+    Gaussian beam, not of the dirty beam."""
+    ps = PS.replace(noise_rms_jy=1.2 * PS.noise_rms_jy)
+    g = sim.shifted_beam(PS)
+    kept = baselines.PDModel(ps, 128, n_flux=60, grid_size=4096, kernels=(g, g, g))
+    removed = baselines.PDModel(ps, 128, n_flux=60, grid_size=4096, kernels=(g, g, g), zero_mean=True)
+    x = kept.intensities()
+    sum_b, _ = kept.beam_sums(True)
+    expected_mean = float(np.sum(kept.mu(0.0, 1e-5) * kept.s)) * sum_b
+    for model, target in ((kept, expected_mean), (removed, 0.0)):
+        p = model.pmf(0.0, 1e-5, ps.noise_rms_jy)
+        assert float(p @ x / p.sum()) == pytest.approx(target, abs=0.02 * ps.noise_rms_jy)
+    assert expected_mean > 0.2 * ps.noise_rms_jy
+    assert removed.pixels_per_sample == pytest.approx(baselines.pixels_per_sample(g, 128))
+    assert removed.pixels_per_sample != pytest.approx(baselines.PDModel(ps, 128, n_flux=20).pixels_per_sample, rel=0.1)

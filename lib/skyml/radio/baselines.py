@@ -92,10 +92,18 @@ def pixels_per_sample(kernel: np.ndarray, npix: int) -> float:
 
 
 class PDModel:
-    """P(D) of restored images of ``npix``² fields of a :class:`RadioSimParams`."""
+    """P(D) of restored images of ``npix``² fields of a :class:`RadioSimParams`.
+
+    By default the instrument of :mod:`skyml.radio.simulate` (dirty beam
+    below the CLEAN limit, restoring beam above it, noise correlated by the
+    dirty beam). ``kernels`` = (beam of the sources below the CLEAN limit,
+    beam of those above it, kernel of the noise), each centred on a square
+    grid, gives another instrument; ``zero_mean`` models images whose mean
+    was removed (the model's mean intensity is subtracted: the first cumulant
+    of the sources leaves the characteristic function)."""
 
     def __init__(self, params: sim.RadioSimParams, npix: int, n_flux: int = 150, grid_size: int = 8192,
-                 beam_floor: float = 1e-3):
+                 beam_floor: float = 1e-3, kernels=None, zero_mean: bool = False):
         self.params = params
         self.npix = int(npix)
         self.dx = params.noise_rms_jy / 4.0
@@ -107,8 +115,12 @@ class PDModel:
         omega = 2 * np.pi * np.fft.rfftfreq(self.m, d=self.dx)
         self.omega = omega
         self.omega2 = omega**2
+        if kernels is None:
+            kernels = (sim.dirty_beam(params), sim.clean_beam(params), sim.dirty_beam(params))
+        faint_beam, bright_beam, noise_kernel = kernels
+        self.zero_mean = bool(zero_mean)
         self.beams = {}
-        for restored, kernel in ((False, sim.dirty_beam(params)), (True, sim.clean_beam(params))):
+        for restored, kernel in ((False, faint_beam), (True, bright_beam)):
             big, r1, r2 = _split_beam(sim.fold_kernel(kernel, npix), beam_floor)
             self.beams[restored] = (*beam_histogram(big), r1, r2)
         self.h = np.empty((n_flux, self.m // 2 + 1), dtype=np.complex128)
@@ -116,7 +128,9 @@ class PDModel:
             b, w, r1, r2 = self.beams[bool(s > self.s_clean)]
             self.h[j] = (np.exp(-1j * np.outer(omega, s * b)) @ w - w.sum()
                          - 1j * omega * s * r1 - 0.5 * self.omega2 * s**2 * r2)
-        self.pixels_per_sample = pixels_per_sample(sim.dirty_beam(params), self.npix)
+            if self.zero_mean:
+                self.h[j] += 1j * omega * s * (w @ b + r1)
+        self.pixels_per_sample = pixels_per_sample(noise_kernel, self.npix)
 
     def beam_sums(self, restored: bool) -> tuple[float, float]:
         """(Σb, Σb²) of the dirty (``restored`` False) or restoring beam as the

@@ -402,13 +402,15 @@ def image_wcs(shape, params: sim.RadioSimParams, ra_deg: float = 150.0, dec_deg:
 
 
 def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
-                         dec_deg: float = -30.0, overwrite: bool = False):
+                         dec_deg: float = -30.0, overwrite: bool = False, beam: dict | None = None):
     """Write a simulated restored image as a FITS image with a SIN-projection
-    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically)."""
+    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically):
+    that of ``params`` or ``beam`` (keys ``bmaj_deg``, ``bmin_deg``,
+    ``bpa_deg``, e.g. :func:`skyml.radio.simulate.shifted_beam_params`)."""
     from .. import io
 
     wcs = image_wcs(np.shape(image), params, ra_deg, dec_deg)
-    beam = sim.beam_params(params)
+    beam = sim.beam_params(params) if beam is None else beam
     header = {"BUNIT": ("Jy/beam", "restored image"), "BMAJ": (beam["bmaj_deg"], "[deg] restoring beam FWHM"),
               "BMIN": (beam["bmin_deg"], "[deg] restoring beam FWHM"),
               "BPA": (beam["bpa_deg"], "[deg] restoring beam position angle"),

@@ -52,6 +52,17 @@ only on full skies has never seen an image without sources and answers one
 with the counts it learned; these fields teach it that an empty sky has zero
 counts and give the validation set the network's answer on source-free noise
 (the absolute error the counting command states).
+
+**Shifted instrument** (:func:`simulate_shifted_fields`, the shifted test set
+of notebook 07): restored images from an independent, simpler instrument
+model that shares only the sky with the one above: no uv-coverage and no
+CLEAN model, the whole sky convolved with a circular Gaussian restoring beam
+of FWHM :data:`SHIFT_BEAM_SCALE` × the training beam's (geometric mean of its
+axes), white noise convolved with that beam at :data:`SHIFT_NOISE_SCALE` ×
+the training rms, and the image mean removed; the count laws are power-law
+breaks (:data:`SHIFT_FAMILIES`) with parameters from the training prior.
+Counts are labelled in the training instrument's flux bins, the bins the
+network predicts.
 """
 
 from __future__ import annotations
@@ -64,7 +75,8 @@ import numpy as np
 from .. import cache, parallel
 from . import counts as cl
 
-SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017, "null": 4_000_037}
+SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017, "null": 4_000_037,
+                "test_shifted": 5_000_011}
 #: with thinning, ceil(n_fields / THIN_PERIOD) fields without sources and as many with a density
 #: scaled by 10**U(log10 THIN_RANGE) follow the n_fields fields of full density
 THIN_PERIOD = 8
@@ -317,12 +329,12 @@ def _render_extended(rng, sky_of, s, x, y, is_sfg, params: RadioSimParams) -> No
                     _stamp(sky, lx, ly, lobe, size, max(0.5 * size, 0.5), theta[i])
 
 
-def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str,
-                   p1: float, p2: float, density: float = 1.0) -> dict[str, np.ndarray]:
-    """One periodic field of ``npix``² pixels: ``skymodel`` [Jy/px],
-    ``restored`` [Jy/beam], the true ``counts`` per sub-image and flux bin
-    (sub-images in row-major order), and ``n_sources``. ``density`` scales
-    the count law's number of sources (0: noise only)."""
+def render_sky(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str, p1: float, p2: float,
+               density: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The sources of one periodic field of ``npix``² pixels: (sky of the
+    sources brighter than the CLEAN limit [Jy/px], sky of the fainter ones,
+    true counts per sub-image (row-major) and label bin, number of sources).
+    ``density`` scales the count law's number of sources (0: none)."""
     sub = params.sub_npix
     if npix % sub:
         raise ValueError(f"field of {npix} px is not a multiple of the {sub}-px sub-images")
@@ -352,6 +364,16 @@ def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, 
         _deposit(bright, x[pts & hi], y[pts & hi], s[pts & hi])
         _render_extended(rng, lambda flux: bright if flux > s_clean else faint, s[ext], x[ext], y[ext],
                          is_sfg[ext], params)
+    return bright, faint, counts, n_src
+
+
+def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str,
+                   p1: float, p2: float, density: float = 1.0) -> dict[str, np.ndarray]:
+    """One periodic field of ``npix``² pixels: ``skymodel`` [Jy/px],
+    ``restored`` [Jy/beam], the true ``counts`` per sub-image and flux bin
+    (sub-images in row-major order), and ``n_sources``. ``density`` scales
+    the count law's number of sources (0: noise only)."""
+    bright, faint, counts, n_src = render_sky(rng, params, npix, family, p1, p2, density)
     db_ft, cb_ft, _ = _kernel_fts(params, npix)
     restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
     restored += correlated_noise(rng, params, npix)
@@ -439,6 +461,101 @@ def load_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, np
         key["thinning"] = {"period": THIN_PERIOD, "range": list(THIN_RANGE), "layout": "added"}
     return cache.cached_arrays("radio_fields", key,
                                lambda: simulate_fields(n_fields, seed, params, split, npix, families, thinning))
+
+
+# ---------------------------------------------------------------------------
+# A shifted test set: an independent, simpler instrument
+# ---------------------------------------------------------------------------
+
+#: the shifted instrument's restoring-beam FWHM and noise rms over the training ones, and its count laws
+SHIFT_BEAM_SCALE = 1.2
+SHIFT_NOISE_SCALE = 1.2
+SHIFT_FAMILIES = ("broken",)
+
+
+def shifted_beam_params(params: RadioSimParams, beam_scale: float = SHIFT_BEAM_SCALE) -> dict:
+    """The restoring beam of the shifted instrument: circular Gaussian of
+    FWHM ``beam_scale`` × the geometric mean of the training restoring
+    beam's axes (the keys of :func:`beam_params`)."""
+    b = beam_params(params)
+    fwhm = float(beam_scale) * float(np.sqrt(b["fwhm_major_px"] * b["fwhm_minor_px"]))
+    deg = params.pixel_arcsec / 3600.0
+    return {"fwhm_major_px": fwhm, "fwhm_minor_px": fwhm, "theta_rad": 0.0, "bmaj_deg": fwhm * deg,
+            "bmin_deg": fwhm * deg, "bpa_deg": 0.0, "area_px": float(np.pi / (4 * np.log(2)) * fwhm**2)}
+
+
+def shifted_beam(params: RadioSimParams, beam_scale: float = SHIFT_BEAM_SCALE) -> np.ndarray:
+    """The shifted instrument's restoring beam on the PSF grid (peak 1, centre (n//2, n//2))."""
+    fwhm = shifted_beam_params(params, beam_scale)["fwhm_major_px"]
+    return clean_beam_image((fwhm, fwhm, 0.0), params.psf_npix)
+
+
+def simulate_shifted_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str, p1: float,
+                           p2: float, beam_scale: float = SHIFT_BEAM_SCALE,
+                           noise_scale: float = SHIFT_NOISE_SCALE, density: float = 1.0) -> dict:
+    """One restored field [Jy/beam] of the shifted instrument, independent
+    of the training instrument's uv-coverage and CLEAN model: the whole sky
+    (every source, faint or bright) convolved with the circular Gaussian
+    restoring beam of :func:`shifted_beam`, plus white noise convolved with
+    the same beam and scaled to rms ``noise_scale`` × ``noise_rms_jy``; the
+    image mean is then removed (an interferometer does not measure the zero
+    spacing). ``counts`` are the true counts in the label bins of ``params``
+    (the network's bins), per sub-image; ``density`` scales the number of
+    sources (0: noise only). The sky is :func:`render_sky`'s: the same
+    generator state gives the sky of :func:`simulate_field`."""
+    bright, faint, counts, n_src = render_sky(rng, params, npix, family, p1, p2, density)
+    beam_ft = np.fft.rfft2(fold_kernel(shifted_beam(params, beam_scale), npix))
+    noise = convolve_periodic(rng.standard_normal((npix, npix)), beam_ft)
+    noise *= float(noise_scale) * params.noise_rms_jy / noise.std()
+    restored = convolve_periodic(bright + faint, beam_ft) + noise
+    restored -= restored.mean()
+    return {"restored": restored, "counts": counts, "n_sources": n_src}
+
+
+def _simulate_shifted_item(item, base_seed: int, params: RadioSimParams, npix: int, beam_scale: float,
+                           noise_scale: float) -> dict:
+    i, family, p1, p2 = item
+    return simulate_shifted_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET["test_shifted"], i]), params,
+                                  npix, family, p1, p2, beam_scale, noise_scale)
+
+
+def simulate_shifted_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int,
+                            beam_scale: float = SHIFT_BEAM_SCALE, noise_scale: float = SHIFT_NOISE_SCALE,
+                            families=SHIFT_FAMILIES) -> dict[str, np.ndarray]:
+    """``n_fields`` fields of the shifted instrument
+    (:func:`simulate_shifted_field`), each with count-law parameters drawn
+    from the training prior of its family (cycling through ``families``):
+    ``restored``, ``counts``, ``expected``, ``family``, ``p1``, ``p2``,
+    ``n_sources``, and the instrument's ``beam_fwhm_px`` and ``noise_rms_jy``.
+    Field ``i`` has its own generator (split ``test_shifted``)."""
+    rng = np.random.default_rng([int(seed), SPLIT_OFFSET["test_shifted"]])
+    items = []
+    for i in range(int(n_fields)):
+        family = families[i % len(families)]
+        items.append((i, family, *draw_parameters(rng, params, family)))
+    fields = parallel.map_items(_simulate_shifted_item, items, desc="simulating radio fields (shifted instrument)",
+                                base_seed=seed, params=params, npix=npix, beam_scale=float(beam_scale),
+                                noise_scale=float(noise_scale))
+    area = npix**2 * params.pixel_sr
+    return {"restored": np.asarray([f["restored"] for f in fields], np.float32),
+            "counts": np.asarray([f["counts"] for f in fields]),
+            "expected": np.asarray([cl.counts_in_bins(params.edges_jy, area, params.freq_ghz, fam, p1, p2)
+                                    for _, fam, p1, p2 in items]),
+            "family": np.asarray([cl.FAMILIES.index(it[1]) for it in items]),
+            "p1": np.asarray([it[2] for it in items]), "p2": np.asarray([it[3] for it in items]),
+            "n_sources": np.asarray([f["n_sources"] for f in fields]),
+            "beam_fwhm_px": np.asarray(shifted_beam_params(params, beam_scale)["fwhm_major_px"]),
+            "noise_rms_jy": np.asarray(float(noise_scale) * params.noise_rms_jy)}
+
+
+def load_shifted_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int,
+                        beam_scale: float = SHIFT_BEAM_SCALE, noise_scale: float = SHIFT_NOISE_SCALE,
+                        families=SHIFT_FAMILIES) -> dict[str, np.ndarray]:
+    """:func:`simulate_shifted_fields`, cached in ``data/cache/radio_shifted_fields/``."""
+    key = {"n": int(n_fields), "seed": int(seed), "npix": int(npix), "beam_scale": float(beam_scale),
+           "noise_scale": float(noise_scale), "families": list(families), "sim": params.to_dict(), "version": 1}
+    return cache.cached_arrays("radio_shifted_fields", key, lambda: simulate_shifted_fields(
+        n_fields, seed, params, npix, beam_scale, noise_scale, families))
 
 
 def sub_images(fields: np.ndarray, sub: int) -> np.ndarray:
