@@ -29,7 +29,7 @@ def test_performance_curves_resolve_and_parse():
 
 def test_unknown_irf_is_refused():
     with pytest.raises(ValueError, match="unknown IRF"):
-        cta_irf.build_irf("prod3b-v2 South z60")
+        cta_irf.build_irf("prod3b-v1 South z60")  # not among the installed curve sets
 
 
 def test_irf_objects_reproduce_the_curves():

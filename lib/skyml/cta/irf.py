@@ -3,7 +3,9 @@
 The seed talk simulated its maps with LST prod5 IRFs, which are not installable
 from a package registry. The ``ctaplot`` package installs CTA's public
 *prod3b* performance curves (v1 and v2; North and South; 20°, 40° and 60°
-zenith; 0.5 h / 5 h / 50 h cuts) as text files. This module turns them into
+zenith; 0.5 h / 5 h / 50 h cuts) as text files. The training simulations draw
+from :data:`IRF_NAMES`; :data:`HELDOUT_IRF_NAMES` (v2 South at 60° zenith) is
+kept for a test set on an instrument the networks never saw. This module turns them into
 gammapy IRF objects:
 
 - effective area: the on-axis curve ("30m" cuts, the shortest available,
@@ -43,6 +45,11 @@ IRF_CHOICES = tuple(
     + [("v2", "North", 60)]
 )
 
+#: Curve sets that ctaplot also installs but that no training simulation draws
+#: (the default :class:`skyml.cta.simulate.CTASimParams` uses :data:`IRF_CHOICES`):
+#: the southern site at 60° zenith, kept for the shifted test set.
+HELDOUT_IRF_CHOICES = (("v2", "South", 60),)
+
 ENERGY_TRUE_EDGES_TEV = np.geomspace(0.02, 150.0, 25)
 OFFSET_MAX_DEG = 5.0
 
@@ -52,6 +59,8 @@ def irf_name(version: str, site: str, zenith_deg: int) -> str:
 
 
 IRF_NAMES = tuple(irf_name(*c) for c in IRF_CHOICES)
+HELDOUT_IRF_NAMES = tuple(irf_name(*c) for c in HELDOUT_IRF_CHOICES)
+ALL_IRF_NAMES = IRF_NAMES + HELDOUT_IRF_NAMES
 
 
 def performance_file(version: str, site: str, zenith_deg: int, quantity: str, duration: str) -> str:
@@ -135,8 +144,8 @@ def _curves(name: str) -> dict:
 
 def _parse_name(name: str):
     m = re.fullmatch(r"prod3b-(v[12]) (North|South) z(\d+)", name)
-    if not m or (m.group(1), m.group(2), int(m.group(3))) not in IRF_CHOICES:
-        raise ValueError(f"unknown IRF {name!r}; choose one of {IRF_NAMES}")
+    if not m or (m.group(1), m.group(2), int(m.group(3))) not in IRF_CHOICES + HELDOUT_IRF_CHOICES:
+        raise ValueError(f"unknown IRF {name!r}; choose one of {ALL_IRF_NAMES}")
     return m.group(1), m.group(2), int(m.group(3))
 
 
@@ -166,7 +175,7 @@ def _background_bins(table: QTable):
 
 @functools.lru_cache(maxsize=None)
 def build_irf(name: str, fov_sigma_deg: float = 2.5, psf_broadening: float = 0.1) -> CTAIRF:
-    """gammapy IRFs for the curve set ``name`` (one of :data:`IRF_NAMES`)."""
+    """gammapy IRFs for the curve set ``name`` (one of :data:`ALL_IRF_NAMES`)."""
     curves = _curves(name)
     e_true = MapAxis.from_energy_edges(ENERGY_TRUE_EDGES_TEV * u.TeV, name="energy_true")
     offset = MapAxis.from_edges(np.linspace(0.0, OFFSET_MAX_DEG, 26) * u.deg, name="offset")

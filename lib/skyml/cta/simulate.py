@@ -46,7 +46,7 @@ from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 
 from .. import cache, parallel
-from .irf import ENERGY_TRUE_EDGES_TEV, IRF_NAMES, build_irf
+from .irf import ALL_IRF_NAMES, ENERGY_TRUE_EDGES_TEV, IRF_NAMES, build_irf
 from .psf import source_npred_map
 
 #: ctools/astroRT "Crab" model used by the talk's simulations: power law with
@@ -55,7 +55,10 @@ CRAB_INDEX = 2.48
 CRAB_AMPLITUDE = 5.7e-16 * u.Unit("cm-2 s-1 MeV-1")
 CRAB_REFERENCE = 0.3 * u.TeV
 
-OFFSET_GRID_DEG = np.linspace(0.0, 2.6, 27)
+#: offsets [deg] at which the source response is tabulated: every 0.1° up to
+#: the map corners (the nodes up to 2.6° are those of the first version, so maps
+#: with sources inside 2.6° are unchanged)
+OFFSET_GRID_DEG = np.concatenate([np.linspace(0.0, 2.6, 27), np.linspace(2.7, 3.6, 10)])
 N_TRUE_ENERGY = 48
 
 
@@ -78,8 +81,8 @@ class CTASimParams:
 
     def __post_init__(self):
         for name in IRF_NAMES if not self.irfs else self.irfs:
-            if name not in IRF_NAMES:
-                raise ValueError(f"unknown IRF {name!r}; choose from {IRF_NAMES}")
+            if name not in ALL_IRF_NAMES:
+                raise ValueError(f"unknown IRF {name!r}; choose from {ALL_IRF_NAMES}")
         if not 0 < self.flux_min_crab <= self.flux_max_crab:
             raise ValueError("need 0 < flux_min_crab <= flux_max_crab")
         if not 0 <= self.offset_max_deg <= OFFSET_GRID_DEG[-1]:
@@ -340,6 +343,248 @@ def load_splits(n_train: int, n_val: int, n_test: int, seed: int, params: CTASim
         name: load_maps(n, seed, params, progress, name)
         for name, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
+
+
+# --------------------------------------------------------------------------- shifted instrument and sky
+@dataclass(frozen=True)
+class CTAShift:
+    """An instrument and a sky off the training values, for judging a network on
+    maps unlike its training set (all hashed into the cache key).
+
+    Drawn per map, on top of a :class:`CTASimParams` (whose ``irfs``,
+    ``flux_min_crab``/``flux_max_crab`` and ``bkg_norm_spread`` give the curve
+    set, the flux range and the background spread):
+
+    - PSF: the energy-integrated Gaussian mixture of the curve set, its widths
+      scaled by ``psf_scale`` in ``[psf_scale_min, psf_scale_max]``, plus a
+      second, wide component ``psf_tail_ratio`` times wider carrying a fraction
+      in ``[tail_fraction_min, tail_fraction_max]`` of the source counts (the
+      training PSF is one Gaussian per true energy);
+    - effective area: the curve times ``aeff_scale`` in
+      ``[1 - aeff_spread, 1 + aeff_spread]`` (training: the curve);
+    - spectrum: a power law of index in ``[index_min, index_max]`` with the
+      Crab model's amplitude at its reference energy (0.3 TeV) times
+      ``flux_crab`` (training: index 2.48);
+    - placement: a fraction ``edge_fraction`` of the sources within
+      ``[edge_min_deg, edge_max_deg]`` of one map border and ``corner_fraction``
+      within that band of two borders (a corner); the rest uniform over the
+      disc of ``offset_max_deg`` as in training.
+    """
+
+    psf_scale_min: float = 0.8
+    psf_scale_max: float = 1.2
+    psf_tail_ratio: float = 3.0
+    tail_fraction_min: float = 0.2
+    tail_fraction_max: float = 0.3
+    aeff_spread: float = 0.2
+    index_min: float = 2.2
+    index_max: float = 2.8
+    edge_fraction: float = 0.2
+    corner_fraction: float = 0.1
+    edge_min_deg: float = 0.05
+    edge_max_deg: float = 0.4
+
+    def __post_init__(self):
+        if not 0 < self.psf_scale_min <= self.psf_scale_max:
+            raise ValueError("need 0 < psf_scale_min <= psf_scale_max")
+        if not self.psf_tail_ratio >= 1:
+            raise ValueError("psf_tail_ratio must be >= 1")
+        if not 0 <= self.tail_fraction_min <= self.tail_fraction_max < 1:
+            raise ValueError("need 0 <= tail_fraction_min <= tail_fraction_max < 1")
+        if not 0 <= self.aeff_spread < 1:
+            raise ValueError("aeff_spread must be in [0, 1)")
+        if not 1 < self.index_min <= self.index_max:
+            raise ValueError("need 1 < index_min <= index_max")
+        if not (self.edge_fraction >= 0 and self.corner_fraction >= 0
+                and self.edge_fraction + self.corner_fraction <= 1):
+            raise ValueError("edge_fraction and corner_fraction must be >= 0 and sum to <= 1")
+        if not 0 <= self.edge_min_deg <= self.edge_max_deg:
+            raise ValueError("need 0 <= edge_min_deg <= edge_max_deg")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: placement codes of the ``placement`` label of the shifted maps
+PLACEMENTS = {"disc": 0, "edge": 1, "corner": 2}
+
+
+def shifted_sky_params(params: CTASimParams | None = None, irfs: tuple | None = None, flux_min_crab: float = 0.3,
+                       flux_max_crab: float = 10.0, bkg_norm_spread: float = 0.3) -> CTASimParams:
+    """``params`` with the held-out curve set (:data:`skyml.cta.irf.HELDOUT_IRF_NAMES`),
+    the flux range and the background spread of the shifted test set."""
+    from dataclasses import replace
+
+    from .irf import HELDOUT_IRF_NAMES
+
+    return replace(params or CTASimParams(), irfs=tuple(irfs or HELDOUT_IRF_NAMES), flux_min_crab=flux_min_crab,
+                   flux_max_crab=flux_max_crab, bkg_norm_spread=bkg_norm_spread)
+
+
+def _powerlaw_bin_integrals(edges: np.ndarray, index: float, reference: float) -> np.ndarray:
+    """Integral of ``(E / reference) ** -index`` over each energy bin ``edges``."""
+    a, b = edges[:-1] / reference, edges[1:] / reference
+    if np.isclose(index, 1.0):
+        return reference * np.log(b / a)
+    return reference * (b ** (1.0 - index) - a ** (1.0 - index)) / (1.0 - index)
+
+
+def spectral_reweight(index: float) -> np.ndarray:
+    """Per true-energy component of :func:`irf_response`: the predicted counts of
+    a power law of ``index`` over those of the Crab model (index 2.48), both with
+    the Crab model's amplitude at its reference energy."""
+    edges = np.geomspace(ENERGY_TRUE_EDGES_TEV[0], ENERGY_TRUE_EDGES_TEV[-1], N_TRUE_ENERGY + 1)
+    ref = CRAB_REFERENCE.to_value("TeV")
+    return _powerlaw_bin_integrals(edges, index, ref) / _powerlaw_bin_integrals(edges, CRAB_INDEX, ref)
+
+
+def shifted_source_model(irf_name: str, offset_deg: float, flux_crab: float, p: CTASimParams, index: float,
+                         aeff_scale: float, psf_scale: float, tail_fraction: float, tail_ratio: float):
+    """Total expected source counts and the two-component PSF mixture (sigmas
+    [deg], weights; 2 × 48 components: the core, then the wide tail) of a source
+    of the shifted sky at ``offset_deg``."""
+    _, npred, sigma = irf_response(irf_name, p)
+    comp_npred = np.array([np.interp(offset_deg, OFFSET_GRID_DEG, npred[:, k]) for k in range(N_TRUE_ENERGY)])
+    comp_sigma = np.array([np.interp(offset_deg, OFFSET_GRID_DEG, sigma[:, k]) for k in range(N_TRUE_ENERGY)])
+    comp_npred = comp_npred * spectral_reweight(index)
+    total = comp_npred.sum()
+    w = comp_npred / total
+    sigmas = np.concatenate([psf_scale * comp_sigma, tail_ratio * psf_scale * comp_sigma])
+    weights = np.concatenate([(1.0 - tail_fraction) * w, tail_fraction * w])
+    return flux_crab * aeff_scale * total, sigmas, weights / weights.sum()
+
+
+SHIFT_LABEL_FIELDS = ("spectral_index", "aeff_scale", "psf_scale", "psf_tail_fraction", "placement")
+
+
+def _shifted_position(rng: np.random.Generator, p: CTASimParams, s: CTAShift):
+    """Placement code and the source's offset (dx, dy) [deg] from the map centre
+    in the tangent plane, or ``None`` for the training's disc placement."""
+    u_place = rng.uniform()
+    half = 0.5 * p.npix * p.binsz_deg
+    if u_place < s.edge_fraction:
+        # within the band of one border (chosen at random), anywhere along it
+        depth = rng.uniform(s.edge_min_deg, s.edge_max_deg)
+        along = rng.uniform(-(half - s.edge_min_deg), half - s.edge_min_deg)
+        side = int(rng.integers(4))
+        edge = half - depth
+        dx, dy = ((edge, along), (-edge, along), (along, edge), (along, -edge))[side]
+        return PLACEMENTS["edge"], (dx, dy)
+    if u_place < s.edge_fraction + s.corner_fraction:
+        depth_x, depth_y = rng.uniform(s.edge_min_deg, s.edge_max_deg, size=2)
+        sign_x, sign_y = rng.choice([-1.0, 1.0], size=2)
+        return PLACEMENTS["corner"], (sign_x * (half - depth_x), sign_y * (half - depth_y))
+    return PLACEMENTS["disc"], None
+
+
+def _simulate_one_shifted(rng: np.random.Generator, p: CTASimParams, s: CTAShift, irf_names: tuple):
+    irf_id = int(rng.integers(len(irf_names)))
+    name = irf_names[irf_id]
+    pnt_ra = rng.uniform(0.0, 360.0)
+    pnt_dec = np.rad2deg(np.arcsin(rng.uniform(-np.sin(np.pi / 3), np.sin(np.pi / 3))))
+    flux = np.exp(rng.uniform(np.log(p.flux_min_crab), np.log(p.flux_max_crab)))
+    bkg_norm = rng.uniform(1.0 - p.bkg_norm_spread, 1.0 + p.bkg_norm_spread)
+    index = rng.uniform(s.index_min, s.index_max)
+    aeff_scale = rng.uniform(1.0 - s.aeff_spread, 1.0 + s.aeff_spread)
+    psf_scale = rng.uniform(s.psf_scale_min, s.psf_scale_max)
+    tail_fraction = rng.uniform(s.tail_fraction_min, s.tail_fraction_max)
+    placement, delta = _shifted_position(rng, p, s)
+
+    pnt = SkyCoord(pnt_ra, pnt_dec, unit="deg", frame="icrs")
+    wcs = map_wcs(pnt_ra, pnt_dec, p.npix, p.binsz_deg)
+    if delta is None:
+        offset = p.offset_max_deg * np.sqrt(rng.uniform())
+        src = pnt.directional_offset_by(rng.uniform(0.0, 360.0) * u.deg, offset * u.deg)
+        x_pix, y_pix = (float(v) for v in wcs.world_to_pixel(src))
+    else:
+        centre = 0.5 * (p.npix - 1)
+        x_pix, y_pix = centre + delta[0] / p.binsz_deg, centre + delta[1] / p.binsz_deg
+        src = wcs.pixel_to_world(x_pix, y_pix)
+        offset = float(pnt.separation(src).deg)
+        if offset > OFFSET_GRID_DEG[-1]:
+            raise ValueError(f"a source {offset:.2f} deg off axis is beyond the response grid")
+
+    bkg_template, _, _ = irf_response(name, p)
+    npred_src, sigmas_deg, weights = shifted_source_model(name, offset, flux, p, index, aeff_scale, psf_scale,
+                                                          tail_fraction, s.psf_tail_ratio)
+    mu_src = source_npred_map(x_pix, y_pix, npred_src, sigmas_deg / p.binsz_deg, weights, (p.npix, p.npix))
+    source_counts = rng.poisson(mu_src)
+    background_counts = rng.poisson(bkg_norm * bkg_template)
+    labels = {
+        "irf_id": irf_id, "pnt_ra_deg": pnt_ra, "pnt_dec_deg": pnt_dec, "src_ra_deg": src.ra.deg,
+        "src_dec_deg": src.dec.deg, "src_x_pix": x_pix, "src_y_pix": y_pix, "offset_deg": offset, "flux_crab": flux,
+        "npred_source": npred_src, "bkg_norm": bkg_norm, "npred_background": bkg_norm * bkg_template.sum(),
+        "n_source_counts": int(source_counts.sum()), "n_background_counts": int(background_counts.sum()),
+        "spectral_index": index, "aeff_scale": aeff_scale, "psf_scale": psf_scale,
+        "psf_tail_fraction": tail_fraction, "placement": placement,
+    }
+    return source_counts + background_counts, source_counts, labels, sigmas_deg, weights
+
+
+def _simulate_shifted_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, s: CTAShift,
+                            irf_names: tuple) -> dict:
+    start, stop = bounds
+    streams = parallel.item_seeds([int(base_seed), SPLITS[split]], stop, start)
+    n = stop - start
+    out = {"counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
+           "source_counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
+           "psf_sigmas_deg": np.empty((n, 2 * N_TRUE_ENERGY), dtype=np.float64),
+           "psf_weights": np.empty((n, 2 * N_TRUE_ENERGY), dtype=np.float64)}
+    fields = LABEL_FIELDS + SHIFT_LABEL_FIELDS
+    labels = {k: [] for k in fields}
+    for i in range(n):
+        c, src, lab, sigmas, weights = _simulate_one_shifted(np.random.default_rng(streams[i]), p, s, irf_names)
+        if c.max() > np.iinfo(np.uint16).max:
+            raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
+        for k, v in (("counts", c), ("source_counts", src), ("psf_sigmas_deg", sigmas), ("psf_weights", weights)):
+            out[k][i] = v
+        for k in fields:
+            labels[k].append(lab[k])
+    return {**out, **{f"label_{k}": np.asarray(v) for k, v in labels.items()}}
+
+
+def simulate_shifted_maps(n_maps: int, seed: int, params: CTASimParams | None = None, shift: CTAShift | None = None,
+                          progress: bool = True, split: str = "shifted") -> dict:
+    """Simulate ``n_maps`` observations of the shifted instrument and sky.
+
+    ``params``: the base simulation, normally :func:`shifted_sky_params` (curve
+    set, flux range, background spread); ``shift``: the per-map draws of
+    :class:`CTAShift`. Same keys as :func:`simulate_maps` (the PSF mixture
+    has 2 × 48 components) plus one array per :data:`SHIFT_LABEL_FIELDS`
+    entry. Map ``i`` uses the stream ``SeedSequence([seed, split]).spawn(n)[i]``.
+    """
+    p = params or shifted_sky_params()
+    s = shift or CTAShift()
+    if n_maps < 1:
+        raise ValueError("n_maps must be >= 1")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
+    irf_names = tuple(p.irfs)
+    bounds = [(a, min(a + CHUNK_MAPS, n_maps)) for a in range(0, n_maps, CHUNK_MAPS)]
+    fields = LABEL_FIELDS + SHIFT_LABEL_FIELDS
+    chunks = [None] * len(bounds)
+    for j, chunk in parallel.imap_items(_simulate_shifted_chunk, bounds, progress=progress,
+                                        desc="simulating shifted CTA maps", base_seed=seed, split=split, p=p, s=s,
+                                        irf_names=irf_names):
+        chunks[j] = chunk
+    out = {k: np.concatenate([c[k] for c in chunks]) for k in ("counts", "source_counts", "psf_sigmas_deg",
+                                                                "psf_weights")}
+    out["background_templates"] = np.stack([irf_response(n, p)[0] for n in irf_names]).astype(np.float32)
+    out["irf_names"] = np.array(irf_names)
+    for k in fields:
+        out[k] = np.concatenate([c[f"label_{k}"] for c in chunks])
+    return out
+
+
+def load_shifted_maps(n_maps: int, seed: int, params: CTASimParams | None = None, shift: CTAShift | None = None,
+                      progress: bool = True, split: str = "shifted") -> dict:
+    """:func:`simulate_shifted_maps`, cached in ``data/cache/cta_shifted_maps/<hash>/`` by its parameters."""
+    p = params or shifted_sky_params()
+    s = shift or CTAShift()
+    key = {"n_maps": int(n_maps), "seed": int(seed), "split": split, **p.to_dict(), "shift": s.to_dict(),
+           "version": 1}
+    return cache.cached_arrays("cta_shifted_maps", key,
+                               lambda: simulate_shifted_maps(n_maps, seed, p, s, progress, split))
 
 
 def background_for(maps: dict, index=slice(None)) -> np.ndarray:
