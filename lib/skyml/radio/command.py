@@ -36,11 +36,19 @@ class State(LoadedModel):
 
 
 def counts_setup(args: argparse.Namespace) -> State:
+    """Load the model; a sidecar with ``conditioning`` (a network trained on
+    a range of beams and noise levels) must also record their ranges."""
     path = model_path(RADIO_CNN, args)
     model, metadata = load_trained_model(path, RADIO_CNN)
     lacking = [k for k in NEEDED if k not in metadata]
     if lacking:
         raise CommandError(f"{path}: model metadata lacks {', '.join(lacking)}")
+    cond = metadata.get("conditioning")
+    if cond is not None:
+        lacking = [k for k in ("beam_area_ref_px", "noise_ref_jy", "beam_area_px_range", "beam_axis_ratio_range",
+                               "beam_bpa_deg_centre", "beam_bpa_deg_halfwidth") if k not in cond]
+        if lacking:
+            raise CommandError(f"{path}: model metadata's conditioning lacks {', '.join(lacking)}")
     if metadata.get("image_kind", "restored") != "restored":
         raise CommandError(f"{path}: this network was trained on {metadata['image_kind']} images, not on "
                            "restored images")
@@ -68,7 +76,7 @@ def counts_process(state: State, source: Path, target: Path) -> str:
     image, _, beam = read_restored_image(source, metadata)
     noise_only, noise_numbers = check_image(source, image, metadata)
     try:
-        result = count_image(state.model, metadata, image)
+        result = count_image(state.model, metadata, image, beam["beam_area_px"])
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)
