@@ -37,7 +37,7 @@ def test_instrument_draws_span_the_stated_ranges_and_depend_on_the_seed_only():
 
 
 def test_stretched_beams_scale_the_beam_and_keep_the_dirty_beam_normalised():
-    psf, _, beam = sim.stretched_beams(P, 1.0, 1.0)
+    psf, _, _ = sim.stretched_beams(P, 1.0, 1.0)
     np.testing.assert_allclose(psf, sim.dirty_beam(P), atol=1e-12)
     b0 = sim.beam_params(P)
     g0 = np.sqrt(b0["fwhm_major_px"] * b0["fwhm_minor_px"])
