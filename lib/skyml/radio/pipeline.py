@@ -281,10 +281,10 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
-           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 9}
-    randomise = kind == "restored"
+           "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
+    randomise = kind == "restored"  # the sky-model network has no instrument: its inputs are as before
     if randomise:
-        key.update(randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS])
+        key.update(version=9, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS])
 
     def fit():
         import keras
