@@ -140,7 +140,15 @@ def test_sidecar_records_the_conditioning_ranges(monkeypatch):
     monkeypatch.setattr(pipeline, "train_cached", lambda kind, key, fit, profile, install: (*fit(), None))
     monkeypatch.setattr(pipeline, "N_NULL_FIELDS", 2)
     _, meta, _, _ = pipeline.train_model("restored", 3, 64, 1, 7, P, epochs=1, filters=2, profile="quick")
-    train = sim.simulate_fields(3, 7, P, "train", 64, pipeline.SPLIT_FAMILIES["train"], True, True)
+    rand = sim.simulate_fields(3, 7, P, "train", 64, pipeline.SPLIT_FAMILIES["train"], True, True)
+    train = pipeline.with_randomised("train", 3, 7, P, 64)
+    # the nominal instrument's fields, then the same skies through the randomised instruments
+    n = len(rand["density"])
+    assert len(train["density"]) == 2 * n and np.array_equal(train["counts"][n:], rand["counts"])
+    np.testing.assert_array_equal(train["restored"][n:], rand["restored"])
+    assert np.all(train["instrument_noise_scale"][:n] == 1.0) and np.all(train["beam_area_px"][:n] ==
+                                                                          sim.beam_params(P)["area_px"])
+    assert meta["n_train_sub_images"] == 2 * n
     cond = meta["conditioning"]
     assert cond["beam_area_px_range"] == [pytest.approx(train["beam_area_px"].min()),
                                           pytest.approx(train["beam_area_px"].max())]
@@ -174,25 +182,52 @@ def test_cli_takes_a_beam_inside_the_training_range_and_refuses_one_outside(tmp_
                                                                             conditioned, capsys, cli_error):
     _, meta = conditioned
     lo, hi = meta["conditioning"]["beam_area_px_range"]
+    nlo, nhi = meta["conditioning"]["noise_rms_jy_range"]
+    noise = np.sqrt(nlo * nhi)
     image = np.tile(randomised["restored"][0], (2, 2))
-    inside = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(np.sqrt(lo * hi)))
+    inside = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(np.sqrt(lo * hi)),
+                                           noise_rms_jy=noise)
     out = tmp_path / "in.ecsv"
     assert cli.main(["radio-counts", str(inside), "-o", str(out), "--model", str(model_path)]) == 0
     capsys.readouterr()
     table = QTable.read(out)
     assert table.meta["beam_area_px"] == pytest.approx(np.sqrt(lo * hi), rel=1e-5)
-    # the conditioning the command gives the network is the header's beam
+    assert table.meta["noise_rms_jy"] == pytest.approx(noise, rel=1e-6)
+    # the conditioning the command gives the network is the header's beam and noise
     model, _ = conditioned
-    direct = pipeline.count_image(model, meta, image, np.sqrt(lo * hi))
+    direct = pipeline.count_image(model, meta, image, np.sqrt(lo * hi), noise)
     np.testing.assert_allclose(table["counts"], direct["counts"], rtol=1e-5)
-    assert not np.allclose(pipeline.count_image(model, meta, image, hi * 3)["counts"], direct["counts"], rtol=1e-4)
+    assert not np.allclose(pipeline.count_image(model, meta, image, hi * 3, noise)["counts"], direct["counts"],
+                           rtol=1e-4)
+    assert not np.allclose(pipeline.count_image(model, meta, image, np.sqrt(lo * hi), 3 * noise)["counts"],
+                           direct["counts"], rtol=1e-4)
+    # --noise-rms overrides the header
+    out2 = tmp_path / "in2.ecsv"
+    assert cli.main(["radio-counts", str(inside), "-o", str(out2), "--model", str(model_path),
+                     "--noise-rms", str(nlo)]) == 0
+    capsys.readouterr()
+    np.testing.assert_allclose(QTable.read(out2)["counts"],
+                               pipeline.count_image(model, meta, image, np.sqrt(lo * hi), nlo)["counts"], rtol=1e-5)
     for name, beam, fragment in (("wide", _beam_of_area(hi * 1.3), "outside the training range"),
                                  ("narrow", _beam_of_area(lo / 1.3), "outside the training range"),
                                  ("elongated", _beam_of_area(np.sqrt(lo * hi), 3.0), "axis ratio")):
-        path = pipeline.write_restored_image(tmp_path / f"{name}.fits", image, P, beam=beam)
+        path = pipeline.write_restored_image(tmp_path / f"{name}.fits", image, P, beam=beam, noise_rms_jy=noise)
         target = tmp_path / f"{name}.ecsv"
         cli_error(["radio-counts", str(path), "-o", str(target), "--model", str(model_path)], "beam", fragment)
         assert not target.exists()
+    # a thermal noise outside the training range, or none, is refused
+    target = tmp_path / "noisy.ecsv"
+    cli_error(["radio-counts", str(inside), "-o", str(target), "--model", str(model_path), "--noise-rms",
+               str(1.5 * nhi)], "thermal noise rms", "outside the training range")
+    assert not target.exists()
+    from astropy.io import fits
+
+    with fits.open(inside) as hdul:
+        del hdul[0].header["NOISE"]
+        hdul.writeto(tmp_path / "no_noise.fits")
+    cli_error(["radio-counts", str(tmp_path / "no_noise.fits"), "-o", str(target), "--model", str(model_path)],
+              "--noise-rms", "NOISE")
+    assert not target.exists()
 
 
 def test_distribution_check_flags_noise_beyond_the_randomised_range(randomised, conditioned):

@@ -617,11 +617,12 @@ file_command(
     image mean is no input), and these into sub-images (those with NaN
     pixels are left out); each sub-image is counted with the pixel histogram
     of its block as second input and, for a network trained on a range of
-    instruments, the header's beam area and the block's robust noise as
+    instruments, the header's beam area and the thermal noise rms as
     third, and the counts per bin are summed. The flux bins, pixel size,
-    beam range and noise scale come from the model's metadata sidecar; an
-    image with another pixel size, or a beam outside the range the network
-    was trained for, is refused (not resampled), and so is an image whose robust noise is more than 1000 times
+    beam and noise ranges and noise scale come from the model's metadata
+    sidecar; an image with another pixel size, or a beam or thermal noise
+    (--noise-rms or NOISE) outside the range the network was trained for, is
+    refused (not resampled), and so is an image whose robust noise is more than 1000 times
     off the training images'. An image consistent with source-free noise (no
     pixel above 5 sigma, no skewness) is counted with a warning; the network
     was trained with source-free fields, and its stated errors hold its
@@ -637,6 +638,11 @@ file_command(
     "restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
     "BMAJ/BMIN/BPA, the pixel size of the model's training images and a beam inside their range",
     ".ecsv", "counts table (ECSV, or FITS with a .fits suffix)", "_counts.ecsv", "skyml.radio.command:counts",
+    options=(
+        arg("--noise-rms", type=float, default=None, metavar="JY_PER_BEAM",
+            help="thermal noise rms of the image [Jy/beam] (default: the NOISE header keyword); a network "
+                 "trained on a range of instruments needs it, inside its training range"),
+    ),
 )
 
 file_command(

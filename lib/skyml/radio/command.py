@@ -70,13 +70,22 @@ def check_image(source: Path, image, metadata: dict) -> tuple[bool, str]:
 
 
 def counts_process(state: State, source: Path, target: Path) -> str:
-    from .pipeline import count_image, counts_table, read_restored_image
+    from .pipeline import check_noise, count_image, counts_table, read_restored_image
 
     metadata = state.metadata
     image, _, beam = read_restored_image(source, metadata)
+    noise = state.args.noise_rms if getattr(state.args, "noise_rms", None) is not None else beam.get("noise_rms_jy")
+    if metadata.get("conditioning") is not None:
+        if noise is None:
+            raise io.InputError(f"{source}: this network is told the image's thermal noise rms: give it with "
+                                "--noise-rms or the NOISE header keyword [Jy/beam]")
+        reason = check_noise(noise, metadata)
+        if reason:
+            raise io.InputError(f"{source}: {reason}")
+        beam["noise_rms_jy"] = float(noise)
     noise_only, noise_numbers = check_image(source, image, metadata)
     try:
-        result = count_image(state.model, metadata, image, beam["beam_area_px"])
+        result = count_image(state.model, metadata, image, beam["beam_area_px"], noise)
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)

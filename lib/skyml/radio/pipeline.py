@@ -113,9 +113,11 @@ def levelled(block: np.ndarray) -> np.ndarray:
 
 
 def conditioning(beam_area_px: float, noise_jy: float, metadata: dict) -> np.ndarray:
-    """(2,) float32 conditioning scalars of a block: log(beam area [px] /
-    the training instrument's) and log(robust noise / the training rms), the
-    references in ``metadata["conditioning"]``."""
+    """(2,) float32 conditioning scalars of an image: log(restoring-beam area
+    [px] / the training instrument's) and log(thermal noise rms [Jy/beam] /
+    the training instrument's), the references in ``metadata["conditioning"]``.
+    The thermal noise, not the image's robust width: that holds the confusion
+    of the faint sources, the signal the network counts."""
     ref = metadata["conditioning"]
     return np.array([np.log(float(beam_area_px) / ref["beam_area_ref_px"]),
                      np.log(max(float(noise_jy), 1e-30) / ref["noise_ref_jy"])], np.float32)
@@ -125,7 +127,7 @@ N_COND = 2
 
 
 def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *, level: bool = False,
-                 beam_area_px=None, cond_meta: dict | None = None):
+                 beam_area_px=None, noise_rms_jy=None, cond_meta: dict | None = None):
     """Network inputs of whole fields, block by block: (sub-images as network
     input (n_fields · (N/sub)², sub, sub, 1), context histograms
     (n_fields · (N/sub)², N_HIST), conditioning (same rows, N_COND) or None,
@@ -133,8 +135,7 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
     histogram of the ``context``²-px block that holds it (the order of
     :func:`sim.sub_images`); with ``level`` every block has its robust level
     removed first; with ``cond_meta`` (the sidecar's keys) the conditioning
-    of each block from ``beam_area_px`` (per field or one value) and the
-    block's robust noise. ``context`` divides the field side and is a
+    from ``beam_area_px`` and ``noise_rms_jy`` (per field or one value). ``context`` divides the field side and is a
     multiple of ``sub``."""
     f = np.asarray(fields)
     n, ny, nx = f.shape
@@ -142,8 +143,9 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
         raise ValueError(f"context blocks of {context} px must tile the {ny}×{nx} fields and hold whole "
                          f"{sub}-px sub-images")
     areas = np.broadcast_to(np.asarray(beam_area_px if beam_area_px is not None else np.nan, np.float64), (n,))
+    noises = np.broadcast_to(np.asarray(noise_rms_jy if noise_rms_jy is not None else np.nan, np.float64), (n,))
     xs, hists, conds, seen = [], [], [], []
-    for img, area in zip(f, areas):
+    for img, area, noise in zip(f, areas, noises):
         out = np.empty((ny, nx), np.float64)
         block_hist, block_cond = {}, {}
         for by in range(ny // context):
@@ -154,7 +156,7 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
                 seen.append(b)
                 block_hist[(by, bx)] = models.pixel_histogram(b, scale_jy)
                 if cond_meta is not None:
-                    block_cond[(by, bx)] = conditioning(area, robust_noise(b), cond_meta)
+                    block_cond[(by, bx)] = conditioning(area, noise, cond_meta)
         keys = [(r * sub // context, c * sub // context) for r in range(ny // sub) for c in range(nx // sub)]
         xs.append(models.as_input(sim.sub_images(out[None], sub), scale_jy))
         hists += [block_hist[k] for k in keys]
@@ -248,20 +250,25 @@ def conditioning_reference(params: sim.RadioSimParams) -> dict:
     return {"beam_area_ref_px": float(sim.beam_params(params)["area_px"]), "noise_ref_jy": float(params.noise_rms_jy)}
 
 
-def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int, beam_area_px=None):
+def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int, beam_area_px=None,
+       noise_rms_jy=None):
     """([sub-images as network input, context histograms(, conditioning)],
     per-sub-image counts) of a set of fields. Restored images have every
     context block's robust level removed and get the conditioning scalars
-    (:func:`conditioning`) from the restoring beam's area in pixels:
-    ``data["beam_area_px"]`` (per field) where the fields carry it, else
-    ``beam_area_px``, else the training instrument's."""
+    (:func:`conditioning`) from the restoring beam's area in pixels and the
+    thermal noise rms: ``data["beam_area_px"]`` and
+    ``data["instrument_noise_scale"]`` × the nominal rms (per field) where
+    the fields carry them, else ``beam_area_px`` and ``noise_rms_jy``, else
+    the training instrument's."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"unknown image kind {kind!r}; expected one of {IMAGE_KINDS}")
     restored = kind == "restored"
     area = data.get("beam_area_px", beam_area_px)
     area = sim.beam_params(params)["area_px"] if area is None else area
+    noise = (np.asarray(data["instrument_noise_scale"]) * params.noise_rms_jy if "instrument_noise_scale" in data
+             else params.noise_rms_jy if noise_rms_jy is None else noise_rms_jy)
     x, h, cond, _ = block_inputs(data[kind], params.sub_npix, context_npix, params.noise_rms_jy, level=restored,
-                                 beam_area_px=area, cond_meta={"conditioning": conditioning_reference(params)}
+                                 beam_area_px=area, noise_rms_jy=noise, cond_meta={"conditioning": conditioning_reference(params)}
                                  if restored else None)
     return ([x, h, cond] if restored else [x, h]), data["counts"].reshape(-1, params.n_bins)
 
@@ -284,13 +291,18 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
            "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
     randomise = kind == "restored"  # the sky-model network has no instrument: its inputs are as before
     if randomise:
-        key.update(version=9, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS])
+        key.update(version=11, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
+                   with_nominal=True)
 
     def fit():
         import keras
 
-        train = fields("train", n_train_fields, seed, params, train_npix, randomise)
-        val = fields("val", n_val_fields, seed, params, train_npix, randomise)
+        if randomise:  # the nominal instrument's fields and the same skies through randomised instruments
+            train, val = (with_randomised(split, n, seed, params, train_npix)
+                          for split, n in (("train", n_train_fields), ("val", n_val_fields)))
+        else:
+            train = fields("train", n_train_fields, seed, params, train_npix)
+            val = fields("val", n_val_fields, seed, params, train_npix)
         x, c = xy(train, kind, params, train_npix)
         xv, cv = xy(val, kind, params, train_npix)
         scaler = models.TargetScaler.fit(c)
@@ -340,6 +352,27 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
 
 
+INSTRUMENT_KEYS = ("beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px",
+                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed")
+
+
+def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
+    """The fields of a split through the nominal instrument followed by the
+    same skies through randomised instruments (:func:`fields`), with the
+    instrument keys of both (the nominal: its beam, scales 1, mean kept): the
+    training and validation sets of the restored-image network."""
+    plain = fields(split, n_fields, seed, params, npix)
+    rand = fields(split, n_fields, seed, params, npix, randomise=True)
+    n = len(plain["density"])
+    b = sim.beam_params(params)
+    nominal = {"beam_fwhm_major_px": b["fwhm_major_px"], "beam_fwhm_minor_px": b["fwhm_minor_px"],
+               "beam_bpa_deg": b["bpa_deg"], "beam_area_px": b["area_px"], "instrument_beam_scale": 1.0,
+               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False}
+    plain = {**{k: np.asarray(v) for k, v in plain.items()},
+             **{k: np.full(n, v, dtype=np.asarray(rand[k]).dtype) for k, v in nominal.items()}}
+    return {k: np.concatenate([plain[k], np.asarray(rand[k])]) for k in rand}
+
+
 def conditioning_metadata(train: dict, params: sim.RadioSimParams) -> dict:
     """The sidecar's ``conditioning``: the inputs, their references and the
     training ranges of the randomised instruments (restoring-beam area [px],
@@ -353,7 +386,7 @@ def conditioning_metadata(train: dict, params: sim.RadioSimParams) -> dict:
     half = float(np.max(np.abs((pa - centre + 90.0) % 180.0 - 90.0))) if len(pa) else 90.0
     noise = np.asarray(train["instrument_noise_scale"], np.float64) * params.noise_rms_jy
     return {"conditioning": {
-        "inputs": ["log(beam_area_px / beam_area_ref_px)", "log(block robust noise / noise_ref_jy)"],
+        "inputs": ["log(beam_area_px / beam_area_ref_px)", "log(thermal noise_rms_jy / noise_ref_jy)"],
         **conditioning_reference(params),
         "beam_area_px_range": [float(area.min()), float(area.max())],
         "beam_axis_ratio_range": [float(ratio.min()), float(ratio.max())],
@@ -391,10 +424,11 @@ def scaler_from_metadata(metadata: dict) -> models.TargetScaler:
     return models.TargetScaler(t["mean"], t["std"])
 
 
-def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | None = None) -> dict:
+def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | None = None,
+                noise_rms_jy: float | None = None) -> dict:
     """Counts per flux bin of a restored image (Jy/beam, the model's pixel
-    size; a restoring beam of ``beam_area_px`` pixels, by default the
-    training instrument's): the image is cut into the model's context blocks
+    size; a restoring beam of ``beam_area_px`` pixels and a thermal noise
+    rms of ``noise_rms_jy``, by default the training instrument's): the image is cut into the model's context blocks
     (``context_npix``², rows and columns that do not fill a whole block are
     left out), each block (less its robust level where the model's sidecar
     says so) into sub-images; a sub-image gets the pixel histogram of its
@@ -415,6 +449,7 @@ def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | 
     cond_meta = metadata if metadata.get("conditioning") is not None else None
     if cond_meta is not None:
         beam_area_px = cond_meta["conditioning"]["beam_area_ref_px"] if beam_area_px is None else beam_area_px
+        noise_rms_jy = cond_meta["conditioning"]["noise_ref_jy"] if noise_rms_jy is None else noise_rms_jy
     tiles, hists, conds, used, n_skipped = [], [], [], [], 0
     for by in range(ny // ctx):
         for bx in range(nx // ctx):
@@ -430,7 +465,7 @@ def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | 
                 tiles.append(t[good])
                 hists += [models.pixel_histogram(block, scale)] * int(good.sum())
                 if cond_meta is not None:
-                    conds += [conditioning(beam_area_px, robust_noise(block), cond_meta)] * int(good.sum())
+                    conds += [conditioning(beam_area_px, noise_rms_jy, cond_meta)] * int(good.sum())
     if not tiles:
         raise ValueError(f"every {sub}×{sub}-px sub-image contains NaN or infinite pixels")
     tiles = np.concatenate(tiles)
@@ -495,6 +530,16 @@ def check_beam(bmaj: float, bmin: float, bpa: float, metadata: dict) -> str:
     return ""
 
 
+def check_noise(noise_rms_jy: float, metadata: dict) -> str:
+    """Empty if a thermal noise rms [Jy/beam] lies within the randomised
+    training noise of a conditioned model (± :data:`BEAM_RANGE_RTOL`), else the reason."""
+    lo, hi = metadata["conditioning"]["noise_rms_jy_range"]
+    if not (np.isfinite(noise_rms_jy) and lo / (1 + BEAM_RANGE_RTOL) <= noise_rms_jy <= hi * (1 + BEAM_RANGE_RTOL)):
+        return (f"thermal noise rms {noise_rms_jy * 1e6:.3g} uJy/beam outside the training range "
+                f"{lo * 1e6:.3g}–{hi * 1e6:.3g} uJy/beam: use a network trained for this noise")
+    return ""
+
+
 def read_restored_image(path, metadata: dict):
     """Read a restored radio image (FITS, celestial WCS, BUNIT Jy/beam, beam
     in BMAJ/BMIN/BPA [deg]) and check it against the model's training set-up.
@@ -504,8 +549,9 @@ def read_restored_image(path, metadata: dict):
     learned the pixel statistics of its training beams and beam-correlated
     noise, which resampling or convolving would change; such an image needs a
     network trained for its own beam. Returns (image [Jy/beam], wcs, header
-    values: ``bmaj_deg``, ``bmin_deg``, ``bpa_deg``, ``beam_area_px``) or
-    raises :class:`skyml.io.InputError`."""
+    values: ``bmaj_deg``, ``bmin_deg``, ``bpa_deg``, ``beam_area_px`` and,
+    where the header has NOISE, the thermal noise rms ``noise_rms_jy``
+    [Jy/beam]) or raises :class:`skyml.io.InputError`."""
     from pathlib import Path
 
     from astropy.wcs.utils import proj_plane_pixel_scales
@@ -536,8 +582,16 @@ def read_restored_image(path, metadata: dict):
     reason = check_beam(bmaj, bmin, bpa, metadata)
     if reason:
         raise io.InputError(f"{path}: {reason}")
-    return image, wcs, {"bmaj_deg": bmaj, "bmin_deg": bmin, "bpa_deg": bpa,
-                        "beam_area_px": beam_area_px(bmaj, bmin, expected)}
+    values = {"bmaj_deg": bmaj, "bmin_deg": bmin, "bpa_deg": bpa, "beam_area_px": beam_area_px(bmaj, bmin, expected)}
+    if "NOISE" in header:
+        try:
+            noise = float(header["NOISE"])
+        except (TypeError, ValueError) as err:
+            raise io.InputError(f"{path}: NOISE is not a number") from err
+        if not (np.isfinite(noise) and noise > 0):
+            raise io.InputError(f"{path}: NOISE (the thermal noise rms) must be positive, got {noise}")
+        values["noise_rms_jy"] = noise
+    return image, wcs, values
 
 
 def counts_table(result: dict, metadata: dict):
@@ -592,11 +646,14 @@ def image_wcs(shape, params: sim.RadioSimParams, ra_deg: float = 150.0, dec_deg:
 
 
 def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
-                         dec_deg: float = -30.0, overwrite: bool = False, beam: dict | None = None):
+                         dec_deg: float = -30.0, overwrite: bool = False, beam: dict | None = None,
+                         noise_rms_jy: float | None = None):
     """Write a simulated restored image as a FITS image with a SIN-projection
-    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically):
+    WCS, BUNIT Jy/beam, the restoring beam in BMAJ/BMIN/BPA (atomically):
     that of ``params`` or ``beam`` (keys ``bmaj_deg``, ``bmin_deg``,
-    ``bpa_deg``, e.g. :func:`skyml.radio.simulate.shifted_beam_params`)."""
+    ``bpa_deg``, e.g. :func:`skyml.radio.simulate.shifted_beam_params`), and
+    the thermal noise rms in NOISE [Jy/beam] (``noise_rms_jy``, by default
+    that of ``params``)."""
     from .. import io
 
     wcs = image_wcs(np.shape(image), params, ra_deg, dec_deg)
@@ -604,5 +661,7 @@ def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra
     header = {"BUNIT": ("Jy/beam", "restored image"), "BMAJ": (beam["bmaj_deg"], "[deg] restoring beam FWHM"),
               "BMIN": (beam["bmin_deg"], "[deg] restoring beam FWHM"),
               "BPA": (beam["bpa_deg"], "[deg] restoring beam position angle"),
-              "RESTFRQ": (params.freq_ghz * 1e9, "[Hz]")}
+              "RESTFRQ": (params.freq_ghz * 1e9, "[Hz]"),
+              "NOISE": (float(params.noise_rms_jy if noise_rms_jy is None else noise_rms_jy),
+                        "[Jy/beam] thermal noise rms")}
     return io.write_fits_map(path, np.asarray(image, np.float32), wcs, header, overwrite=overwrite)

@@ -488,7 +488,8 @@ def noise_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int,
                  randomise: bool = False) -> dict[str, np.ndarray]:
     """``restored``: (n_fields, npix, npix) restored images without sources,
     the beam-correlated noise alone [Jy/beam], field ``i`` from its own
-    generator (split ``null``), and the ``beam_area_px`` of each; with
+    generator (split ``null``), and the ``beam_area_px`` and
+    ``instrument_noise_scale`` of each; with
     ``randomise`` each has its own instrument (:func:`instrument_draw`).
     They calibrate a counting network's answer on empty sky."""
     out = [simulate_field(np.random.default_rng([int(seed), SPLIT_OFFSET["null"], i]), params, npix, "alpha_s0",
@@ -496,7 +497,9 @@ def noise_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int,
            for i in range(int(n_fields))]
     area = beam_params(params)["area_px"]
     return {"restored": np.asarray([f["restored"] for f in out], np.float32),
-            "beam_area_px": np.asarray([f.get("beam_area_px", area) for f in out])}
+            "beam_area_px": np.asarray([f.get("beam_area_px", area) for f in out]),
+            "instrument_noise_scale": np.asarray([instrument_draw(seed, "null", i)["noise_scale"] if randomise else 1.0
+                                                  for i in range(int(n_fields))])}
 
 
 def thinning_factors(n_fields: int, seed: int, split: str) -> np.ndarray:
