@@ -613,12 +613,16 @@ file_command(
     """Count radio sources per flux bin, down to far below the 5 sigma
     detection threshold, with the restored-image CNN of notebook 07. The
     image is cut into the model's context blocks (rows and columns that do not
-    fill a whole one are left out) and these into sub-images (those with NaN
+    fill a whole one are left out), each block less its robust level (the
+    image mean is no input), and these into sub-images (those with NaN
     pixels are left out); each sub-image is counted with the pixel histogram
-    of its block as second input, and the counts per bin are summed. The flux
-    bins, pixel size, beam and noise scale come from the model's metadata
-    sidecar; an image with another pixel size or beam is refused (not
-    resampled), and so is an image whose robust noise is more than 1000 times
+    of its block as second input and, for a network trained on a range of
+    instruments, the header's beam area and the thermal noise rms as
+    third, and the counts per bin are summed. The flux bins, pixel size,
+    beam and noise ranges and noise scale come from the model's metadata
+    sidecar; an image with another pixel size, or a beam or thermal noise
+    (--noise-rms or NOISE) outside the range the network was trained for, is
+    refused (not resampled), and so is an image whose robust noise is more than 1000 times
     off the training images'. An image consistent with source-free noise (no
     pixel above 5 sigma, no skewness) is counted with a warning; the network
     was trained with source-free fields, and its stated errors hold its
@@ -632,8 +636,13 @@ file_command(
     histogram lies outside the range of the training images recorded with
     the model; a one-line warning is printed too), consistent_with_noise.""",
     "restored radio image: FITS with a celestial WCS, BUNIT Jy/beam, the restoring beam in "
-    "BMAJ/BMIN/BPA, and the pixel size and beam of the model's training images",
+    "BMAJ/BMIN/BPA, the pixel size of the model's training images and a beam inside their range",
     ".ecsv", "counts table (ECSV, or FITS with a .fits suffix)", "_counts.ecsv", "skyml.radio.command:counts",
+    options=(
+        arg("--noise-rms", type=float, default=None, metavar="JY_PER_BEAM",
+            help="thermal noise rms of the image [Jy/beam] (default: the NOISE header keyword); a network "
+                 "trained on a range of instruments needs it, inside its training range"),
+    ),
 )
 
 file_command(

@@ -36,11 +36,19 @@ class State(LoadedModel):
 
 
 def counts_setup(args: argparse.Namespace) -> State:
+    """Load the model; a sidecar with ``conditioning`` (a network trained on
+    a range of beams and noise levels) must also record their ranges."""
     path = model_path(RADIO_CNN, args)
     model, metadata = load_trained_model(path, RADIO_CNN)
     lacking = [k for k in NEEDED if k not in metadata]
     if lacking:
         raise CommandError(f"{path}: model metadata lacks {', '.join(lacking)}")
+    cond = metadata.get("conditioning")
+    if cond is not None:
+        lacking = [k for k in ("beam_area_ref_px", "noise_ref_jy", "beam_area_px_range", "beam_axis_ratio_range",
+                               "beam_bpa_deg_centre", "beam_bpa_deg_halfwidth") if k not in cond]
+        if lacking:
+            raise CommandError(f"{path}: model metadata's conditioning lacks {', '.join(lacking)}")
     if metadata.get("image_kind", "restored") != "restored":
         raise CommandError(f"{path}: this network was trained on {metadata['image_kind']} images, not on "
                            "restored images")
@@ -62,13 +70,22 @@ def check_image(source: Path, image, metadata: dict) -> tuple[bool, str]:
 
 
 def counts_process(state: State, source: Path, target: Path) -> str:
-    from .pipeline import count_image, counts_table, read_restored_image
+    from .pipeline import check_noise, count_image, counts_table, read_restored_image
 
     metadata = state.metadata
     image, _, beam = read_restored_image(source, metadata)
+    noise = state.args.noise_rms if getattr(state.args, "noise_rms", None) is not None else beam.get("noise_rms_jy")
+    if metadata.get("conditioning") is not None:
+        if noise is None:
+            raise io.InputError(f"{source}: this network is told the image's thermal noise rms: give it with "
+                                "--noise-rms or the NOISE header keyword [Jy/beam]")
+        reason = check_noise(noise, metadata)
+        if reason:
+            raise io.InputError(f"{source}: {reason}")
+        beam["noise_rms_jy"] = float(noise)
     noise_only, noise_numbers = check_image(source, image, metadata)
     try:
-        result = count_image(state.model, metadata, image)
+        result = count_image(state.model, metadata, image, beam["beam_area_px"], noise)
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)

@@ -19,6 +19,14 @@ image, so absolute intensities are kept). Two branches:
   sources leave no mean brightness and a 64² sub-image holds too few beams for
   their confusion signal (notebook 07's diagnostics).
 
+* a **conditioning input** (optional, ``n_cond`` > 0): scalars a user knows
+  of the image, for the restored-image network the log of the restoring
+  beam's area in pixels (from BMAJ/BMIN) and of the block's robust noise,
+  each relative to the training instrument's (:func:`skyml.radio.pipeline.conditioning`);
+  they enter the context branch beside the histogram and the dense layer
+  beside the image features, so that one network serves a range of beams
+  and noise levels (trained with domain randomisation, notebook 07).
+
 Concatenated, a dense layer, and one output per flux bin. Target
 (:class:`TargetScaler`): sqrt(N) per bin, standardised with the training mean
 and standard deviation; MSE loss. sqrt stabilises the Poisson variance, so
@@ -88,11 +96,15 @@ class TargetScaler:
 
 def build_cnn(n_bins: int, filters: int = 16, dense: int = 128, learning_rate: float = 1e-3,
               name: str = "radio_counts_cnn", hist_mean=None, hist_std=None,
-              hist_noise: float = HIST_NOISE) -> keras.Model:
+              hist_noise: float = HIST_NOISE, n_cond: int = 0) -> keras.Model:
     """The CNN; with ``hist_mean``/``hist_std`` (per-bin training mean and
     standard deviation of :func:`pixel_histogram`) a second input, the
     context histogram, and its branch, regularised in training by Gaussian
-    noise of standard deviation ``hist_noise`` on the normalised histogram."""
+    noise of standard deviation ``hist_noise`` on the normalised histogram;
+    with ``n_cond`` > 0 (and a histogram) a third input of ``n_cond``
+    conditioning scalars (module text)."""
+    if n_cond and hist_mean is None:
+        raise ValueError("conditioning scalars need the context-histogram input (give hist_mean and hist_std)")
     inp = keras.Input(shape=(None, None, 1), name="image_asinh")
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1a")(inp)
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1b")(p)
@@ -113,10 +125,15 @@ def build_cnn(n_bins: int, filters: int = 16, dense: int = 128, learning_rate: f
         # training-time noise on the normalised histogram: with one histogram per
         # training field, the branch would otherwise memorise the fields
         c = layers.GaussianNoise(float(hist_noise), name="hist_noise")(c)
+        inputs = [inp, hin]
+        if n_cond:
+            cin = keras.Input(shape=(int(n_cond),), name="conditioning")
+            c = layers.Concatenate(name="hist_and_conditioning")([c, cin])
+            feats, inputs = feats + [layers.Dense(16, activation="relu", name="cond_dense")(cin)], inputs + [cin]
         c = layers.Dense(64, activation="relu", name="hist_dense1")(c)
         c = layers.Dense(32, activation="relu", name="hist_dense2")(c)
         c = layers.Dropout(0.3, name="hist_dropout")(c)
-        feats, inputs = feats + [c], [inp, hin]
+        feats = feats + [c]
     h = layers.Concatenate(name="features")(feats)
     h = layers.Dense(dense, activation="relu", name="dense")(h)
     out = layers.Dense(int(n_bins), name="counts_scaled")(h)

@@ -13,6 +13,16 @@ validation fields (the uncertainty it reports, :func:`counts_error`), and the ra
 the training inputs (:func:`training_range`: robust noise and distance of the
 context histogram from the training mean), against which
 :func:`distribution_check` flags an input the network was not trained for.
+
+The restored-image network is trained for data unlike one instrument: its
+training and validation fields have randomised instruments (beam, noise,
+image mean: :mod:`skyml.radio.simulate`, domain randomisation); every
+context block has its robust level removed before it reaches the network
+(:func:`block_level`, the same in training, evaluation and the command), so
+the counts do not depend on the image mean; and the network is given the
+restoring beam's area and the block's robust noise (:func:`conditioning`),
+whose training ranges the sidecar records (``conditioning``); the command
+accepts a beam inside them and refuses one outside.
 """
 
 from __future__ import annotations
@@ -37,9 +47,12 @@ THINNED_SPLITS = ("train", "val")
 N_NULL_FIELDS = 16
 
 
-def fields(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
+def fields(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int,
+           randomise: bool = False) -> dict:
+    """The fields of a split (cached); ``randomise``: each with its own
+    instrument (the restored-image network's training and validation sets)."""
     return sim.load_fields(n_fields, seed, params, split, npix, SPLIT_FAMILIES[split],
-                           thinning=split in THINNED_SPLITS)
+                           thinning=split in THINNED_SPLITS, randomise=randomise)
 
 
 def null_rms(pred_sub: np.ndarray, density: np.ndarray, extra_sub: np.ndarray | None = None) -> np.ndarray | None:
@@ -73,28 +86,98 @@ def counts_error(counts: np.ndarray, n_sub: int, metadata: dict) -> np.ndarray:
     return np.hypot(rel, int(n_sub) * np.asarray(floor, np.float64))
 
 
-def context_histograms(fields: np.ndarray, sub: int, context: int, scale_jy: float) -> np.ndarray:
-    """(n_fields · (N/sub)², N_HIST) pixel histogram of the ``context``²-px
-    block that holds each sub-image (the order of :func:`sim.sub_images`);
-    ``context`` divides the field side and is a multiple of ``sub``."""
+#: the robust level of a context block: the median of its finite pixels after sigma clipping
+#: (astropy.stats.sigma_clipped_stats) at LEVEL_SIGMA, LEVEL_MAXITERS iterations
+LEVEL_SIGMA = 3.0
+LEVEL_MAXITERS = 5
+LEVEL_METHOD = "sigma_clipped_median"
+
+
+def block_level(block: np.ndarray) -> float:
+    """The robust level of an image block [its unit]: the sigma-clipped
+    median of its finite pixels. Adding a constant to the block adds it to
+    the level, so a block minus its level does not depend on the image mean."""
+    from astropy.stats import sigma_clipped_stats
+
+    v = np.asarray(block, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    return float(sigma_clipped_stats(v, sigma=LEVEL_SIGMA, maxiters=LEVEL_MAXITERS)[1])
+
+
+def levelled(block: np.ndarray) -> np.ndarray:
+    """The block minus :func:`block_level` (float64)."""
+    b = np.asarray(block, np.float64)
+    return b - block_level(b)
+
+
+def conditioning(beam_area_px: float, noise_jy: float, metadata: dict) -> np.ndarray:
+    """(2,) float32 conditioning scalars of an image: log(restoring-beam area
+    [px] / the training instrument's) and log(thermal noise rms [Jy/beam] /
+    the training instrument's), the references in ``metadata["conditioning"]``.
+    The thermal noise, not the image's robust width: that holds the confusion
+    of the faint sources, the signal the network counts."""
+    ref = metadata["conditioning"]
+    return np.array([np.log(float(beam_area_px) / ref["beam_area_ref_px"]),
+                     np.log(max(float(noise_jy), 1e-30) / ref["noise_ref_jy"])], np.float32)
+
+
+N_COND = 2
+
+
+def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *, level: bool = False,
+                 beam_area_px=None, noise_rms_jy=None, cond_meta: dict | None = None):
+    """Network inputs of whole fields, block by block: (sub-images as network
+    input (n_fields · (N/sub)², sub, sub, 1), context histograms
+    (n_fields · (N/sub)², N_HIST), conditioning (same rows, N_COND) or None,
+    the blocks as the network sees them). Each sub-image gets the pixel
+    histogram of the ``context``²-px block that holds it (the order of
+    :func:`sim.sub_images`); with ``level`` every block has its robust level
+    removed first; with ``cond_meta`` (the sidecar's keys) the conditioning
+    from ``beam_area_px`` and ``noise_rms_jy`` (per field or one value). ``context`` divides the field side and is a
+    multiple of ``sub``."""
     f = np.asarray(fields)
     n, ny, nx = f.shape
     if ny % context or nx % context or context % sub:
         raise ValueError(f"context blocks of {context} px must tile the {ny}×{nx} fields and hold whole "
                          f"{sub}-px sub-images")
-    out = []
-    for img in f:
-        blocks = {(by, bx): models.pixel_histogram(img[by * context:(by + 1) * context,
-                                                       bx * context:(bx + 1) * context], scale_jy)
-                  for by in range(ny // context) for bx in range(nx // context)}
-        out += [blocks[(r * sub // context, c * sub // context)] for r in range(ny // sub) for c in range(nx // sub)]
-    return np.asarray(out, np.float32)
+    areas = np.broadcast_to(np.asarray(beam_area_px if beam_area_px is not None else np.nan, np.float64), (n,))
+    noises = np.broadcast_to(np.asarray(noise_rms_jy if noise_rms_jy is not None else np.nan, np.float64), (n,))
+    xs, hists, conds, seen = [], [], [], []
+    for img, area, noise in zip(f, areas, noises):
+        out = np.empty((ny, nx), np.float64)
+        block_hist, block_cond = {}, {}
+        for by in range(ny // context):
+            for bx in range(nx // context):
+                sl = (slice(by * context, (by + 1) * context), slice(bx * context, (bx + 1) * context))
+                b = levelled(img[sl]) if level else np.asarray(img[sl], np.float64)
+                out[sl] = b
+                seen.append(b)
+                block_hist[(by, bx)] = models.pixel_histogram(b, scale_jy)
+                if cond_meta is not None:
+                    block_cond[(by, bx)] = conditioning(area, noise, cond_meta)
+        keys = [(r * sub // context, c * sub // context) for r in range(ny // sub) for c in range(nx // sub)]
+        xs.append(models.as_input(sim.sub_images(out[None], sub), scale_jy))
+        hists += [block_hist[k] for k in keys]
+        if cond_meta is not None:
+            conds += [block_cond[k] for k in keys]
+    return (np.concatenate(xs), np.asarray(hists, np.float32),
+            np.asarray(conds, np.float32) if cond_meta is not None else None, seen)
+
+
+def context_histograms(fields: np.ndarray, sub: int, context: int, scale_jy: float) -> np.ndarray:
+    """(n_fields · (N/sub)², N_HIST) pixel histogram of the ``context``²-px
+    block that holds each sub-image (the order of :func:`sim.sub_images`);
+    ``context`` divides the field side and is a multiple of ``sub``."""
+    return block_inputs(fields, sub, context, scale_jy)[1]
 
 
 #: an input block is outside the training range when its robust noise is more than this fraction
-#: beyond the training blocks' range, or its histogram distance more than this factor times the largest
-#: of the training blocks (in-distribution validation and test blocks stay within 1.3 times it)
-OOD_NOISE_TOL = 0.2
+#: beyond the training blocks' range (the randomised noise levels of the training set: beyond them the
+#: counts degrade), or its histogram distance more than this factor times the largest of the training
+#: blocks (in-distribution validation and test blocks stay within 1.3 times it)
+OOD_NOISE_TOL = 0.03
 OOD_HIST_FACTOR = 2.0
 
 
@@ -112,17 +195,19 @@ def hist_distance(hist: np.ndarray, mean, std) -> float:
     return float(np.sqrt(np.mean(z**2)))
 
 
-def training_range(blocks: np.ndarray, scale_jy: float) -> dict:
+def training_range(blocks: np.ndarray, scale_jy: float, level: bool = False) -> dict:
     """The range of the network's inputs over its training context blocks:
     robust noise [min, max] (Jy/beam), the per-bin mean and standard
     deviation of their context histograms and the largest
-    :func:`hist_distance` of a training block."""
+    :func:`hist_distance` of a training block (with ``level``: of the blocks
+    less their :func:`block_level`, as the network sees them)."""
+    blocks = [levelled(b) for b in blocks] if level else blocks
     hists = np.array([models.pixel_histogram(b, scale_jy) for b in blocks], np.float64)
     mean, std = hists.mean(0), hists.std(0)
     noise = [robust_noise(b) for b in blocks]
     return {"noise_mad_jy": [float(min(noise)), float(max(noise))], "hist_mean": mean.tolist(),
             "hist_std": std.tolist(), "hist_distance_max": float(max(hist_distance(h, mean, std) for h in hists)),
-            "n_blocks": len(hists)}
+            "n_blocks": len(hists), "levelled": bool(level)}
 
 
 def distribution_check(blocks, metadata: dict) -> dict:
@@ -133,6 +218,8 @@ def distribution_check(blocks, metadata: dict) -> dict:
     empty when inside)."""
     rng = metadata.get("training_range")
     scale = float(metadata["input_scale_jy"])
+    if rng is not None and rng.get("levelled"):
+        blocks = [levelled(b) for b in blocks]
     noise = [robust_noise(b) for b in blocks]
     out = {"noise_mad_jy": [float(min(noise)), float(max(noise))], "hist_distance": None,
            "out_of_distribution": None, "reason": "the model records no training range"}
@@ -158,13 +245,32 @@ def field_blocks(image: np.ndarray, context: int) -> list:
             for by in range(ny) for bx in range(nx)]
 
 
-def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int):
-    """([sub-images as network input, context histograms], per-sub-image counts) of a set of fields."""
+def conditioning_reference(params: sim.RadioSimParams) -> dict:
+    """The references of :func:`conditioning`: the training instrument's restoring-beam area and noise rms."""
+    return {"beam_area_ref_px": float(sim.beam_params(params)["area_px"]), "noise_ref_jy": float(params.noise_rms_jy)}
+
+
+def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int, beam_area_px=None,
+       noise_rms_jy=None):
+    """([sub-images as network input, context histograms(, conditioning)],
+    per-sub-image counts) of a set of fields. Restored images have every
+    context block's robust level removed and get the conditioning scalars
+    (:func:`conditioning`) from the restoring beam's area in pixels and the
+    thermal noise rms: ``data["beam_area_px"]`` and
+    ``data["instrument_noise_scale"]`` × the nominal rms (per field) where
+    the fields carry them, else ``beam_area_px`` and ``noise_rms_jy``, else
+    the training instrument's."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"unknown image kind {kind!r}; expected one of {IMAGE_KINDS}")
-    x = models.as_input(sim.sub_images(data[kind], params.sub_npix), params.noise_rms_jy)
-    h = context_histograms(data[kind], params.sub_npix, context_npix, params.noise_rms_jy)
-    return [x, h], data["counts"].reshape(-1, params.n_bins)
+    restored = kind == "restored"
+    area = data.get("beam_area_px", beam_area_px)
+    area = sim.beam_params(params)["area_px"] if area is None else area
+    noise = (np.asarray(data["instrument_noise_scale"]) * params.noise_rms_jy if "instrument_noise_scale" in data
+             else params.noise_rms_jy if noise_rms_jy is None else noise_rms_jy)
+    x, h, cond, _ = block_inputs(data[kind], params.sub_npix, context_npix, params.noise_rms_jy, level=restored,
+                                 beam_area_px=area, noise_rms_jy=noise, cond_meta={"conditioning": conditioning_reference(params)}
+                                 if restored else None)
+    return ([x, h, cond] if restored else [x, h]), data["counts"].reshape(-1, params.n_bins)
 
 
 def predict_counts(model, scaler: models.TargetScaler, x: np.ndarray) -> np.ndarray:
@@ -183,18 +289,27 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
            "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
+    randomise = kind == "restored"  # the sky-model network has no instrument: its inputs are as before
+    if randomise:
+        key.update(version=11, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
+                   with_nominal=True)
 
     def fit():
         import keras
 
-        train = fields("train", n_train_fields, seed, params, train_npix)
-        val = fields("val", n_val_fields, seed, params, train_npix)
+        if randomise:  # the nominal instrument's fields and the same skies through randomised instruments
+            train, val = (with_randomised(split, n, seed, params, train_npix)
+                          for split, n in (("train", n_train_fields), ("val", n_val_fields)))
+        else:
+            train = fields("train", n_train_fields, seed, params, train_npix)
+            val = fields("val", n_val_fields, seed, params, train_npix)
         x, c = xy(train, kind, params, train_npix)
         xv, cv = xy(val, kind, params, train_npix)
         scaler = models.TargetScaler.fit(c)
         keras.utils.set_random_seed(int(seed))
         model = models.build_cnn(params.n_bins, filters, learning_rate=learning_rate, name=f"radio_cnn_{kind}",
-                                 hist_mean=x[1].mean(0), hist_std=x[1].std(0), hist_noise=hist_noise)
+                                 hist_mean=x[1].mean(0), hist_std=x[1].std(0), hist_noise=hist_noise,
+                                 n_cond=N_COND if randomise else 0)
         history = models.train(model, x, scaler.transform(c), xv, scaler.transform(cv), epochs=epochs,
                                batch_size=batch_size, patience=patience, seed=seed)
         pred_sub = predict_counts(model, scaler, xv)
@@ -204,10 +319,10 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         # fields only help training, and the source-free ones give the absolute floor
         full_density = np.asarray(val["density"]) == 1.0
         rel = evaluation.relative_residual(pred_val, evaluation.per_field(cv, n_val_all))[full_density]
-        noise = (sim.noise_fields(N_NULL_FIELDS, seed, params, train_npix) if kind == "restored"
-                 else np.zeros((N_NULL_FIELDS, train_npix, train_npix), np.float32))  # an empty sky model
-        xn, _ = xy({kind: noise, "counts": np.zeros((len(noise) * (train_npix // params.sub_npix) ** 2,
-                                                     params.n_bins))}, kind, params, train_npix)
+        noise = (sim.noise_fields(N_NULL_FIELDS, seed, params, train_npix, randomise=True) if kind == "restored"
+                 else {kind: np.zeros((N_NULL_FIELDS, train_npix, train_npix), np.float32)})  # an empty sky model
+        noise["counts"] = np.zeros((N_NULL_FIELDS * (train_npix // params.sub_npix) ** 2, params.n_bins))
+        xn, _ = xy(noise, kind, params, train_npix)
         floor = null_rms(pred_sub, val["density"], predict_counts(model, scaler, xn))
         beam = sim.beam_params(params)
         meta = {"task": TASK, "image_kind": kind, "profile": profile, "n_train_sub_images": int(len(c)),
@@ -225,11 +340,61 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
                 "n_val_null_fields": int(np.sum(np.asarray(val["density"]) == 0)) + N_NULL_FIELDS,
                 "thinning": {"period": sim.THIN_PERIOD, "range": list(sim.THIN_RANGE), "layout": "added"},
                 "sim_params": params.to_dict(),
-                "training_range": training_range(train[kind], params.noise_rms_jy)}
+                "training_range": training_range(train[kind], params.noise_rms_jy, level=randomise)}
+        if randomise:
+            meta.update(conditioning_metadata(train, params),
+                        input="asinh((image − level) / input_scale_jy), the level the sigma-clipped median of the "
+                              "context_npix² block; pixel histogram of that block; conditioning scalars",
+                        level={"method": LEVEL_METHOD, "sigma": LEVEL_SIGMA, "maxiters": LEVEL_MAXITERS})
         return model, meta, history
 
     install = CNN_FILE if kind == "restored" else SKYMODEL_CNN_FILE
     return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
+
+
+INSTRUMENT_KEYS = ("beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px",
+                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed")
+
+
+def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
+    """The fields of a split through the nominal instrument followed by the
+    same skies through randomised instruments (:func:`fields`), with the
+    instrument keys of both (the nominal: its beam, scales 1, mean kept): the
+    training and validation sets of the restored-image network."""
+    plain = fields(split, n_fields, seed, params, npix)
+    rand = fields(split, n_fields, seed, params, npix, randomise=True)
+    n = len(plain["density"])
+    b = sim.beam_params(params)
+    nominal = {"beam_fwhm_major_px": b["fwhm_major_px"], "beam_fwhm_minor_px": b["fwhm_minor_px"],
+               "beam_bpa_deg": b["bpa_deg"], "beam_area_px": b["area_px"], "instrument_beam_scale": 1.0,
+               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False}
+    plain = {**{k: np.asarray(v) for k, v in plain.items()},
+             **{k: np.full(n, v, dtype=np.asarray(rand[k]).dtype) for k, v in nominal.items()}}
+    return {k: np.concatenate([plain[k], np.asarray(rand[k])]) for k in rand}
+
+
+def conditioning_metadata(train: dict, params: sim.RadioSimParams) -> dict:
+    """The sidecar's ``conditioning``: the inputs, their references and the
+    training ranges of the randomised instruments (restoring-beam area [px],
+    axis ratio, position angle of the elliptical beams (axis ratio above
+    1.1), the drawn beam and noise scales, the share of fields with their
+    mean removed)."""
+    area = np.asarray(train["beam_area_px"], np.float64)
+    ratio = np.asarray(train["beam_fwhm_major_px"]) / np.asarray(train["beam_fwhm_minor_px"])
+    pa = np.asarray(train["beam_bpa_deg"], np.float64)[ratio > 1.1]
+    centre = float(np.degrees(np.angle(np.mean(np.exp(2j * np.radians(pa))))) / 2.0 % 180.0) if len(pa) else 0.0
+    half = float(np.max(np.abs((pa - centre + 90.0) % 180.0 - 90.0))) if len(pa) else 90.0
+    noise = np.asarray(train["instrument_noise_scale"], np.float64) * params.noise_rms_jy
+    return {"conditioning": {
+        "inputs": ["log(beam_area_px / beam_area_ref_px)", "log(thermal noise_rms_jy / noise_ref_jy)"],
+        **conditioning_reference(params),
+        "beam_area_px_range": [float(area.min()), float(area.max())],
+        "beam_axis_ratio_range": [float(ratio.min()), float(ratio.max())],
+        "beam_bpa_deg_centre": centre, "beam_bpa_deg_halfwidth": half,
+        "noise_rms_jy_range": [float(noise.min()), float(noise.max())],
+        "randomisation": sim.randomisation(),
+        "mean_removed_fraction": float(np.mean(train["instrument_mean_removed"])),
+        "n_fields": len(area)}}
 
 
 def train_selected(kind: str, hist_noise_grid, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,
@@ -259,12 +424,16 @@ def scaler_from_metadata(metadata: dict) -> models.TargetScaler:
     return models.TargetScaler(t["mean"], t["std"])
 
 
-def count_image(model, metadata: dict, image: np.ndarray) -> dict:
+def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | None = None,
+                noise_rms_jy: float | None = None) -> dict:
     """Counts per flux bin of a restored image (Jy/beam, the model's pixel
-    size and beam): the image is cut into the model's context blocks
+    size; a restoring beam of ``beam_area_px`` pixels and a thermal noise
+    rms of ``noise_rms_jy``, by default the training instrument's): the image is cut into the model's context blocks
     (``context_npix``², rows and columns that do not fill a whole block are
-    left out), each block into sub-images; a sub-image gets the pixel
-    histogram of its block (finite pixels) as second input; sub-images with
+    left out), each block (less its robust level where the model's sidecar
+    says so) into sub-images; a sub-image gets the pixel histogram of its
+    block (finite pixels) as second input, and the conditioning scalars of
+    its block where the model takes them (:func:`conditioning`); sub-images with
     NaN pixels are left out, and so are blocks with fewer than half their
     pixels finite. The predictions are summed. Returns ``counts``,
     ``counts_err`` (:func:`counts_error`), ``n_tiles``, ``n_tiles_skipped``, ``area_sr`` and
@@ -276,23 +445,33 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
         raise ValueError(f"image of {img.shape[0]}×{img.shape[1]} px is smaller than one {ctx}×{ctx}-px "
                          "context block of the model")
     scale = float(metadata["input_scale_jy"])
-    tiles, hists, used, n_skipped = [], [], [], 0
+    level = metadata.get("level") is not None
+    cond_meta = metadata if metadata.get("conditioning") is not None else None
+    if cond_meta is not None:
+        beam_area_px = cond_meta["conditioning"]["beam_area_ref_px"] if beam_area_px is None else beam_area_px
+        noise_rms_jy = cond_meta["conditioning"]["noise_ref_jy"] if noise_rms_jy is None else noise_rms_jy
+    tiles, hists, conds, used, n_skipped = [], [], [], [], 0
     for by in range(ny // ctx):
         for bx in range(nx // ctx):
-            block = img[by * ctx:(by + 1) * ctx, bx * ctx:(bx + 1) * ctx]
+            raw = img[by * ctx:(by + 1) * ctx, bx * ctx:(bx + 1) * ctx]
+            block = levelled(raw) if level else raw
             t = block.reshape(ctx // sub, sub, ctx // sub, sub).transpose(0, 2, 1, 3).reshape(-1, sub, sub)
             good = np.all(np.isfinite(t), axis=(1, 2))
             if np.mean(np.isfinite(block)) < 0.5:
                 good[:] = False
             n_skipped += int((~good).sum())
             if good.any():
-                used.append(block)
+                used.append(raw)
                 tiles.append(t[good])
                 hists += [models.pixel_histogram(block, scale)] * int(good.sum())
+                if cond_meta is not None:
+                    conds += [conditioning(beam_area_px, noise_rms_jy, cond_meta)] * int(good.sum())
     if not tiles:
         raise ValueError(f"every {sub}×{sub}-px sub-image contains NaN or infinite pixels")
     tiles = np.concatenate(tiles)
     x = [models.as_input(tiles, scale), np.asarray(hists, np.float32)]
+    if cond_meta is not None:
+        x.append(np.asarray(conds, np.float32))
     n = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
     pixel_sr = (float(metadata["pixel_arcsec"]) / 3600.0 * np.pi / 180.0) ** 2
     return {"counts": n, "counts_err": counts_error(n, len(tiles), metadata), "n_tiles": len(tiles),
@@ -300,21 +479,79 @@ def count_image(model, metadata: dict, image: np.ndarray) -> dict:
             "distribution": distribution_check(used, metadata)}
 
 
-#: Tolerances of :func:`read_restored_image` against the model's training set-up.
+#: Tolerances of :func:`read_restored_image` against the model's training set-up (BEAM_RTOL: a model
+#: of one beam; BEAM_RANGE_RTOL: a model trained on a range of beams, beyond the ends of that range)
 PIXEL_RTOL = 0.01
 BEAM_RTOL = 0.05
+BEAM_RANGE_RTOL = 0.02
 BPA_TOL_DEG = 10.0
+
+
+def beam_area_px(bmaj_deg: float, bmin_deg: float, pixel_arcsec: float) -> float:
+    """Solid angle of a Gaussian beam of FWHM ``bmaj_deg`` × ``bmin_deg`` in pixels."""
+    pix = float(pixel_arcsec) / 3600.0
+    return float(np.pi / (4.0 * np.log(2.0)) * float(bmaj_deg) * float(bmin_deg) / pix**2)
+
+
+def check_beam(bmaj: float, bmin: float, bpa: float, metadata: dict) -> str:
+    """Empty if a restoring beam [deg] is one the model was trained for, else
+    the reason (a phrase). A model trained on a range of beams
+    (``conditioning`` in its sidecar) takes a beam whose area lies within the
+    training range (± :data:`BEAM_RANGE_RTOL`), whose axis ratio is at most
+    the largest trained one and, when elliptical (axis ratio above 1.1),
+    whose position angle lies within the trained ones (± :data:`BPA_TOL_DEG`);
+    a model of one beam takes that beam (± :data:`BEAM_RTOL` per axis and
+    :data:`BPA_TOL_DEG`)."""
+    cond = metadata.get("conditioning")
+    if cond is None:
+        mbmaj, mbmin, mbpa = (float(metadata[k]) for k in ("bmaj_deg", "bmin_deg", "bpa_deg"))
+        dpa = abs((bpa - mbpa + 90.0) % 180.0 - 90.0)
+        if (abs(bmaj / mbmaj - 1) > BEAM_RTOL or abs(bmin / mbmin - 1) > BEAM_RTOL
+                or (mbmaj / mbmin > 1.1 and dpa > BPA_TOL_DEG)):
+            return (f"beam {bmaj * 3600:.1f}″×{bmin * 3600:.1f}″ PA {bpa:.0f}° differs from the model's "
+                    f"{mbmaj * 3600:.1f}″×{mbmin * 3600:.1f}″ PA {mbpa:.0f}°; the image is not convolved to it: "
+                    "use a network trained for this beam")
+        return ""
+    area = beam_area_px(bmaj, bmin, metadata["pixel_arcsec"])
+    lo, hi = cond["beam_area_px_range"]
+    ratio = max(bmaj, bmin) / min(bmaj, bmin)
+    dpa = abs((bpa - cond["beam_bpa_deg_centre"] + 90.0) % 180.0 - 90.0)
+    reasons = []
+    if not lo / (1 + BEAM_RANGE_RTOL) <= area <= hi * (1 + BEAM_RANGE_RTOL):
+        reasons.append(f"beam area {area:.3g} px outside the training range {lo:.3g}–{hi:.3g} px")
+    if ratio > cond["beam_axis_ratio_range"][1] * (1 + BEAM_RANGE_RTOL):
+        reasons.append(f"axis ratio {ratio:.3g} beyond the training range's {cond['beam_axis_ratio_range'][1]:.3g}")
+    elif ratio > 1.1 and dpa > cond["beam_bpa_deg_halfwidth"] + BPA_TOL_DEG:
+        reasons.append(f"PA {bpa:.0f}° outside the training beams' {cond['beam_bpa_deg_centre']:.0f}° ± "
+                       f"{cond['beam_bpa_deg_halfwidth']:.0f}°")
+    if reasons:
+        return (f"beam {bmaj * 3600:.1f}″×{bmin * 3600:.1f}″ PA {bpa:.0f}°: " + "; ".join(reasons)
+                + "; the image is not convolved: use a network trained for this beam")
+    return ""
+
+
+def check_noise(noise_rms_jy: float, metadata: dict) -> str:
+    """Empty if a thermal noise rms [Jy/beam] lies within the randomised
+    training noise of a conditioned model (± :data:`BEAM_RANGE_RTOL`), else the reason."""
+    lo, hi = metadata["conditioning"]["noise_rms_jy_range"]
+    if not (np.isfinite(noise_rms_jy) and lo / (1 + BEAM_RANGE_RTOL) <= noise_rms_jy <= hi * (1 + BEAM_RANGE_RTOL)):
+        return (f"thermal noise rms {noise_rms_jy * 1e6:.3g} uJy/beam outside the training range "
+                f"{lo * 1e6:.3g}–{hi * 1e6:.3g} uJy/beam: use a network trained for this noise")
+    return ""
 
 
 def read_restored_image(path, metadata: dict):
     """Read a restored radio image (FITS, celestial WCS, BUNIT Jy/beam, beam
     in BMAJ/BMIN/BPA [deg]) and check it against the model's training set-up.
 
-    An image with another pixel size or beam is refused, not resampled: the
-    network learned the pixel statistics of one beam and one beam-correlated
+    An image with another pixel size, or a beam outside those the network was
+    trained for (:func:`check_beam`), is refused, not resampled: the network
+    learned the pixel statistics of its training beams and beam-correlated
     noise, which resampling or convolving would change; such an image needs a
     network trained for its own beam. Returns (image [Jy/beam], wcs, header
-    values) or raises :class:`skyml.io.InputError`."""
+    values: ``bmaj_deg``, ``bmin_deg``, ``bpa_deg``, ``beam_area_px`` and,
+    where the header has NOISE, the thermal noise rms ``noise_rms_jy``
+    [Jy/beam]) or raises :class:`skyml.io.InputError`."""
     from pathlib import Path
 
     from astropy.wcs.utils import proj_plane_pixel_scales
@@ -340,14 +577,21 @@ def read_restored_image(path, metadata: dict):
         raise io.InputError(f"{path}: pixel size {scales_arcsec[0]:.4g}″×{scales_arcsec[1]:.4g}″ differs from "
                             f"the model's {expected:.4g}″; the image is not resampled: use a network trained "
                             "for this pixel size")
-    mbmaj, mbmin, mbpa = (float(metadata[k]) for k in ("bmaj_deg", "bmin_deg", "bpa_deg"))
-    dpa = abs((bpa - mbpa + 90.0) % 180.0 - 90.0)
-    if (abs(bmaj / mbmaj - 1) > BEAM_RTOL or abs(bmin / mbmin - 1) > BEAM_RTOL
-            or (mbmaj / mbmin > 1.1 and dpa > BPA_TOL_DEG)):
-        raise io.InputError(f"{path}: beam {bmaj * 3600:.1f}″×{bmin * 3600:.1f}″ PA {bpa:.0f}° differs from the "
-                            f"model's {mbmaj * 3600:.1f}″×{mbmin * 3600:.1f}″ PA {mbpa:.0f}°; the image is not "
-                            "convolved to it: use a network trained for this beam")
-    return image, wcs, {"bmaj_deg": bmaj, "bmin_deg": bmin, "bpa_deg": bpa}
+    if not (np.isfinite([bmaj, bmin, bpa]).all() and bmaj > 0 and bmin > 0):
+        raise io.InputError(f"{path}: BMAJ/BMIN must be positive and BPA finite")
+    reason = check_beam(bmaj, bmin, bpa, metadata)
+    if reason:
+        raise io.InputError(f"{path}: {reason}")
+    values = {"bmaj_deg": bmaj, "bmin_deg": bmin, "bpa_deg": bpa, "beam_area_px": beam_area_px(bmaj, bmin, expected)}
+    if "NOISE" in header:
+        try:
+            noise = float(header["NOISE"])
+        except (TypeError, ValueError) as err:
+            raise io.InputError(f"{path}: NOISE is not a number") from err
+        if not (np.isfinite(noise) and noise > 0):
+            raise io.InputError(f"{path}: NOISE (the thermal noise rms) must be positive, got {noise}")
+        values["noise_rms_jy"] = noise
+    return image, wcs, values
 
 
 def counts_table(result: dict, metadata: dict):
@@ -402,11 +646,14 @@ def image_wcs(shape, params: sim.RadioSimParams, ra_deg: float = 150.0, dec_deg:
 
 
 def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra_deg: float = 150.0,
-                         dec_deg: float = -30.0, overwrite: bool = False, beam: dict | None = None):
+                         dec_deg: float = -30.0, overwrite: bool = False, beam: dict | None = None,
+                         noise_rms_jy: float | None = None):
     """Write a simulated restored image as a FITS image with a SIN-projection
-    WCS, BUNIT Jy/beam and the restoring beam in BMAJ/BMIN/BPA (atomically):
+    WCS, BUNIT Jy/beam, the restoring beam in BMAJ/BMIN/BPA (atomically):
     that of ``params`` or ``beam`` (keys ``bmaj_deg``, ``bmin_deg``,
-    ``bpa_deg``, e.g. :func:`skyml.radio.simulate.shifted_beam_params`)."""
+    ``bpa_deg``, e.g. :func:`skyml.radio.simulate.shifted_beam_params`), and
+    the thermal noise rms in NOISE [Jy/beam] (``noise_rms_jy``, by default
+    that of ``params``)."""
     from .. import io
 
     wcs = image_wcs(np.shape(image), params, ra_deg, dec_deg)
@@ -414,5 +661,7 @@ def write_restored_image(path, image: np.ndarray, params: sim.RadioSimParams, ra
     header = {"BUNIT": ("Jy/beam", "restored image"), "BMAJ": (beam["bmaj_deg"], "[deg] restoring beam FWHM"),
               "BMIN": (beam["bmin_deg"], "[deg] restoring beam FWHM"),
               "BPA": (beam["bpa_deg"], "[deg] restoring beam position angle"),
-              "RESTFRQ": (params.freq_ghz * 1e9, "[Hz]")}
+              "RESTFRQ": (params.freq_ghz * 1e9, "[Hz]"),
+              "NOISE": (float(params.noise_rms_jy if noise_rms_jy is None else noise_rms_jy),
+                        "[Jy/beam] thermal noise rms")}
     return io.write_fits_map(path, np.asarray(image, np.float32), wcs, header, overwrite=overwrite)

@@ -53,6 +53,19 @@ with the counts it learned; these fields teach it that an empty sky has zero
 counts and give the validation set the network's answer on source-free noise
 (the absolute error the counting command states).
 
+**Randomised instrument** (``randomise=True``, the training and validation
+sets of the restored-image network, domain randomisation): every field gets
+its own instrument, drawn from a stream of its own (:func:`instrument_draw`):
+the dirty beam stretched by a factor log-uniform in :data:`DR_BEAM_RANGE`
+(the geometric mean of the two axes) with an axis stretch log-uniform in
+:data:`DR_STRETCH_RANGE` (x over y: circular to more elliptical beams than
+the training one), its restoring beam the Gaussian fitted to that main lobe,
+the noise correlated by that dirty beam at an rms log-uniform in
+:data:`DR_NOISE_RANGE` times ``noise_rms_jy``, and the image mean removed
+with probability :data:`DR_MEAN_REMOVED_FRACTION`. The sky, the counts and
+the white noise are those of the field without randomisation, bit for bit
+(the instrument's draw does not touch the field's generator).
+
 **Shifted instrument** (:func:`simulate_shifted_fields`, the shifted test set
 of notebook 07): restored images from an independent, simpler instrument
 model that shares only the sky with the one above: no uv-coverage and no
@@ -202,10 +215,16 @@ def beam_params(params: RadioSimParams) -> dict:
     north through east, for an image with east to the left], solid angle [px]."""
     fmaj, fmin, theta = _beams(params)[2]
     deg = params.pixel_arcsec / 3600.0
-    bpa = np.degrees(np.arctan2(-np.cos(theta), np.sin(theta))) % 180.0
+    bpa = bpa_of_theta(theta)
     return {"fwhm_major_px": fmaj, "fwhm_minor_px": fmin, "theta_rad": theta, "bmaj_deg": fmaj * deg,
             "bmin_deg": fmin * deg, "bpa_deg": float(bpa),
             "area_px": float(np.pi / (4 * np.log(2)) * fmaj * fmin)}
+
+
+def bpa_of_theta(theta: float) -> float:
+    """Position angle [deg, north through east, image with east to the left]
+    of a major axis at ``theta`` [rad] from +x."""
+    return float(np.degrees(np.arctan2(-np.cos(theta), np.sin(theta))) % 180.0)
 
 
 def fit_clean_beam(psf: np.ndarray, half: int = 5) -> tuple[float, float, float]:
@@ -368,16 +387,79 @@ def render_sky(rng: np.random.Generator, params: RadioSimParams, npix: int, fami
 
 
 def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str,
-                   p1: float, p2: float, density: float = 1.0) -> dict[str, np.ndarray]:
+                   p1: float, p2: float, density: float = 1.0, instrument: dict | None = None) -> dict[str, np.ndarray]:
     """One periodic field of ``npix``² pixels: ``skymodel`` [Jy/px],
     ``restored`` [Jy/beam], the true ``counts`` per sub-image and flux bin
     (sub-images in row-major order), and ``n_sources``. ``density`` scales
-    the count law's number of sources (0: noise only)."""
+    the count law's number of sources (0: noise only). ``instrument`` (a
+    draw of :func:`instrument_draw`) stretches the beams, scales the noise
+    and removes the image mean; the field then also holds the restoring
+    beam's ``beam_fwhm_major_px``, ``beam_fwhm_minor_px`` and
+    ``beam_area_px``. The sky and the white noise are the same either way."""
     bright, faint, counts, n_src = render_sky(rng, params, npix, family, p1, p2, density)
-    db_ft, cb_ft, _ = _kernel_fts(params, npix)
+    if instrument is None:
+        db_ft, cb_ft, _ = _kernel_fts(params, npix)
+        restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
+        restored += correlated_noise(rng, params, npix)
+        return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src}
+    psf, clean, (fmaj, fmin, theta) = stretched_beams(params, instrument["beam_scale"], instrument["stretch"])
+    db = fold_kernel(psf, npix)
+    db_ft, cb_ft = np.fft.rfft2(db), np.fft.rfft2(fold_kernel(clean, npix))
     restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
-    restored += correlated_noise(rng, params, npix)
-    return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src}
+    noise_scale = float(instrument["noise_scale"]) * params.noise_rms_jy / np.sqrt(np.sum(db**2))
+    restored += convolve_periodic(rng.standard_normal((npix, npix)), db_ft) * noise_scale
+    if instrument["mean_removed"]:
+        restored -= restored.mean()
+    return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src,
+            "beam_fwhm_major_px": fmaj, "beam_fwhm_minor_px": fmin, "beam_bpa_deg": bpa_of_theta(theta),
+            "beam_area_px": float(np.pi / (4 * np.log(2)) * fmaj * fmin)}
+
+
+# ---------------------------------------------------------------------------
+# Domain randomisation of the instrument (module text)
+# ---------------------------------------------------------------------------
+
+#: restoring-beam FWHM scale (geometric mean of the axes), log-uniform
+DR_BEAM_RANGE = (0.75, 1.35)
+#: axis stretch of the beam, x over y, log-uniform (the training beam's major axis lies near x)
+DR_STRETCH_RANGE = (0.8, 1.25)
+#: noise rms over ``noise_rms_jy``, log-uniform
+DR_NOISE_RANGE = (0.75, 1.35)
+#: probability that a field's image mean is removed
+DR_MEAN_REMOVED_FRACTION = 0.5
+#: the random stream of the instrument draws (apart from the fields' own streams)
+DR_STREAM = 7_000_003
+
+
+def instrument_draw(seed: int, split: str, i: int) -> dict:
+    """The instrument of field ``i`` of a randomised split: ``beam_scale``,
+    ``stretch``, ``noise_scale`` and ``mean_removed``, from a generator of
+    its own (the same for a seed, whatever the number of fields)."""
+    rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split], DR_STREAM, int(i)])
+    lu = [float(np.exp(rng.uniform(*np.log(r)))) for r in (DR_BEAM_RANGE, DR_STRETCH_RANGE, DR_NOISE_RANGE)]
+    return {"beam_scale": lu[0], "stretch": lu[1], "noise_scale": lu[2],
+            "mean_removed": bool(rng.random() < DR_MEAN_REMOVED_FRACTION)}
+
+
+def stretched_beams(params: RadioSimParams, beam_scale: float, stretch: float = 1.0):
+    """(dirty beam, restoring beam on the PSF grid, (FWHM major, FWHM minor
+    [px], angle [rad])) of the training instrument with its dirty beam
+    stretched by ``beam_scale`` · √``stretch`` along x and ``beam_scale`` /
+    √``stretch`` along y (cubic-spline resampling of the periodic PSF; the
+    result keeps peak 1 and sum 0); the restoring beam is the Gaussian fitted
+    to the stretched main lobe."""
+    from scipy import ndimage
+
+    psf0 = _beams(params)[0]
+    n = psf0.shape[0]
+    c = n // 2
+    fx, fy = float(beam_scale) * np.sqrt(float(stretch)), float(beam_scale) / np.sqrt(float(stretch))
+    yy, xx = np.mgrid[:n, :n] - c
+    psf = ndimage.map_coordinates(psf0, [c + yy / fy, c + xx / fx], order=3, mode="grid-wrap")
+    psf -= psf.mean()  # no zero spacing
+    psf /= psf[c, c]
+    beam = fit_clean_beam(psf)
+    return psf, clean_beam_image(beam, n), beam
 
 
 def draw_parameters(rng: np.random.Generator, params: RadioSimParams, family: str) -> tuple[float, float]:
@@ -390,19 +472,34 @@ def draw_parameters(rng: np.random.Generator, params: RadioSimParams, family: st
     return float(rng.uniform(*r1)), float(np.exp(rng.uniform(np.log(r2[0]), np.log(r2[1]))))
 
 
-def _simulate_item(item, base_seed: int, params: RadioSimParams, split: str, npix: int) -> dict:
+def _simulate_item(item, base_seed: int, params: RadioSimParams, split: str, npix: int,
+                   randomise: bool = False) -> dict:
     """Field ``item = (i, family, p1, p2, density)`` of :func:`simulate_fields`, from its own generator."""
     i, family, p1, p2, density = item
-    return simulate_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET[split], i]), params, npix, family, p1,
-                          p2, density)
+    instrument = instrument_draw(base_seed, split, i) if randomise else None
+    out = simulate_field(np.random.default_rng([int(base_seed), SPLIT_OFFSET[split], i]), params, npix, family, p1,
+                         p2, density, instrument)
+    if instrument is not None:
+        out.update({f"instrument_{k}": v for k, v in instrument.items()})
+    return out
 
 
-def noise_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int) -> np.ndarray:
-    """(n_fields, npix, npix) restored images without sources: the
-    beam-correlated noise alone [Jy/beam], field ``i`` from its own generator
-    (split ``null``). They calibrate a counting network's answer on empty sky."""
-    return np.asarray([correlated_noise(np.random.default_rng([int(seed), SPLIT_OFFSET["null"], i]), params, npix)
-                       for i in range(int(n_fields))], np.float32)
+def noise_fields(n_fields: int, seed: int, params: RadioSimParams, npix: int,
+                 randomise: bool = False) -> dict[str, np.ndarray]:
+    """``restored``: (n_fields, npix, npix) restored images without sources,
+    the beam-correlated noise alone [Jy/beam], field ``i`` from its own
+    generator (split ``null``), and the ``beam_area_px`` and
+    ``instrument_noise_scale`` of each; with
+    ``randomise`` each has its own instrument (:func:`instrument_draw`).
+    They calibrate a counting network's answer on empty sky."""
+    out = [simulate_field(np.random.default_rng([int(seed), SPLIT_OFFSET["null"], i]), params, npix, "alpha_s0",
+                          0.0, 1e-5, 0.0, instrument_draw(seed, "null", i) if randomise else None)
+           for i in range(int(n_fields))]
+    area = beam_params(params)["area_px"]
+    return {"restored": np.asarray([f["restored"] for f in out], np.float32),
+            "beam_area_px": np.asarray([f.get("beam_area_px", area) for f in out]),
+            "instrument_noise_scale": np.asarray([instrument_draw(seed, "null", i)["noise_scale"] if randomise else 1.0
+                                                  for i in range(int(n_fields))])}
 
 
 def thinning_factors(n_fields: int, seed: int, split: str) -> np.ndarray:
@@ -417,7 +514,7 @@ def thinning_factors(n_fields: int, seed: int, split: str) -> np.ndarray:
 
 
 def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                    families=("alpha_s0",), thinning: bool = False) -> dict[str, np.ndarray]:
+                    families=("alpha_s0",), thinning: bool = False, randomise: bool = False) -> dict[str, np.ndarray]:
     """``n_fields`` fields (and with ``thinning`` the thinned fields after
     them: see the module text), each with its own modification: ``family``
     (index into :data:`skyml.radio.counts.FAMILIES`, cycling through
@@ -434,12 +531,15 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
         family = families[i % len(families)]
         items.append((i, family, *draw_parameters(rng, params, family), float(density[i])))
     fields = parallel.map_items(_simulate_item, items, desc=f"simulating radio fields ({split})",
-                                base_seed=seed, params=params, split=split, npix=npix)
+                                base_seed=seed, params=params, split=split, npix=npix, randomise=bool(randomise))
     area = npix**2 * params.pixel_sr
-    out = {k: [] for k in ("skymodel", "restored", "counts", "expected", "family", "p1", "p2", "density",
-                           "n_sources")}
+    per_field = ["skymodel", "restored", "counts", "n_sources"]
+    if randomise:
+        per_field += ["beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px", "instrument_beam_scale",
+                      "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed"]
+    out = {k: [] for k in per_field + ["expected", "family", "p1", "p2", "density"]}
     for (_, family, p1, p2, d), field in zip(items, fields):
-        for k in ("skymodel", "restored", "counts", "n_sources"):
+        for k in per_field:
             out[k].append(field[k])
         out["expected"].append(d * cl.counts_in_bins(params.edges_jy, area, params.freq_ghz, family, p1, p2))
         out["family"].append(cl.FAMILIES.index(family))
@@ -452,15 +552,23 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
     return arrays
 
 
+def randomisation() -> dict:
+    """The ranges of the instrument's domain randomisation (module text)."""
+    return {"beam_scale": list(DR_BEAM_RANGE), "stretch": list(DR_STRETCH_RANGE), "noise_scale": list(DR_NOISE_RANGE),
+            "mean_removed_fraction": DR_MEAN_REMOVED_FRACTION}
+
+
 def load_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                families=("alpha_s0",), thinning: bool = False) -> dict[str, np.ndarray]:
+                families=("alpha_s0",), thinning: bool = False, randomise: bool = False) -> dict[str, np.ndarray]:
     """:func:`simulate_fields`, cached in ``data/cache/radio_fields/``."""
     key = {"n": int(n_fields), "seed": int(seed), "split": split, "npix": int(npix),
            "families": list(families), "sim": params.to_dict(), "version": 2}
     if thinning:
         key["thinning"] = {"period": THIN_PERIOD, "range": list(THIN_RANGE), "layout": "added"}
-    return cache.cached_arrays("radio_fields", key,
-                               lambda: simulate_fields(n_fields, seed, params, split, npix, families, thinning))
+    if randomise:
+        key["randomise"] = randomisation()
+    return cache.cached_arrays("radio_fields", key, lambda: simulate_fields(n_fields, seed, params, split, npix,
+                                                                            families, thinning, randomise))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""The restored-image network for a range of instruments: invariance to the
+image mean, the randomised training fields, the beam check of
+``skyml radio-counts`` and the conditioning ranges of the sidecar."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import QTable
+
+from skyml import cli
+from skyml.radio import models, pipeline
+from skyml.radio import simulate as sim
+
+P = sim.RadioSimParams()
+pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+
+
+@pytest.fixture(scope="module")
+def randomised():
+    """Twelve 64-px randomised training fields (one sub-image each) and the thinned ones."""
+    return sim.simulate_fields(12, 3, P, "train", 64, ("alpha_s0", "broken"), thinning=True, randomise=True)
+
+
+def test_instrument_draws_span_the_stated_ranges_and_depend_on_the_seed_only():
+    draws = [sim.instrument_draw(4, "train", i) for i in range(400)]
+    for key, (lo, hi) in (("beam_scale", sim.DR_BEAM_RANGE), ("stretch", sim.DR_STRETCH_RANGE),
+                          ("noise_scale", sim.DR_NOISE_RANGE)):
+        v = np.array([d[key] for d in draws])
+        assert lo <= v.min() < lo * 1.03 and hi / 1.03 < v.max() <= hi, key
+        # log-uniform: the median near the geometric mean of the ends
+        assert np.median(v) == pytest.approx(np.sqrt(lo * hi), rel=0.05), key
+    removed = np.mean([d["mean_removed"] for d in draws])
+    assert abs(removed - sim.DR_MEAN_REMOVED_FRACTION) < 0.07
+    assert draws[:5] == [sim.instrument_draw(4, "train", i) for i in range(5)]
+    assert draws[0] != sim.instrument_draw(5, "train", 0) and draws[0] != sim.instrument_draw(4, "val", 0)
+
+
+def test_stretched_beams_scale_the_beam_and_keep_the_dirty_beam_normalised():
+    psf, _, _ = sim.stretched_beams(P, 1.0, 1.0)
+    np.testing.assert_allclose(psf, sim.dirty_beam(P), atol=1e-12)
+    b0 = sim.beam_params(P)
+    g0 = np.sqrt(b0["fwhm_major_px"] * b0["fwhm_minor_px"])
+    for scale, stretch in ((0.8, 1.0), (1.3, 0.85), (1.1, 1.2)):
+        psf, clean, (fmaj, fmin, _) = sim.stretched_beams(P, scale, stretch)
+        c = P.psf_npix // 2
+        assert psf[c, c] == pytest.approx(1.0) and abs(psf.sum()) < 1e-9 and clean.max() == pytest.approx(1.0)
+        assert np.sqrt(fmaj * fmin) / g0 == pytest.approx(scale, rel=0.03), (scale, stretch)
+
+
+def test_randomised_fields_have_their_instrument_the_same_sky_and_are_deterministic(randomised):
+    again = sim.simulate_fields(12, 3, P, "train", 64, ("alpha_s0", "broken"), thinning=True, randomise=True)
+    for key, value in randomised.items():
+        np.testing.assert_array_equal(value, again[key], err_msg=key)
+    plain = sim.simulate_fields(12, 3, P, "train", 64, ("alpha_s0", "broken"), thinning=True)
+    for key in ("skymodel", "counts", "n_sources", "p1", "p2", "density"):
+        np.testing.assert_array_equal(randomised[key], plain[key], err_msg=key)
+    assert not np.allclose(randomised["restored"], plain["restored"])
+    n = len(randomised["density"])  # with the thinned fields
+    draws = [sim.instrument_draw(3, "train", i) for i in range(n)]
+    np.testing.assert_array_equal(randomised["instrument_beam_scale"], [d["beam_scale"] for d in draws])
+    np.testing.assert_array_equal(randomised["instrument_mean_removed"], [d["mean_removed"] for d in draws])
+    area0 = sim.beam_params(P)["area_px"]
+    np.testing.assert_allclose(randomised["beam_area_px"] / area0, randomised["instrument_beam_scale"] ** 2,
+                               rtol=0.06)
+    means = randomised["restored"].mean(axis=(1, 2), dtype=np.float64)
+    removed = randomised["instrument_mean_removed"].astype(bool)
+    assert removed.any() and (~removed).any()
+    assert np.all(np.abs(means[removed]) < 1e-3 * P.noise_rms_jy)
+    assert np.any(randomised["density"] == 0)
+
+
+def test_randomised_noise_fields_have_the_drawn_rms_and_beam():
+    null = sim.noise_fields(8, 3, P, 256, randomise=True)
+    draws = [sim.instrument_draw(3, "null", i) for i in range(8)]
+    scale = np.array([d["noise_scale"] for d in draws])
+    assert scale.max() / scale.min() > 1.15
+    np.testing.assert_allclose(null["restored"].std(axis=(1, 2)) / (scale * P.noise_rms_jy), 1.0, atol=0.06)
+    area0 = sim.beam_params(P)["area_px"]
+    np.testing.assert_allclose(null["beam_area_px"] / area0, [d["beam_scale"] ** 2 for d in draws], rtol=0.06)
+    plain = sim.noise_fields(2, 3, P, 256)
+    assert plain["restored"].std() == pytest.approx(P.noise_rms_jy, rel=0.06)
+    np.testing.assert_allclose(plain["beam_area_px"], area0)
+
+
+@pytest.fixture(scope="module")
+def conditioned(randomised):
+    """A small untrained network with the conditioning input and its sidecar keys."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x, c = pipeline.xy(randomised, "restored", P, 64)
+    model = models.build_cnn(P.n_bins, filters=2, dense=8, hist_mean=x[1].mean(0), hist_std=x[1].std(0),
+                             n_cond=pipeline.N_COND)
+    beam = sim.beam_params(P)
+    meta = {"task": "radio-counts", "image_kind": "restored", "profile": "quick", "input_scale_jy": P.noise_rms_jy,
+            "target_scaler": models.TargetScaler.fit(c).to_dict(), "edges_jy": P.edges_jy.tolist(),
+            "threshold_jy": P.threshold_jy, "noise_rms_jy": P.noise_rms_jy, "pixel_arcsec": P.pixel_arcsec,
+            "sub_npix": P.sub_npix, "context_npix": 64, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
+            "bpa_deg": beam["bpa_deg"], "val_rel_rms": [0.1] * P.n_bins,
+            "level": {"method": pipeline.LEVEL_METHOD},
+            "training_range": pipeline.training_range(randomised["restored"], P.noise_rms_jy, level=True),
+            **pipeline.conditioning_metadata(randomised, P)}
+    return model, meta
+
+
+def test_counts_do_not_depend_on_the_image_mean(randomised, conditioned):
+    model, meta = conditioned
+    image = np.tile(randomised["restored"][0], (2, 3))
+    base = pipeline.count_image(model, meta, image)
+    for offset in (-image.mean(), 3.0 * P.noise_rms_jy):
+        other = pipeline.count_image(model, meta, image + offset)
+        np.testing.assert_allclose(other["counts"], base["counts"], rtol=1e-4)
+        assert other["distribution"]["hist_distance"] == pytest.approx(base["distribution"]["hist_distance"],
+                                                                        rel=1e-4)
+    # the inputs of training and evaluation: the same
+    x0, _ = pipeline.xy(randomised, "restored", P, 64)
+    shifted = dict(randomised, restored=randomised["restored"] + 2.0 * P.noise_rms_jy)
+    x1, _ = pipeline.xy(shifted, "restored", P, 64)
+    for a, b in zip(x0, x1):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    # a model without a level (its sidecar has no "level"): the mean moves its inputs
+    bare = {k: v for k, v in meta.items() if k != "level"}
+    assert not np.allclose(pipeline.count_image(model, bare, image + 3.0 * P.noise_rms_jy)["counts"],
+                           pipeline.count_image(model, bare, image)["counts"], rtol=1e-4)
+
+
+def test_conditioning_follows_the_beam_and_the_noise(conditioned):
+    _, meta = conditioned
+    ref = meta["conditioning"]
+    c = pipeline.conditioning(2.0 * ref["beam_area_ref_px"], 0.5 * ref["noise_ref_jy"], meta)
+    np.testing.assert_allclose(c, [np.log(2.0), np.log(0.5)], rtol=1e-6)
+
+
+def test_sidecar_records_the_conditioning_ranges(monkeypatch):
+    """train_model's sidecar (cache and installation bypassed): the ranges of
+    the randomised training fields, the randomisation, the level and the
+    levelled training range."""
+    monkeypatch.setattr(sim, "load_fields", lambda *a, **k: sim.simulate_fields(*a, **k))
+    monkeypatch.setattr(pipeline, "train_cached", lambda kind, key, fit, profile, install: (*fit(), None))
+    monkeypatch.setattr(pipeline, "N_NULL_FIELDS", 2)
+    _, meta, _, _ = pipeline.train_model("restored", 3, 64, 1, 7, P, epochs=1, filters=2, profile="quick")
+    rand = sim.simulate_fields(3, 7, P, "train", 64, pipeline.SPLIT_FAMILIES["train"], True, True)
+    train = pipeline.with_randomised("train", 3, 7, P, 64)
+    # the nominal instrument's fields, then the same skies through the randomised instruments
+    n = len(rand["density"])
+    assert len(train["density"]) == 2 * n and np.array_equal(train["counts"][n:], rand["counts"])
+    np.testing.assert_array_equal(train["restored"][n:], rand["restored"])
+    assert np.all(train["instrument_noise_scale"][:n] == 1.0) and np.all(train["beam_area_px"][:n] ==
+                                                                          sim.beam_params(P)["area_px"])
+    assert meta["n_train_sub_images"] == 2 * n
+    cond = meta["conditioning"]
+    assert cond["beam_area_px_range"] == [pytest.approx(train["beam_area_px"].min()),
+                                          pytest.approx(train["beam_area_px"].max())]
+    ratio = train["beam_fwhm_major_px"] / train["beam_fwhm_minor_px"]
+    assert cond["beam_axis_ratio_range"] == [pytest.approx(ratio.min()), pytest.approx(ratio.max())]
+    noise = train["instrument_noise_scale"] * P.noise_rms_jy
+    assert cond["noise_rms_jy_range"] == [pytest.approx(noise.min()), pytest.approx(noise.max())]
+    assert cond["randomisation"] == sim.randomisation()
+    assert cond["beam_area_ref_px"] == pytest.approx(sim.beam_params(P)["area_px"])
+    assert meta["level"]["method"] == pipeline.LEVEL_METHOD and meta["training_range"]["levelled"] is True
+    # the sky-model network is not conditioned
+    _, meta_sky, _, _ = pipeline.train_model("skymodel", 3, 64, 1, 7, P, epochs=1, filters=2, profile="quick")
+    assert "conditioning" not in meta_sky and "level" not in meta_sky
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, conditioned):
+    from skyml.cta.models import save_model
+
+    model, meta = conditioned
+    return save_model(model, tmp_path_factory.mktemp("m") / "radio_counts_cnn.keras", meta)
+
+
+def _beam_of_area(area_px, ratio=1.0, bpa=0.0):
+    """BMAJ/BMIN [deg] of a beam of ``area_px`` pixels and axis ratio ``ratio``."""
+    g = np.sqrt(area_px * 4 * np.log(2) / np.pi) * P.pixel_arcsec / 3600.0
+    return {"bmaj_deg": g * np.sqrt(ratio), "bmin_deg": g / np.sqrt(ratio), "bpa_deg": bpa}
+
+
+def test_cli_takes_a_beam_inside_the_training_range_and_refuses_one_outside(tmp_path, randomised, model_path,
+                                                                            conditioned, capsys, cli_error):
+    _, meta = conditioned
+    lo, hi = meta["conditioning"]["beam_area_px_range"]
+    nlo, nhi = meta["conditioning"]["noise_rms_jy_range"]
+    noise = np.sqrt(nlo * nhi)
+    image = np.tile(randomised["restored"][0], (2, 2))
+    inside = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(np.sqrt(lo * hi)),
+                                           noise_rms_jy=noise)
+    out = tmp_path / "in.ecsv"
+    assert cli.main(["radio-counts", str(inside), "-o", str(out), "--model", str(model_path)]) == 0
+    capsys.readouterr()
+    table = QTable.read(out)
+    assert table.meta["beam_area_px"] == pytest.approx(np.sqrt(lo * hi), rel=1e-5)
+    assert table.meta["noise_rms_jy"] == pytest.approx(noise, rel=1e-6)
+    # the conditioning the command gives the network is the header's beam and noise
+    model, _ = conditioned
+    direct = pipeline.count_image(model, meta, image, np.sqrt(lo * hi), noise)
+    np.testing.assert_allclose(table["counts"], direct["counts"], rtol=1e-5)
+    assert not np.allclose(pipeline.count_image(model, meta, image, hi * 3, noise)["counts"], direct["counts"],
+                           rtol=1e-4)
+    assert not np.allclose(pipeline.count_image(model, meta, image, np.sqrt(lo * hi), 3 * noise)["counts"],
+                           direct["counts"], rtol=1e-4)
+    # --noise-rms overrides the header
+    out2 = tmp_path / "in2.ecsv"
+    assert cli.main(["radio-counts", str(inside), "-o", str(out2), "--model", str(model_path),
+                     "--noise-rms", str(nlo)]) == 0
+    capsys.readouterr()
+    np.testing.assert_allclose(QTable.read(out2)["counts"],
+                               pipeline.count_image(model, meta, image, np.sqrt(lo * hi), nlo)["counts"], rtol=1e-5)
+    for name, beam, fragment in (("wide", _beam_of_area(hi * 1.3), "outside the training range"),
+                                 ("narrow", _beam_of_area(lo / 1.3), "outside the training range"),
+                                 ("elongated", _beam_of_area(np.sqrt(lo * hi), 3.0), "axis ratio")):
+        path = pipeline.write_restored_image(tmp_path / f"{name}.fits", image, P, beam=beam, noise_rms_jy=noise)
+        target = tmp_path / f"{name}.ecsv"
+        cli_error(["radio-counts", str(path), "-o", str(target), "--model", str(model_path)], "beam", fragment)
+        assert not target.exists()
+    # a thermal noise outside the training range, or none, is refused
+    target = tmp_path / "noisy.ecsv"
+    cli_error(["radio-counts", str(inside), "-o", str(target), "--model", str(model_path), "--noise-rms",
+               str(1.5 * nhi)], "thermal noise rms", "outside the training range")
+    assert not target.exists()
+    from astropy.io import fits
+
+    with fits.open(inside) as hdul:
+        del hdul[0].header["NOISE"]
+        hdul.writeto(tmp_path / "no_noise.fits")
+    cli_error(["radio-counts", str(tmp_path / "no_noise.fits"), "-o", str(target), "--model", str(model_path)],
+              "--noise-rms", "NOISE")
+    assert not target.exists()
+
+
+def test_distribution_check_flags_noise_beyond_the_randomised_range(randomised, conditioned):
+    _, meta = conditioned
+    lo, hi = meta["training_range"]["noise_mad_jy"]
+    rng = np.random.default_rng(0)
+    inside = rng.normal(0.0, 0.5 * (lo + hi) / 1.0, (64, 64))
+    beyond = rng.normal(0.0, hi * 1.15, (64, 64))
+    assert pipeline.distribution_check([inside], meta)["noise_mad_jy"][0] > lo
+    assert "robust noise" not in pipeline.distribution_check([inside], meta)["reason"]
+    assert "robust noise" in pipeline.distribution_check([beyond], meta)["reason"]
