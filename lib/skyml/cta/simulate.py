@@ -274,21 +274,30 @@ CHUNK_MAPS = 250
 def _simulate_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, irf_names: tuple) -> dict:
     """Maps ``start`` … ``stop - 1`` (``bounds``) of :func:`simulate_maps`, map
     ``i`` from its own stream ``SeedSequence([seed, split]).spawn(n_maps)[i]``."""
+    return _collect_chunk(bounds, base_seed, split, p, N_TRUE_ENERGY, LABEL_FIELDS,
+                          lambda rng: _simulate_one(rng, p, irf_names))
+
+
+def _collect_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, n_psf: int, fields: tuple,
+                   draw) -> dict:
+    """The arrays of maps ``start`` … ``stop - 1``: ``draw(rng)`` simulates one
+    map, ``(counts, source_counts, labels, psf_sigmas, psf_weights)``, from map
+    ``i``'s own stream; ``n_psf`` PSF components per map, ``fields`` the labels kept."""
     start, stop = bounds
     streams = parallel.item_seeds([int(base_seed), SPLITS[split]], stop, start)
     n = stop - start
     out = {"counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
            "source_counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
-           "psf_sigmas_deg": np.empty((n, N_TRUE_ENERGY), dtype=np.float64),
-           "psf_weights": np.empty((n, N_TRUE_ENERGY), dtype=np.float64)}
-    labels = {k: [] for k in LABEL_FIELDS}
+           "psf_sigmas_deg": np.empty((n, n_psf), dtype=np.float64),
+           "psf_weights": np.empty((n, n_psf), dtype=np.float64)}
+    labels = {k: [] for k in fields}
     for i in range(n):
-        c, s, lab, sigmas, weights = _simulate_one(np.random.default_rng(streams[i]), p, irf_names)
+        c, src, lab, sigmas, weights = draw(np.random.default_rng(streams[i]))
         if c.max() > np.iinfo(np.uint16).max:
             raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
-        for k, v in (("counts", c), ("source_counts", s), ("psf_sigmas_deg", sigmas), ("psf_weights", weights)):
+        for k, v in (("counts", c), ("source_counts", src), ("psf_sigmas_deg", sigmas), ("psf_weights", weights)):
             out[k][i] = v
-        for k in LABEL_FIELDS:
+        for k in fields:
             labels[k].append(lab[k])
     return {**out, **{f"label_{k}": np.asarray(v) for k, v in labels.items()}}
 
@@ -523,24 +532,8 @@ def _simulate_one_shifted(rng: np.random.Generator, p: CTASimParams, s: CTAShift
 
 def _simulate_shifted_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, s: CTAShift,
                             irf_names: tuple) -> dict:
-    start, stop = bounds
-    streams = parallel.item_seeds([int(base_seed), SPLITS[split]], stop, start)
-    n = stop - start
-    out = {"counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
-           "source_counts": np.empty((n, p.npix, p.npix), dtype=np.uint16),
-           "psf_sigmas_deg": np.empty((n, 2 * N_TRUE_ENERGY), dtype=np.float64),
-           "psf_weights": np.empty((n, 2 * N_TRUE_ENERGY), dtype=np.float64)}
-    fields = LABEL_FIELDS + SHIFT_LABEL_FIELDS
-    labels = {k: [] for k in fields}
-    for i in range(n):
-        c, src, lab, sigmas, weights = _simulate_one_shifted(np.random.default_rng(streams[i]), p, s, irf_names)
-        if c.max() > np.iinfo(np.uint16).max:
-            raise OverflowError("a counts map exceeds uint16; lower flux_max_crab")
-        for k, v in (("counts", c), ("source_counts", src), ("psf_sigmas_deg", sigmas), ("psf_weights", weights)):
-            out[k][i] = v
-        for k in fields:
-            labels[k].append(lab[k])
-    return {**out, **{f"label_{k}": np.asarray(v) for k, v in labels.items()}}
+    return _collect_chunk(bounds, base_seed, split, p, 2 * N_TRUE_ENERGY, LABEL_FIELDS + SHIFT_LABEL_FIELDS,
+                          lambda rng: _simulate_one_shifted(rng, p, s, irf_names))
 
 
 def simulate_shifted_maps(n_maps: int, seed: int, params: CTASimParams | None = None, shift: CTAShift | None = None,
