@@ -314,8 +314,11 @@ def _spill(result: dict, scratch: str, index: int) -> _Spilled:
         np.savez(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in result.items()})
 
     folder = cache.cached_dir("result", {"item": int(index)}, build, root=Path(scratch), verbose=False)
-    return _Spilled(str(folder), tuple(k for k, v in result.items() if isinstance(v, (bool, int, float))),
-                    tuple(k for k, v in result.items() if isinstance(v, np.generic)))
+    # NumPy scalars first: np.float64 is also a Python float, and must come back as np.float64
+    numpy_scalars = tuple(k for k, v in result.items() if isinstance(v, np.generic))
+    python_scalars = tuple(k for k, v in result.items()
+                           if isinstance(v, (bool, int, float)) and k not in numpy_scalars)
+    return _Spilled(str(folder), python_scalars, numpy_scalars)
 
 
 def _unspill(result):
