@@ -4,7 +4,7 @@
 #
 #   make venv        only create .venv (PYTHON=python3.12 picks the interpreter)
 #   make test        unit tests + every notebook with nbval (quick profile); models also on JAX if installed
-#   make reproduce   run all notebooks, quick profile   -> build/notebooks/quick/
+#   make reproduce   run all notebooks, quick profile   -> build/notebooks/quick/ (JOBS=2: two at a time)
 #   make full        run all notebooks, full profile    -> build/notebooks/full/
 #   make full-gpu    the same with the JAX backend (GPU)
 #   make report      regenerate the README headline table and docs/results.md
@@ -20,6 +20,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CELL_TIMEOUT ?= 3600
+# notebooks run at once by make reproduce (run_all.py --jobs); empty: one at a time
+JOBS ?=
 # the interpreter that creates .venv: PYTHON=... if given, else the newest of
 # these that runs and is Python 3.11-3.13
 PYTHONS := python3.13 python3.12 python3.11 python3
@@ -84,7 +86,7 @@ test: $(STAMP)
 	else echo "the model tests on the JAX backend are skipped: JAX is not installed (make jax adds it)"; fi
 
 reproduce: $(STAMP)
-	$(PY) run_all.py --profile quick
+	$(PY) run_all.py --profile quick $(if $(JOBS),--jobs $(JOBS))
 
 full: $(STAMP)
 	$(PY) run_all.py --profile full

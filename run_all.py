@@ -14,12 +14,24 @@ Examples::
     python run_all.py --only 02 03         # by number prefix
     python run_all.py --from 03            # resume after a failure
     python run_all.py --list               # parameters and full-profile overrides
+    python run_all.py --jobs 2             # two notebooks at a time (09 still last)
+
+With ``--jobs N`` (N > 1) up to N notebooks run at once, each in its own
+process and kernel, with its cell output in ``build/notebooks/<profile>/<stem>.log``;
+``09_results_figures`` starts after all others have finished. The notebooks
+share the data cache, whose entries are built once under a lock, and take their
+seeds from their parameters, so every array and metric is the same as in a
+one-at-a-time run.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import functools
+import io
+import multiprocessing
 import json
 import logging
 import math
@@ -304,18 +316,48 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, timeout
         )
 
 
-def report_failure(stem: str, error: Exception, output: Path) -> None:
-    print(f"\n!! {stem} FAILED", flush=True)
+def failure_text(stem: str, error: Exception, output: Path) -> str:
+    """What went wrong, in which cell, and where the executed copy is."""
+    out = io.StringIO()
+    print(f"\n!! {stem} FAILED", file=out)
     if isinstance(error, PapermillExecutionError):
         lines = (error.source or "").splitlines()
         excerpt = lines[:15] + (["    ..."] if len(lines) > 15 else [])
-        print(f"   in cell {error.cell_index} of the executed copy (In [{error.exec_count}]):")
+        print(f"   in cell {error.cell_index} of the executed copy (In [{error.exec_count}]):", file=out)
         for line in excerpt:
-            print(f"   | {line}")
-        print(f"   {error.ename}: {error.evalue}")
+            print(f"   | {line}", file=out)
+        print(f"   {error.ename}: {error.evalue}", file=out)
     else:
-        print(f"   {type(error).__name__}: {error}")
-    print(f"   executed copy with the traceback: {output}\n", flush=True)
+        print(f"   {type(error).__name__}: {error}", file=out)
+    print(f"   executed copy with the traceback: {output}\n", file=out)
+    return out.getvalue()
+
+
+def run_one(notebook: Path, output: Path, parameters: dict, kernel: str, timeout: float,
+            log: Path | None = None) -> tuple[float, str | None]:
+    """Execute one notebook; ``(seconds, None)`` or ``(seconds, failure text)``.
+    With ``log``, the kernel's cell output goes to that file instead of stdout
+    (the form used in the worker processes of ``--jobs``)."""
+    handler = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log, mode="w", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        papermill_log = logging.getLogger("papermill")
+        papermill_log.addHandler(handler)
+        papermill_log.setLevel(logging.INFO)
+        papermill_log.propagate = False
+    t0 = time.perf_counter()
+    try:
+        execute(notebook, output, parameters, kernel, timeout)
+        problem = None
+    except Exception as error:  # a failing notebook must not stop the summary
+        problem = failure_text(notebook.stem, error, output)
+    finally:
+        if handler is not None:
+            logging.getLogger("papermill").removeHandler(handler)
+            handler.close()
+    return time.perf_counter() - t0, problem
 
 
 def summary(outcomes: list[Outcome]) -> str:
@@ -352,7 +394,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "uncommitted changes (sets SKYML_ALLOW_DIRTY=1; the commit is recorded as -dirty)")
     parser.add_argument("--keep-going", action="store_true",
                         help="after a failing notebook, run the remaining ones anyway")
-    return parser.parse_args(argv)
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="notebooks run at once, each in its own kernel; cell output then goes to "
+                             "build/notebooks/<profile>/<stem>.log (default: 1)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def run_serial(selected, outcomes, run, keep_going: bool) -> bool:
+    """One notebook after the other; True when one failed."""
+    failed = False
+    for nb, outcome in zip(selected, outcomes):
+        if failed and not keep_going:
+            break
+        print(f"[{time.strftime('%H:%M:%S')}] start {nb.stem}", flush=True)
+        outcome.seconds, problem = run(nb, None)
+        failed = finish(outcome, problem) or failed
+    return failed
+
+
+def finish(outcome: Outcome, problem: str | None) -> bool:
+    """Record a finished notebook and print its line; True when it failed."""
+    outcome.status = "ok" if problem is None else "FAILED"
+    if problem is not None:
+        print(problem, end="", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {'done' if problem is None else 'FAILED'} "
+          f"{outcome.stem} in {outcome.seconds:.1f} s", flush=True)
+    return problem is not None
+
+
+def run_parallel(selected, outcomes, run, keep_going: bool, jobs: int, logs: Path) -> bool:
+    """Up to ``jobs`` notebooks at once in spawned processes; the results-figures
+    notebook after all others. True when one failed."""
+    by_stem = dict(zip((nb.stem for nb in selected), outcomes))
+    first = [nb for nb in selected if nb.stem != LAST]
+    last = [nb for nb in selected if nb.stem == LAST]
+    failed = False
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        waiting, running = list(first), {}
+        while waiting or running:
+            while waiting and len(running) < jobs and not (failed and not keep_going):
+                nb = waiting.pop(0)
+                print(f"[{time.strftime('%H:%M:%S')}] start {nb.stem} (output: {logs / (nb.stem + '.log')})",
+                      flush=True)
+                running[pool.submit(run, nb, logs / f"{nb.stem}.log")] = nb
+            if not running:
+                break
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                nb = running.pop(future)
+                outcome = by_stem[nb.stem]
+                outcome.seconds, problem = future.result()
+                failed = finish(outcome, problem) or failed
+    if last and (keep_going or not failed):
+        failed = run_serial(last, [by_stem[nb.stem] for nb in last], run, keep_going) or failed
+    return failed
 
 
 def main(
@@ -404,24 +503,16 @@ def main(
     print(f"profile {args.profile}, backend {args.backend}, kernel {args.kernel}, "
           f"{len(selected)} notebook(s) -> {build}", flush=True)
     outcomes = [Outcome(nb.stem) for nb in selected]
-    failed = False
+    run = functools.partial(_run_selected, build=build, profile=args.profile, overrides=overrides,
+                            kernel=args.kernel, timeout=args.timeout)
     with kernel_environment(**environment):
-        for nb, outcome in zip(selected, outcomes):
-            if failed and not args.keep_going:
-                break
-            output = build / nb.name
-            print(f"[{time.strftime('%H:%M:%S')}] start {nb.stem}", flush=True)
-            t0 = time.perf_counter()
-            try:
-                execute(nb, output, parameters_for(nb, args.profile, overrides), args.kernel, args.timeout)
-                outcome.status = "ok"
-            except Exception as error:  # a failing notebook must not stop the summary
-                outcome.status, failed = "FAILED", True
-                report_failure(nb.stem, error, output)
-            outcome.seconds = time.perf_counter() - t0
-            outcome.headline = headline(nb.stem, args.profile, results_root)
-            print(f"[{time.strftime('%H:%M:%S')}] {'done' if outcome.status == 'ok' else 'FAILED'} "
-                  f"{nb.stem} in {outcome.seconds:.1f} s", flush=True)
+        if args.jobs > 1 and len(selected) > 1:
+            failed = run_parallel(selected, outcomes, run, args.keep_going, args.jobs, build)
+        else:
+            failed = run_serial(selected, outcomes, run, args.keep_going)
+    for outcome in outcomes:
+        if outcome.status != "skipped":
+            outcome.headline = headline(outcome.stem, args.profile, results_root)
 
     print("\n" + summary(outcomes))
     if failed:
@@ -430,6 +521,11 @@ def main(
               f"--from {first[:2]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_selected(nb: Path, log: Path | None, *, build: Path, profile: str, overrides: dict,
+                  kernel: str, timeout: float) -> tuple[float, str | None]:
+    return run_one(nb, build / nb.name, parameters_for(nb, profile, overrides), kernel, timeout, log)
 
 
 def show_cell_output() -> None:

@@ -180,3 +180,38 @@ def test_kernels_talk_over_private_unix_sockets(project, capfd, monkeypatch):
     assert "transport: ipc" in "".join(o.get("text", "") for o in executed_nb.cells[-1].outputs)
     assert sorted(p.name for p in project["notebooks_dir"].iterdir()) == [
         "01_cta_simulate.ipynb", "02_cta_cnn_cleaner.ipynb", "09_results_figures.ipynb", "profiles"]
+
+
+def test_jobs_run_notebooks_at_once_with_logs_and_results_figures_last(project, capsys):
+    # 09 must see every other notebook's metrics file: it starts after all of them
+    write_notebook(project["notebooks_dir"], "09_results_figures", 'profile = "quick"',
+                   f'import pathlib\nfound = sorted(p.name for p in pathlib.Path(r"{project["results_root"]}", '
+                   f'"quick").glob("*.json"))\nassert found == ["01_cta_simulate.json", "02_cta_cnn_cleaner.json"]'
+                   f', found\nprint("figures from", found)')
+    assert run_all.main(["--jobs", "2"], **project) == 0
+    out = capsys.readouterr().out
+    assert executed(project, "quick") == ["01_cta_simulate", "02_cta_cnn_cleaner", "09_results_figures"]
+    build = project["build_root"] / "quick"
+    for stem in ("01_cta_simulate", "02_cta_cnn_cleaner"):
+        assert f"start {stem} (output: {build / stem}.log)" in out
+        assert "Executing Cell" in (build / f"{stem}.log").read_text()
+    assert out.index("done 01_cta_simulate") < out.index("start 09_results_figures")
+    assert out.index("done 02_cta_cnn_cleaner") < out.index("start 09_results_figures")
+    parallel = {stem: metrics(project, "quick", stem) for stem in ("01_cta_simulate", "02_cta_cnn_cleaner")}
+    assert run_all.main([], **project) == 0
+    for stem, found in parallel.items():
+        assert metrics(project, "quick", stem) == found  # same results one at a time
+
+
+def test_jobs_failure_reports_the_cell_and_skips_results_figures(failing, capsys):
+    assert run_all.main(["--jobs", "2"], **failing) == 1
+    captured = capsys.readouterr()
+    assert "RuntimeError: the cleaner diverged" in captured.out
+    assert "--from 02" in captured.err
+    assert executed(failing, "quick") == ["01_cta_simulate", "02_cta_cnn_cleaner"]
+
+
+def test_jobs_must_be_positive(project, capsys):
+    with pytest.raises(SystemExit):
+        run_all.main(["--jobs", "0"], **project)
+    assert "--jobs must be at least 1" in capsys.readouterr().err
