@@ -135,7 +135,9 @@ def test_page_location_checked_before_writing(results, tmp_path, capsys):
 def test_headline_best_network_classical_published_and_dirty_mark(tmp_path):
     write_metrics(tmp_path, "full", "03_cta_cnn_regressor", loc_err68_deg_talk_cnn=0.07211,
                   loc_err68_deg_improved_cnn=0.0175, loc_err68_deg_improved_cnn_ci68=[0.0170, 0.0181],
-                  loc_err68_deg_gammapy_blind=0.0332, loc_err68_deg_gammapy_fit=0.0154)
+                  loc_err68_deg_gammapy_blind=0.0332, loc_err68_deg_gammapy_fit=0.0154,
+                  loc_err68_deg_improved_cnn_shifted=0.0227, loc_err68_deg_talk_cnn_shifted=0.081,
+                  loc_err68_deg_improved_cnn_shifted_ci68=[0.0210, 0.0240])
     write_metrics(tmp_path, "full", "06_ctao_survey_detection", f1_above_sens_unet_log=0.7,
                   f1_above_sens_cedirnet=0.81, f1_above_sens_tsmap=0.84)
     data = json.loads((tmp_path / "full" / "06_ctao_survey_detection.json").read_text())
@@ -147,9 +149,10 @@ def test_headline_best_network_classical_published_and_dirty_mark(tmp_path):
     assert got == [
         ["CTA source localisation (`03_cta_cnn_regressor`)", "localisation error, 68% containment (deg)",
          "0.0175 [0.0170, 0.0181] (heat-map CNN)", "0.0154 (gammapy likelihood fit)",
+         "0.0227 [0.0210, 0.0240] (heat-map CNN)", "–",
          f"0.070° (CNN of the talk), 0.045° (gammapy blind search); {ASTROAI}", "`abc1234`"],
         ["CTAO Galactic-plane survey detection (`06_ctao_survey_detection`)", "F1 above the survey sensitivity",
-         "0.810 (centre-direction regression)", "0.840 (TS map)", "none published", "`f0273a0-dirty`"],
+         "0.810 (centre-direction regression)", "0.840 (TS map)", "–", "–", "none published", "`f0273a0-dirty`"],
     ]
     assert len(report.HEADLINES) <= 15
     assert "docs/results.md" in table and "-dirty" in table
@@ -193,3 +196,20 @@ def test_results_page_shows_the_scaling_benchmark(results):
     assert "## Scaling of the fan-outs on dask" in page and "`abc1234`" in page and "timed 3 times" in page
     assert "| TS maps | 2 workers | 11.00 | 1.91 | 0.95 |" in page
     assert "identical in every configuration: yes" in page
+
+
+def test_every_metric_has_a_shifted_twin_listed_right_after_it(results):
+    keys = list(report.METRICS)
+    for key in ("completeness_hilat_asid_bin_2.34e-10_unet_kmeans", "loc_err68_deg_improved_cnn",
+                "excess_relerr68_cnn", "depth_10pct_xthreshold_cnn_restored"):
+        twin = key + "_shifted"
+        assert keys.index(twin) == keys.index(key) + 1
+        assert report.METRICS[twin].label.startswith(report.METRICS[key].label)
+        assert "shifted test set" in report.METRICS[twin].label
+    # twins with their own label are kept, not doubled
+    assert "psnr_cnn_lhai_shifted_shifted" not in report.METRICS
+    assert "LHAI's protocol, shifted test set" in report.METRICS["psnr_cnn_lhai_shifted"].label
+    write_metrics(results, "quick", "03_cta_cnn_regressor", loc_err68_deg_improved_cnn_shifted=0.0227)
+    labels = [r[1] for r in rows(report.results_table(results))]
+    assert any(label.startswith("localisation error, 68% containment (deg), improved CNN — shifted")
+               for label in labels)

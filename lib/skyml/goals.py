@@ -1,0 +1,195 @@
+"""The repository's goals for each analysis, checked against the results files.
+
+Each :class:`Goal` is a comparison of one measured quantity (a results key,
+or a ratio or difference of two) with a target: a published number to beat
+or a bound this repository sets itself. :func:`assess` evaluates every goal
+on the metrics of one profile and says, per goal, *met*, *not met* or *not
+measured* (a key is missing, e.g. the notebook has not been run in that
+profile), with the measured value beside the target. Notebook 09 and the
+results page show the table; nothing here is typed in from a run.
+
+    python -m skyml.goals [--profile full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from . import paths, published
+
+MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``value(metrics)`` compared with ``target`` by ``op`` (``"<="``, ``">="``
+    or ``"within"``, the last with ``target = (low, high)``). ``keys`` are the
+    results keys ``value`` reads; the goal is not measured when one is absent."""
+
+    stem: str
+    text: str
+    keys: tuple[str, ...]
+    op: str
+    target: float | tuple[float, float]
+    value: Callable[[dict], float] | None = None
+
+    def measure(self, metrics: dict) -> float | None:
+        if any(not isinstance(metrics.get(key), (int, float)) for key in self.keys):
+            return None
+        value = float(self.value(metrics) if self.value is not None else metrics[self.keys[0]])
+        return value if math.isfinite(value) else None
+
+    def status(self, metrics: dict) -> tuple[str, float | None]:
+        value = self.measure(metrics)
+        if value is None:
+            return NOT_MEASURED, None
+        if self.op == "<=":
+            ok = value <= self.target
+        elif self.op == ">=":
+            ok = value >= self.target
+        elif self.op == "within":
+            ok = self.target[0] <= value <= self.target[1]
+        else:
+            raise ValueError(f"unknown comparison {self.op!r}")
+        return (MET if ok else NOT_MET), value
+
+    def target_text(self) -> str:
+        if self.op == "within":
+            return f"in [{self.target[0]:g}, {self.target[1]:g}]"
+        return f"{'≤' if self.op == '<=' else '≥'} {self.target:g}"
+
+
+def _ratio(a: str, b: str) -> Callable[[dict], float]:
+    return lambda m: m[a] / m[b]
+
+
+def _difference(a: str, b: str) -> Callable[[dict], float]:
+    return lambda m: m[a] - m[b]
+
+
+def _published(key: str) -> float:
+    """The published value of results key ``key`` (``data/published.yml``)."""
+    return float(published.for_metric(key).value)
+
+
+def _radio_bins() -> int:
+    from .radio.simulate import RadioSimParams
+
+    return RadioSimParams().n_bins
+
+
+CTA_CLEAN, CTA_LOC = "02_cta_cnn_cleaner", "03_cta_cnn_regressor"
+FERMI, FERMI_CHAR = "04_fermi_unet_kmeans", "05_fermi_characterisation"
+CTAO, RADIO, LHAASO = "06_ctao_survey_detection", "07_radio_counts", "08_lhaaso_deconvolution"
+F_BIN = "asid_bin_2.34e-10"
+
+GOALS: tuple[Goal, ...] = (
+    Goal(CTA_CLEAN, "talk's metric (CNN-Cleaner vs IRF-subtracted map, σ = 5 px), below astroAI's published value",
+         ("excess_relerr68_cnn_talk_metric",), "<=", 0.25),
+    Goal(CTA_CLEAN, "true-count excess error of the CNN-Cleaner within 1.5× the IRF-background method's",
+         ("excess_relerr68_cnn", "excess_relerr68_irf"), "<=", 1.5,
+         _ratio("excess_relerr68_cnn", "excess_relerr68_irf")),
+    Goal(CTA_LOC, "heat-map CNN error / Cramér–Rao bound, training flux range",
+         ("crlb_ratio_improved_cnn",), "<=", 1.1),
+    Goal(CTA_LOC, "heat-map CNN error / Cramér–Rao bound, worst flux bin up to 10× brighter than training",
+         ("crlb_ratio_max_bin_improved_cnn_wide",), "<=", 1.1),
+    Goal(CTA_LOC, "heat-map CNN: fraction of maps with error > 0.1°",
+         ("frac_err_gt_0p1deg_improved_cnn",), "<=", 0.01),
+    Goal(CTA_LOC, "heat-map CNN error / smoothed centroid's (68% containment)",
+         ("loc_err68_deg_improved_cnn", "loc_err68_deg_smoothed_centroid"), "<=", 1.0,
+         _ratio("loc_err68_deg_improved_cnn", "loc_err68_deg_smoothed_centroid")),
+    Goal(CTA_LOC, "heat-map CNN error / smoothed centroid's on the shifted test set",
+         ("loc_err68_deg_improved_cnn_shifted", "loc_err68_deg_smoothed_centroid_shifted"), "<=", 1.0,
+         _ratio("loc_err68_deg_improved_cnn_shifted", "loc_err68_deg_smoothed_centroid_shifted")),
+    Goal(FERMI, "U-Net + k-means completeness, |b| > 20°, [2.34e-10, 4.28e-10), at least AutoSourceID's",
+         (f"completeness_hilat_{F_BIN}_unet_kmeans",), ">=", _published(f"completeness_hilat_{F_BIN}_unet_kmeans")),
+    Goal(FERMI, "U-Net + k-means purity over all detections, every flux and latitude",
+         ("purity_all_detections_unet_kmeans",), ">=", 0.93),
+    Goal(FERMI, "flux bins, |b| > 20°, where the U-Net is below the TS map at equal purity",
+         ("n_bins_unet_below_tsmap_at_equal_purity_hilat",), "<=", 0),
+    Goal(FERMI, "U-Net completeness degradation on the shifted test set (training-like / shifted)",
+         (f"completeness_hilat_{F_BIN}_unet_kmeans", f"completeness_hilat_{F_BIN}_unet_kmeans_shifted"),
+         "<=", 1.5, _ratio(f"completeness_hilat_{F_BIN}_unet_kmeans",
+                           f"completeness_hilat_{F_BIN}_unet_kmeans_shifted")),
+    Goal(FERMI, "U-Net minus TS map, purity over all detections, shifted test set",
+         ("purity_all_detections_unet_kmeans_shifted", "purity_all_detections_tsmap_shifted"), ">=", 0.0,
+         _difference("purity_all_detections_unet_kmeans_shifted", "purity_all_detections_tsmap_shifted")),
+    Goal(FERMI, "U-Net minus TS map, completeness |b| > 20° in the bin, shifted test set",
+         (f"completeness_hilat_{F_BIN}_unet_kmeans_shifted", f"completeness_hilat_{F_BIN}_tsmap_shifted"),
+         ">=", 0.0, _difference(f"completeness_hilat_{F_BIN}_unet_kmeans_shifted",
+                                f"completeness_hilat_{F_BIN}_tsmap_shifted")),
+    Goal(FERMI_CHAR, "3D CNN balanced accuracy (AGN/PSR/FAKE)", ("balanced_accuracy_cnn",), ">=", 0.90),
+    Goal(FERMI_CHAR, "mean–variance network flux pulls: standard deviation", ("flux_pull_std_cnn",),
+         "within", (0.9, 1.1)),
+    Goal(FERMI_CHAR, "network flux scatter / likelihood fit's", ("flux_scatter_ratio_cnn_vs_fit",), "<=", 1.0),
+    Goal(CTAO, "randomised U-Net F1 above the survey sensitivity", ("f1_above_sens_unet_log_dr",), ">=", 0.90),
+    Goal(CTAO, "randomised U-Net minus TS map, F1 above the survey sensitivity",
+         ("f1_above_sens_unet_log_dr", "f1_above_sens_tsmap"), ">=", 0.0,
+         _difference("f1_above_sens_unet_log_dr", "f1_above_sens_tsmap")),
+    Goal(CTAO, "randomised U-Net minus TS map, F1 on the shifted sky",
+         ("f1_above_sens_unet_log_dr_shifted", "f1_above_sens_tsmap_shifted"), ">=", 0.0,
+         _difference("f1_above_sens_unet_log_dr_shifted", "f1_above_sens_tsmap_shifted")),
+    Goal(CTAO, "sensitivity ratio F50(TS map) / F50(randomised U-Net)",
+         ("sensitivity_ratio_tsmap_over_unet_log_dr",), ">=", 1.0),
+    Goal(CTAO, "optical U-Net minus the best tuned photutils detector, crowded-field F1",
+         ("f1_crowded_unet_log", "f1_crowded_daofinder", "f1_crowded_segmentation"), ">=", 0.0,
+         lambda m: m["f1_crowded_unet_log"] - max(m["f1_crowded_daofinder"], m["f1_crowded_segmentation"])),
+    Goal(RADIO, "flux bins where the restored-image CNN's residual is below P(D)'s, out of all",
+         ("n_bins_cnn_restored_better_than_pd",), ">=", 1.0,
+         lambda m: m["n_bins_cnn_restored_better_than_pd"] / _radio_bins()),
+    Goal(RADIO, "depth below the 5σ threshold (×) with every bin within 10 %, CNN",
+         ("depth_within_10pct_cnn",), ">=", 10.0),
+    Goal(RADIO, "the same on the shifted test set", ("depth_within_10pct_cnn_shifted",), ">=", 10.0),
+    Goal(LHAASO, "CNN PSNR gain over the input (dB), LHAI's protocol, at least LHAI's published gain",
+         ("psnr_cnn_lhai", "psnr_input_lhai"), ">=", _published("psnr_cnn_lhai") - _published("psnr_input_lhai"),
+         _difference("psnr_cnn_lhai", "psnr_input_lhai")),
+    Goal(LHAASO, "CNN SSIM minus the input's, LHAI's protocol", ("ssim_cnn_lhai", "ssim_input_lhai"), ">=", 0.0,
+         _difference("ssim_cnn_lhai", "ssim_input_lhai")),
+    Goal(LHAASO, "CNN PSNR minus tuned Richardson–Lucy's (dB), LHAI's protocol",
+         ("psnr_cnn_lhai", "psnr_richardson_lucy_lhai"), ">=", 1.0,
+         _difference("psnr_cnn_lhai", "psnr_richardson_lucy_lhai")),
+    Goal(LHAASO, "CNN SSIM minus tuned Richardson–Lucy's, LHAI's protocol",
+         ("ssim_cnn_lhai", "ssim_richardson_lucy_lhai"), ">=", 0.0,
+         _difference("ssim_cnn_lhai", "ssim_richardson_lucy_lhai")),
+)
+
+
+def assess(all_metrics: dict[str, dict]) -> list[dict]:
+    """One row per goal: ``stem``, ``goal``, ``target``, ``value`` (None when
+    not measured), ``status`` and the results file's ``commit``."""
+    rows = []
+    for goal in GOALS:
+        metrics = all_metrics.get(goal.stem, {})
+        status, value = goal.status(metrics)
+        rows.append({"stem": goal.stem, "goal": goal.text, "target": goal.target_text(), "value": value,
+                     "status": status, "commit": metrics.get("git_commit", "–")})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    """Rows as text cells: notebook, goal, target, measured, status, commit."""
+    return [(r["stem"][:2], r["goal"], r["target"], "–" if r["value"] is None else f"{r['value']:.3g}",
+             r["status"], r["commit"]) for r in rows]
+
+
+COLUMNS = ("NN", "goal", "target", "measured", "status", "commit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import report
+
+    parser = argparse.ArgumentParser(prog="python -m skyml.goals", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=paths.PROFILES, default="full")
+    args = parser.parse_args(argv)
+    rows = assess(report.read_results(args.profile))
+    print(report._markdown(COLUMNS, format_rows(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
