@@ -168,7 +168,7 @@ def test_cta_clean_dl3_and_overwrite(tmp_path, dl3_path, models, capsys):
 
 
 def test_cta_localise_counts_map(tmp_path, counts_path, models, capsys):
-    from skyml.cta.models import label_to_pix, load_model, preprocess_localiser_input
+    from skyml.cta.models import label_to_pix, load_model, preprocess_localiser_input, with_readout
 
     out = tmp_path / "position.ecsv"
     assert cli.main(["cta-localise", str(counts_path), "-o", str(out), "--model", str(models[1])]) == 0
@@ -183,6 +183,7 @@ def test_cta_localise_counts_map(tmp_path, counts_path, models, capsys):
 
     counts, wcs = read_counts_map(counts_path)
     model, _ = load_model(models[1])
+    model = with_readout(model, 0, "parabola")  # notebook 03's readout, not the training soft-argmax
     label = model.predict(preprocess_localiser_input(counts[None]), verbose=0)[0]
     x_exp, y_exp = label_to_pix(label, (200, 200))
     row = table[0]

@@ -151,8 +151,15 @@ def test_localisation_metrics_on_shifted_maps_end_to_end(shifted_maps):
     crlb_r68, errors["crlb"] = evaluation.crlb_errors(m, SHIFTED_P.binsz_deg, np.random.default_rng(0))
     out = evaluation.localisation_metrics(errors, "_shifted", n_boot=200, seed=1)
     expected = {f"loc_err68_deg_{k}_shifted" for k in errors} | {f"loc_err68_deg_{k}_shifted_ci68" for k in errors}
-    expected |= {f"crlb_ratio_{k}_shifted{c}" for k in ("smoothed_centroid", "pointing_centre") for c in ("", "_ci68")}
+    methods = ("smoothed_centroid", "pointing_centre")
+    expected |= {f"{q}_{k}_shifted{c}" for q in ("crlb_ratio", "frac_err_gt_0p1deg") for k in methods
+                 for c in ("", "_ci68")}
+    expected |= {f"{q}_{k}_shifted" for q in ("loc_err_median_deg", "loc_tail_frac_0p2deg") for k in methods}
     assert set(out) == expected
+    for k in methods:
+        frac, (lo, hi) = out[f"frac_err_gt_0p1deg_{k}_shifted"], out[f"frac_err_gt_0p1deg_{k}_shifted_ci68"]
+        assert frac == pytest.approx(np.mean(errors[k] > 0.1)) and lo <= frac <= hi
+        assert out[f"loc_err_median_deg_{k}_shifted"] == pytest.approx(np.median(errors[k]))
     for k, e in errors.items():
         v, (lo, hi) = out[f"loc_err68_deg_{k}_shifted"], out[f"loc_err68_deg_{k}_shifted_ci68"]
         assert lo <= v <= hi and v == pytest.approx(evaluation.r68(e))

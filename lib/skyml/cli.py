@@ -527,8 +527,9 @@ file_command(
     "cta-localise", "localise the point source of a CTA observation with the improved CNN localiser",
     """Localise the point source of a short CTA observation with the improved
     heat-map localiser (notebook 03). A DL3 event list is first binned into
-    the 200×200 counts map of 0.025° pixels centred on its pointing. The
-    predicted position is written as an ECSV table of one row: ra, dec (ICRS,
+    the 200×200 counts map of 0.025° pixels centred on its pointing. The heat
+    map is read as in notebook 03, by the vertex of a parabola through its
+    peak (sub-pixel). The predicted position is written as an ECSV table of one row: ra, dec (ICRS,
     deg), x_pix, y_pix (0-based, pixel centres at integers, x = column) and
     the input file name.""",
     CTA_INPUT, ".ecsv", "position table (ECSV)", "_position.ecsv", "skyml.cta.command:localise",

@@ -100,15 +100,21 @@ def clean_process(state: State, source: Path, target: Path) -> str:
     return f"wrote {target}: cleaned map of {cleaned.sum():.1f} counts (input: {description})"
 
 
+#: How ``cta-localise`` reads the heat map: the readout of notebook 03's reported numbers.
+LOCALISER_READOUT = "parabola"
+
+
 def localise_setup(args: argparse.Namespace) -> State:
-    from .models import LOCALISER_INPUT
+    from .models import LOCALISER_INPUT, with_readout
 
     path = model_path(CTA_LOCALISER, args)
     model, metadata = load_trained_model(path, CTA_LOCALISER)
     if metadata.get("input", LOCALISER_INPUT) != LOCALISER_INPUT:
         raise CommandError(f"{path}: model input {metadata['input']!r} differs from this "
                            f"version's localiser input {LOCALISER_INPUT!r}")
-    return State(args, path, model, metadata, sim_params_for(model, metadata, path))
+    params = sim_params_for(model, metadata, path)
+    # the installed model keeps the soft-argmax of its training; positions are read as in notebook 03
+    return State(args, path, with_readout(model, 0, LOCALISER_READOUT), metadata, params)
 
 
 def localise_process(state: State, source: Path, target: Path) -> str:

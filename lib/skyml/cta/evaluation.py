@@ -199,7 +199,11 @@ def localisation_metrics(errors: dict, suffix: str, crlb_key: str = "crlb", n_bo
     method: ``loc_err68_deg_<method><suffix>`` and its bootstrap ``_ci68``;
     for each method other than the bound, ``crlb_ratio_<method><suffix>``
     (its 68 % error over the bound's) and the paired bootstrap ``_ci68`` of
-    the ratio (maps resampled together for both).
+    the ratio (maps resampled together for both), and the tail of its errors:
+    ``frac_err_gt_0p1deg_<method><suffix>`` (fraction of maps with an error
+    above 0.1 deg, with its bootstrap ``_ci68``), ``loc_err_median_deg_<method><suffix>``
+    and ``loc_tail_frac_0p2deg_<method><suffix>`` (above 0.2 deg), the same
+    quantities as those of the in-distribution test maps.
     """
     if crlb_key not in errors:
         raise KeyError(f"localisation_metrics: no {crlb_key!r} errors")
@@ -216,4 +220,9 @@ def localisation_metrics(errors: dict, suffix: str, crlb_key: str = "crlb", n_bo
             out[f"crlb_ratio_{m}{suffix}"] = r68(e) / r68(crlb)
             out[f"crlb_ratio_{m}{suffix}_ci68"] = metrics.bootstrap_ci(
                 lambda a, c: r68(a) / r68(c), e, crlb, n_resamples=n_boot, seed=seed)
+            out[f"frac_err_gt_0p1deg_{m}{suffix}"] = metrics.tail_fraction(e, 0.1)
+            out[f"frac_err_gt_0p1deg_{m}{suffix}_ci68"] = metrics.bootstrap_ci(
+                lambda a: metrics.tail_fraction(a, 0.1), e, n_resamples=n_boot, seed=seed)
+            out[f"loc_err_median_deg_{m}{suffix}"] = float(np.median(e))
+            out[f"loc_tail_frac_0p2deg_{m}{suffix}"] = metrics.tail_fraction(e, 0.2)
     return out

@@ -67,12 +67,18 @@ __all__ = [
     "build_improved_localiser",
     "heatmap_model",
     "without_offsets",
+    "with_readout",
+    "PeakParabola",
+    "RandomDihedral",
+    "UndoDihedral",
     "count_params",
     "train",
     "save_model",
     "load_model",
 ]
 
+#: Readouts of :class:`SpatialSoftArgmax` at inference.
+READOUTS = ("softmax", "parabola")
 #: Default map geometry of the talk, numpy order ``(ny, nx)``.
 MAP_SHAPE = (200, 200)
 #: Default network input, ``(ny, nx, channels)``.
@@ -233,6 +239,56 @@ def preprocess_localiser_input(counts) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
+def _parabola_vertex(logits, fine, h, w, offsets=None):
+    """Normalised ``(x, y)`` of the arg-max cell of ``logits`` moved to the
+    vertex of the parabola through ``fine`` at that cell and its two
+    neighbours along each axis (the arg-max cell is moved one cell inwards at
+    a border; the step is clipped to one cell), plus that cell's ``offsets``.
+    Exact when ``fine`` is quadratic near the peak, as a log-likelihood is,
+    whatever its curvature. ``logits``, ``fine``: ``(batch, h, w, 1)``."""
+    lg = ops.reshape(ops.cast(logits, "float32"), (-1, h, w))
+    fn = ops.reshape(ops.cast(fine, "float32"), (-1, h, w))
+    peak = ops.argmax(ops.reshape(lg, (-1, h * w)), axis=-1)
+    row0 = ops.clip(ops.cast(peak // w, "int32"), 1, h - 2)[:, None, None]
+    col0 = ops.clip(ops.cast(peak % w, "int32"), 1, w - 2)[:, None, None]
+    rows = ops.arange(h, dtype="int32")[None, :, None]
+    cols = ops.arange(w, dtype="int32")[None, None, :]
+
+    def at(di, dj):
+        mask = ops.logical_and(rows == row0 + di, cols == col0 + dj)
+        return ops.sum(ops.where(mask, fn, ops.zeros_like(fn)), axis=(1, 2)), mask
+
+    centre, mask0 = at(0, 0)
+    steps = []
+    for (a, _), (b, _) in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
+        curvature = ops.minimum(a - 2.0 * centre + b, -1e-6)  # < 0 at a maximum
+        steps.append(ops.clip(0.5 * (a - b) / curvature, -1.0, 1.0))
+    x = ops.cast(col0[:, 0, 0], "float32") + 0.5 + steps[0]
+    y = ops.cast(row0[:, 0, 0], "float32") + 0.5 + steps[1]
+    if offsets is not None:
+        pick = ops.cast(mask0, "float32")[..., None]
+        shift = ops.sum(ops.reshape(ops.cast(offsets, "float32") * pick, (-1, h * w, 2)), axis=1)
+        x, y = x + shift[:, 0], y + shift[:, 1]
+    return ops.stack([x / w, y / h], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="skyml")
+class PeakParabola(layers.Layer):
+    """Inputs ``[logits, fine]`` (both ``(batch, h, w, 1)``): the arg-max cell
+    of ``logits`` refined by the vertex of a parabola through ``fine`` around
+    it (:func:`_parabola_vertex`); output the normalised ``(x, y)`` label.
+    With ``fine`` the localiser's linear matched filter of the input, the deep
+    heat map says which peak is the source and the filter, a smooth quadratic
+    bump for a bright source, where it is inside the cell."""
+
+    def call(self, inputs):
+        logits, fine = inputs
+        return _parabola_vertex(logits, fine, int(logits.shape[1]), int(logits.shape[2]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2)
+
+
 @keras.saving.register_keras_serializable(package="skyml")
 class SpatialSoftArgmax(layers.Layer):
     """Spatial softmax of a single-channel heat map reduced to its expected
@@ -251,14 +307,36 @@ class SpatialSoftArgmax(layers.Layer):
     ``beta`` is an inverse temperature (dimensionless, > 0): large ``beta``
     approaches the hard argmax, small ``beta`` the heat-map centroid. It is
     stored as ``log(beta)`` and learned when ``trainable_beta`` is True.
+
+    ``window`` (cells, default 0 = the whole map): at inference only, the
+    softmax is restricted to the ``(2 window + 1)**2`` cells around the
+    arg-max cell, a local sub-cell readout. The softmax mass that a global
+    soft-argmax spreads over distant cells (a second noise peak, the
+    background) pulls its output towards the map centre or between two
+    candidates; the local window removes that pull. During training the
+    whole map is used, so that the gradient reaches every cell.
+
+    ``readout="parabola"`` (at inference only) replaces the softmax average
+    by the vertex of a parabola fitted to the logits at the arg-max cell and
+    its neighbours (a Gaussian fitted to the heat map). A soft-argmax of a
+    heat map narrower than about one cell returns nearly the centre of its
+    peak cell, so its error floors at a fraction of a cell however bright
+    the source; the parabola's vertex does not depend on the curvature.
     """
 
-    def __init__(self, initial_beta: float = 1.0, trainable_beta: bool = True, **kwargs):
+    def __init__(self, initial_beta: float = 1.0, trainable_beta: bool = True, window: int = 0,
+                 readout: str = "softmax", **kwargs):
         super().__init__(**kwargs)
         if not initial_beta > 0:
             raise ValueError(f"initial_beta must be > 0, got {initial_beta}")
+        if int(window) != window or window < 0:
+            raise ValueError(f"window must be an integer >= 0, got {window}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.initial_beta = float(initial_beta)
         self.trainable_beta = bool(trainable_beta)
+        self.window = int(window)
+        self.readout = str(readout)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != 1:
@@ -274,11 +352,30 @@ class SpatialSoftArgmax(layers.Layer):
             trainable=self.trainable_beta,
         )
 
-    def call(self, logits):
+    def _weights(self, logits, training=None):
+        """Softmax weights ``(batch, h, w)`` of the logits, restricted at
+        inference to the cells within ``window`` of the arg-max cell."""
         h, w = self._h, self._w
-        flat = ops.reshape(ops.cast(logits, "float32"), (-1, h * w))
-        prob = ops.softmax(flat * ops.exp(self.log_beta), axis=-1)
-        prob = ops.reshape(prob, (-1, h, w))
+        flat = ops.reshape(ops.cast(logits, "float32"), (-1, h * w)) * ops.exp(self.log_beta)
+        if self.window and not training:
+            peak = ops.argmax(flat, axis=-1)
+            row0 = ops.cast(peak // w, "int32")[:, None, None]
+            col0 = ops.cast(peak % w, "int32")[:, None, None]
+            rows = ops.arange(h, dtype="int32")[None, :, None]
+            cols = ops.arange(w, dtype="int32")[None, None, :]
+            near = ops.logical_and(ops.abs(rows - row0) <= self.window, ops.abs(cols - col0) <= self.window)
+            flat = ops.where(ops.reshape(near, (-1, h * w)), flat, ops.full_like(flat, -1e30))
+        return ops.reshape(ops.softmax(flat, axis=-1), (-1, h, w))
+
+    def _parabola(self, logits, offsets=None):
+        """Sub-cell peak of the logits: see :func:`_parabola_vertex`."""
+        return _parabola_vertex(logits, logits, self._h, self._w, offsets)
+
+    def call(self, logits, training=None):
+        h, w = self._h, self._w
+        if self.readout == "parabola" and not training:
+            return self._parabola(logits)
+        prob = self._weights(logits, training)
         x_centres = (ops.arange(w, dtype="float32") + 0.5) / w
         y_centres = (ops.arange(h, dtype="float32") + 0.5) / h
         x = ops.sum(ops.sum(prob, axis=1) * x_centres, axis=-1)  # marginal over rows
@@ -290,7 +387,8 @@ class SpatialSoftArgmax(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(initial_beta=self.initial_beta, trainable_beta=self.trainable_beta)
+        config.update(initial_beta=self.initial_beta, trainable_beta=self.trainable_beta, window=self.window,
+                      readout=self.readout)
         return config
 
 
@@ -315,16 +413,89 @@ class SoftArgmaxWithOffsets(SpatialSoftArgmax):
                              f"got {offsets_shape} for logits {logits_shape}")
         super().build(logits_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         logits, offsets = inputs
         h, w = self._h, self._w
-        flat = ops.reshape(ops.cast(logits, "float32"), (-1, h * w))
-        prob = ops.reshape(ops.softmax(flat * ops.exp(self.log_beta), axis=-1), (-1, h, w))
+        if self.readout == "parabola" and not training:
+            return self._parabola(logits, offsets)
+        prob = self._weights(logits, training)
         offsets = ops.cast(offsets, "float32")
         x_cells = (ops.arange(w, dtype="float32") + 0.5)[None, None, :] + offsets[..., 0]
         y_cells = (ops.arange(h, dtype="float32") + 0.5)[None, :, None] + offsets[..., 1]
         x = ops.sum(ops.reshape(prob * x_cells, (-1, h * w)), axis=-1) / w
         y = ops.sum(ops.reshape(prob * y_cells, (-1, h * w)), axis=-1) / h
+        return ops.stack([x, y], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2)
+
+
+@keras.saving.register_keras_serializable(package="skyml")
+class RandomDihedral(layers.Layer):
+    """Training-time augmentation by the symmetries of a square map.
+
+    In training each map of the batch is, at random and independently,
+    transposed, flipped left-right and flipped up-down (the 8 elements of the
+    dihedral group of the square); the layer returns the transformed maps and
+    the three choices ``(batch, 3)`` (1.0 = applied) so that
+    :class:`UndoDihedral` can map the network's position back to the input
+    frame. The labels therefore stay those of the input map, and the
+    network sees 8 orientations of every training map: the instrument
+    response is symmetric under these operations (radial background and PSF),
+    so this is free data, and it removes any preferred direction of the
+    learned position (e.g. a bias tied to the padding of one border).
+    At inference (``training`` false) the maps pass unchanged with choices 0.
+    Random draws come from a :class:`keras.random.SeedGenerator` (``seed``).
+    """
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[1] != input_shape[2] or input_shape[1] is None:
+            raise ValueError(f"RandomDihedral needs square maps (batch, n, n, c), got {input_shape}")
+
+    def call(self, maps, training=None):
+        maps = ops.cast(maps, "float32")
+        batch = ops.shape(maps)[0]
+        if not training:
+            return maps, ops.zeros((batch, 3), dtype="float32")
+        choice = ops.cast(keras.random.uniform((batch, 3), seed=self.seed_generator) < 0.5, "float32")
+        flag = [ops.reshape(choice[:, k], (-1, 1, 1, 1)) > 0.5 for k in range(3)]
+        maps = ops.where(flag[0], ops.transpose(maps, (0, 2, 1, 3)), maps)
+        maps = ops.where(flag[1], ops.flip(maps, axis=2), maps)
+        maps = ops.where(flag[2], ops.flip(maps, axis=1), maps)
+        return maps, choice
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape), (input_shape[0], 3)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="skyml")
+class UndoDihedral(layers.Layer):
+    """Maps a normalised ``(x, y)`` label found on a map transformed by
+    :class:`RandomDihedral` back to the frame of the untransformed map.
+
+    Inputs ``[labels (batch, 2), choices (batch, 3)]``; the transforms are
+    undone in reverse order: up-down flip (``y -> 1 - y``), left-right flip
+    (``x -> 1 - x``), transpose (swap ``x`` and ``y``). These are exact for the
+    labels of :func:`pix_to_label` (pixel ``x`` of ``n`` becomes ``n - 1 - x``).
+    """
+
+    def call(self, inputs):
+        labels, choice = inputs
+        x, y = labels[:, 0], labels[:, 1]
+        y = ops.where(choice[:, 2] > 0.5, 1.0 - y, y)
+        x = ops.where(choice[:, 1] > 0.5, 1.0 - x, x)
+        swap = choice[:, 0] > 0.5
+        x, y = ops.where(swap, y, x), ops.where(swap, x, y)
         return ops.stack([x, y], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -521,6 +692,12 @@ def build_improved_localiser(
     initial_beta: float = 1.0,
     learning_rate: float = 1e-3,
     subcell_offsets: bool = True,
+    full_resolution_head: bool = False,
+    window: int = 0,
+    readout: str = "softmax",
+    dihedral_augment: bool = False,
+    matched_filter_size: int = 0,
+    seed: int = 0,
 ) -> keras.Model:
     """A heat-map localiser of a single point source: encoder-decoder, spatial
     softmax and soft-argmax. Compiled.
@@ -560,18 +737,63 @@ def build_improved_localiser(
     does not depend on the map size) and costs
     about 0.27 G multiply-adds per 200 x 200 map.
 
+    ``full_resolution_head=True`` adds one more decoder stage: a bilinear
+    up-sampling to the input resolution, concatenated with the full-resolution
+    features (``full_conv``) and a 3 x 3 convolution of
+    ``full_resolution_filters`` channels, so that the heat map and the offsets
+    come out on the pixel grid (cells of one pixel, 200 x 200 for the talk's
+    geometry). The half-resolution heat map sees the counts only through two
+    max-poolings, which keep the strongest response of each 2 x 2 block but
+    not where inside the block it lies; its errors on bright sources then
+    follow the source's position inside a cell (a quantisation floor that
+    training on 10 x brighter sources and the offsets head shrink but do not
+    remove). On the pixel grid the heat map of a bright source spans a few
+    cells and the soft-argmax interpolates between them. The new convolution
+    has ``(full_resolution_filters + filters[0]) * 9 * full_resolution_filters
+    + full_resolution_filters`` parameters and the 1 x 1 heads then read
+    ``full_resolution_filters`` instead of ``filters[0]`` channels: 1,712 more
+    parameters with the defaults (146,180 with the offsets head), and about
+    0.07 G more multiply-adds per 200 x 200 map.
+
+    ``window`` and ``readout``: how :class:`SpatialSoftArgmax` reads the heat
+    map at inference (defaults: softmax average over the whole map).
+
+    ``matched_filter_size=k`` (odd, > 0; needs the full-resolution head)
+    adds to the heat-map logits a linear ``k`` x ``k`` convolution of the
+    input map (``matched_filter``, no bias, initialised as a Gaussian of
+    ``k / 6`` pixels): for a bright source without background the Poisson
+    log-likelihood of a source at each pixel is such a convolution of the
+    counts with the log of the PSF, a quadratic bump whose vertex is the
+    photons' centroid. The deep heat map finds the source among the noise
+    peaks; the linear term gives its peak the wide-aperture, sub-pixel shape
+    that the 3 x 3 full-resolution convolutions (a 5-pixel receptive field,
+    about one PSF sigma) cannot. ``k * k`` parameters.
+
+    ``dihedral_augment=True`` puts :class:`RandomDihedral` after the input and
+    :class:`UndoDihedral` after the soft-argmax (``seed`` seeds its draws):
+    in training every map is seen in a random one of its 8 orientations, the
+    label unchanged; at inference both layers are the identity.
+
     Compiled with Adam(``learning_rate``) and :func:`euclidean_distance`
     (mean distance in normalised units).
     """
     ny, nx = int(input_shape[0]), int(input_shape[1])
     if ny % 8 or nx % 8:
         raise ValueError(f"build_improved_localiser: map sides must be multiples of 8, got {input_shape}")
+    k = int(matched_filter_size)
+    if k and (k < 0 or k % 2 == 0 or not full_resolution_head):
+        raise ValueError(f"build_improved_localiser: matched_filter_size must be 0 or odd with the full-resolution "
+                         f"head, got {matched_filter_size}")
     f1, f2, f3 = (int(f) for f in filters)
     conv = dict(kernel_size=(3, 3), activation="relu", padding="same")
 
     inputs = keras.Input(shape=tuple(input_shape), name="counts_map")
-    x = layers.Conv2D(int(full_resolution_filters), name="full_conv", **conv)(inputs)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x, choice = inputs, None
+    if dihedral_augment:
+        x, choice = RandomDihedral(seed=seed, name="random_dihedral")(inputs)
+    x_in = x
+    skip0 = layers.Conv2D(int(full_resolution_filters), name="full_conv", **conv)(x)
+    x = layers.MaxPooling2D(2, name="pool1")(skip0)
     x = layers.Conv2D(f1, name="half_conv1", **conv)(x)
     skip1 = layers.Conv2D(f1, name="half_conv2", **conv)(x)
     x = layers.MaxPooling2D(2, name="pool2")(skip1)
@@ -587,13 +809,30 @@ def build_improved_localiser(
     x = layers.UpSampling2D(2, interpolation="bilinear", name="up2")(x)
     x = layers.Concatenate(name="merge_half")([x, skip1])
     x = layers.Conv2D(f1, name="up_half_conv", **conv)(x)
-    logits = layers.Conv2D(1, (1, 1), name="heatmap_logits")(x)
+    if full_resolution_head:
+        x = layers.UpSampling2D(2, interpolation="bilinear", name="up3")(x)
+        x = layers.Concatenate(name="merge_full")([x, skip0])
+        x = layers.Conv2D(int(full_resolution_filters), name="up_full_conv", **conv)(x)
+    if k:
+        deep = layers.Conv2D(1, (1, 1), name="deep_logits")(x)
+        r = np.arange(k) - k // 2
+        gauss = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * (k / 6.0) ** 2))
+        linear = layers.Conv2D(1, (k, k), padding="same", use_bias=False, name="matched_filter",
+                               kernel_initializer=keras.initializers.Constant(
+                                   (gauss / gauss.sum())[:, :, None, None].astype("float32")))(x_in)
+        logits = layers.Add(name="heatmap_logits")([deep, linear])
+    else:
+        logits = layers.Conv2D(1, (1, 1), name="heatmap_logits")(x)
     if subcell_offsets:
         offsets = layers.Conv2D(2, (1, 1), activation="tanh", kernel_initializer="zeros",
                                 name="subcell_offsets")(x)
-        outputs = SoftArgmaxWithOffsets(initial_beta=initial_beta, name="soft_argmax")([logits, offsets])
+        outputs = SoftArgmaxWithOffsets(initial_beta=initial_beta, window=window, readout=readout,
+                                        name="soft_argmax")([logits, offsets])
     else:
-        outputs = SpatialSoftArgmax(initial_beta=initial_beta, name="soft_argmax")(logits)
+        outputs = SpatialSoftArgmax(initial_beta=initial_beta, window=window, readout=readout,
+                                    name="soft_argmax")(logits)
+    if dihedral_augment:
+        outputs = UndoDihedral(name="undo_dihedral")([outputs, choice])
     model = keras.Model(inputs, outputs, name="cnn_localiser_softargmax")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -604,20 +843,54 @@ def build_improved_localiser(
 
 def heatmap_model(localiser: keras.Model) -> keras.Model:
     """A model sharing the localiser's weights that outputs its heat-map
-    logits, shape ``(N, ny/2, nx/2, 1)``, for figures."""
+    logits, shape ``(N, ny/2, nx/2, 1)`` (``(N, ny, nx, 1)`` with the
+    full-resolution head), for figures."""
     return keras.Model(localiser.inputs, localiser.get_layer("heatmap_logits").output,
                        name=f"{localiser.name}_heatmap")
+
+
+def _readout_head(localiser: keras.Model):
+    """The soft-argmax layer of a localiser, or of one wrapped by :func:`with_readout`."""
+    names = {layer.name for layer in localiser.layers}
+    return localiser.get_layer("soft_argmax" if "soft_argmax" in names else "soft_argmax_readout")
 
 
 def without_offsets(localiser: keras.Model) -> keras.Model:
     """A model sharing the localiser's weights that reduces its heat map by the
     plain :class:`SpatialSoftArgmax` (same inverse temperature), ignoring the
     sub-cell offsets: the ablation that shows what the offsets head adds."""
-    head = localiser.get_layer("soft_argmax")
+    head = _readout_head(localiser)
     plain = SpatialSoftArgmax(initial_beta=float(np.exp(keras.ops.convert_to_numpy(head.log_beta))),
-                              trainable_beta=False, name="soft_argmax_plain")
+                              trainable_beta=False, window=head.window, readout=head.readout,
+                              name="soft_argmax_plain")
     outputs = plain(localiser.get_layer("heatmap_logits").output)
     return keras.Model(localiser.inputs, outputs, name=f"{localiser.name}_no_offsets")
+
+
+def with_readout(localiser: keras.Model, window: int = 0, readout: str = "softmax") -> keras.Model:
+    """A model sharing the localiser's weights (its inverse temperature
+    included) whose soft-argmax reads the heat map at inference with
+    ``window`` and ``readout`` (see :class:`SpatialSoftArgmax`); for choosing
+    the readout on validation maps without retraining. The dihedral
+    augmentation layers, the identity at inference, are left out.
+
+    ``readout="filter_parabola"`` (a localiser with a matched filter): the
+    arg-max of the heat map refined by the parabola through the matched
+    filter's output (:class:`PeakParabola`); ``window`` is then unused."""
+    if readout == "filter_parabola":
+        outputs = PeakParabola(name="peak_parabola")([localiser.get_layer("heatmap_logits").output,
+                                                      localiser.get_layer("matched_filter").output])
+        return keras.Model(localiser.inputs, outputs, name=f"{localiser.name}_filter_parabola")
+    head = _readout_head(localiser)
+    beta = float(np.exp(keras.ops.convert_to_numpy(head.log_beta)))
+    logits = localiser.get_layer("heatmap_logits").output
+    kwargs = {"initial_beta": beta, "trainable_beta": False, "window": window, "readout": readout,
+              "name": "soft_argmax_readout"}
+    if isinstance(head, SoftArgmaxWithOffsets):
+        outputs = SoftArgmaxWithOffsets(**kwargs)([logits, localiser.get_layer("subcell_offsets").output])
+    else:
+        outputs = SpatialSoftArgmax(**kwargs)(logits)
+    return keras.Model(localiser.inputs, outputs, name=f"{localiser.name}_{readout}{int(window)}")
 
 
 def count_params(model: keras.Model) -> int:

@@ -172,32 +172,68 @@ def localiser_params(params: CTASimParams, flux_max_crab: float = 10.0) -> CTASi
     return replace(params, flux_max_crab=max(float(flux_max_crab), params.flux_max_crab))
 
 
+def localiser_training_maps(n_maps, seed, params: CTASimParams, split: str, shift=None) -> dict:
+    """The localiser's training (``split="train"``) or validation maps: those of
+    ``params`` (:func:`skyml.cta.simulate.load_maps`), or, with a
+    :class:`skyml.cta.simulate.CTAShift` ``shift``, maps of the same curve sets
+    with the PSF, effective area, spectrum and placement drawn per map as
+    ``shift`` says (domain randomisation; :func:`skyml.cta.simulate.load_shifted_maps`)."""
+    from .simulate import load_shifted_maps
+
+    if shift is None:
+        return load_maps(n_maps, seed, params, split=split)
+    return load_shifted_maps(n_maps, seed, params, shift, split=split)
+
+
 def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
-                             patience=3, learning_rate=1e-3, subcell_offsets=True, profile="quick"):
+                             patience=3, learning_rate=1e-3, subcell_offsets=True, full_resolution_head=False,
+                             window=0, readout="softmax", dihedral_augment=False, matched_filter_size=0,
+                             train_shift=None, profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
-    trained on the maps of ``params`` (see :func:`localiser_params`)."""
+    trained on the maps of ``params`` (see :func:`localiser_params`).
+
+    ``full_resolution_head``, ``dihedral_augment`` and ``matched_filter_size``
+    are those of :func:`skyml.cta.models.build_improved_localiser`;
+    ``train_shift`` (a :class:`skyml.cta.simulate.CTAShift` or None)
+    randomises the training and validation maps (:func:`localiser_training_maps`).
+    Left at their defaults they do not enter the cache key, so models trained
+    before they existed are found again. ``window`` and ``readout`` act at
+    inference only (:func:`skyml.cta.models.with_readout`): they are not part
+    of the cache key, the cached and installed model keeps the soft-argmax of
+    its training, and the model returned reads its heat map with them."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate),
            "subcell_offsets": bool(subcell_offsets), "version": 2}
+    extra = {"full_resolution_head": bool(full_resolution_head), "dihedral_augment": bool(dihedral_augment), "matched_filter_size": int(matched_filter_size),
+             "train_shift": None if train_shift is None else train_shift.to_dict()}
+    defaults = {"full_resolution_head": False, "dihedral_augment": False, "matched_filter_size": 0,
+                "train_shift": None}
+    key.update({k: v for k, v in extra.items() if v != defaults[k]})
 
     def fit():
-        train = load_maps(n_train, seed, params, split="train")
-        val = load_maps(n_val, seed, params, split="val")
+        train = localiser_training_maps(n_train, seed, params, "train", train_shift)
+        val = localiser_training_maps(n_val, seed, params, "val", train_shift)
         x = models.preprocess_localiser_input(train["counts"])
         xv = models.preprocess_localiser_input(val["counts"])
         import keras
 
         keras.utils.set_random_seed(int(seed))
         model = models.build_improved_localiser(x.shape[1:], learning_rate=learning_rate,
-                                                subcell_offsets=subcell_offsets)
+                                                subcell_offsets=subcell_offsets,
+                                                full_resolution_head=full_resolution_head,
+                                                dihedral_augment=dihedral_augment,
+                                                matched_filter_size=matched_filter_size, seed=seed)
         history = models.train(model, x, position_labels(train), xv, position_labels(val),
                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
         meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
-                "subcell_offsets": bool(subcell_offsets),
+                "subcell_offsets": bool(subcell_offsets), **extra,
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    return train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    model, meta, history, seconds = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    if (readout, int(window)) != ("softmax", 0):
+        model = models.with_readout(model, int(window), readout)
+    return model, meta, history, seconds
 
 
 def apply_cleaners(maps: dict, cleaner, talk_cleaner, normaliser, fov_threshold: float,

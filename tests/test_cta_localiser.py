@@ -1,0 +1,216 @@
+"""Tests of the heat-map localiser's readout, head and training augmentation
+(skyml.cta.models) and of its cache key (skyml.cta.pipeline)."""
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("KERAS_BACKEND") == "jax":
+    pytest.importorskip("jax", reason="KERAS_BACKEND=jax but jax is not installed (make jax installs the extra)")
+keras = pytest.importorskip("keras")
+
+from skyml.cta import models as m  # noqa: E402
+from skyml.cta import pipeline, simulate  # noqa: E402
+
+
+def _gaussian_logits(shape, x0, y0, sigma):
+    """Log of a Gaussian bump (a heat map whose softmax is a Gaussian of width ``sigma`` cells)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return -((xx - x0) ** 2 + (yy - y0) ** 2) / (2.0 * sigma**2)
+
+
+def _readout(layer, logits, training=False):
+    return np.asarray(keras.ops.convert_to_numpy(layer(logits[..., None].astype("float32"), training=training)))
+
+
+def test_local_window_readout_finds_a_known_subpixel_peak():
+    shape = (64, 64)
+    truth = [(37.3, 21.7), (10.05, 50.45), (31.5, 31.5)]
+    logits = np.stack([_gaussian_logits(shape, x, y, 1.0) for x, y in truth])
+    # a second, weaker candidate far from the first in the first map (a noise peak)
+    logits[0] = np.maximum(logits[0], _gaussian_logits(shape, 5.0, 60.0, 1.0) - 1.0)
+    out = _readout(m.SpatialSoftArgmax(window=4), logits)
+    x, y = m.label_to_pix(out, shape)
+    np.testing.assert_array_less(np.hypot(x - [t[0] for t in truth], y - [t[1] for t in truth]), 0.05)
+    # the global soft-argmax is pulled towards the second candidate; in training the whole map is read
+    xg, yg = m.label_to_pix(_readout(m.SpatialSoftArgmax(window=0), logits[:1]), shape)
+    assert np.hypot(xg[0] - 37.3, yg[0] - 21.7) > 1.0
+    np.testing.assert_allclose(_readout(m.SpatialSoftArgmax(window=4), logits[:1], training=True),
+                               _readout(m.SpatialSoftArgmax(window=0), logits[:1]), atol=1e-6)
+    assert m.SpatialSoftArgmax.from_config(m.SpatialSoftArgmax(window=4).get_config()).window == 4
+    with pytest.raises(ValueError, match="window"):
+        m.SpatialSoftArgmax(window=-1)
+
+
+def test_local_window_readout_adds_the_offsets_of_the_window_cells():
+    shape = (32, 32)
+    logits = _gaussian_logits(shape, 12.0, 20.0, 0.3)[None, ..., None].astype("float32")  # one dominant cell
+    offsets = np.zeros((1,) + shape + (2,), "float32")
+    offsets[0, 20, 12] = (0.25, -0.4)
+    layer = m.SoftArgmaxWithOffsets(window=2)
+    x, y = m.label_to_pix(np.asarray(keras.ops.convert_to_numpy(layer([logits, offsets]))), shape)
+    assert abs(x[0] - 12.25) < 0.05 and abs(y[0] - 19.6) < 0.05
+
+
+def _likelihood_heat_maps(n_counts, rng, n_maps=40, side=32, sigma_px=2.0, cell=1):
+    """Heat maps of bright point sources without background: the Poisson log-likelihood of a source at each
+    cell, ``sum_i n_i log PSF(i - cell)``, divided by the map's peak count (the input stretch of the localiser),
+    on a grid of ``cell`` x ``cell`` pixels (1: the full-resolution head, 2: the half-resolution one)."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    x0, y0 = rng.uniform(10, side - 11, (2, n_maps))
+    maps, truth = [], np.stack([x0, y0], 1)
+    centres = (np.arange(side // cell) * cell + 0.5 * (cell - 1))
+    for x, y in truth:
+        mu = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma_px**2))
+        counts = rng.poisson(n_counts * mu / mu.sum())
+        cx = np.sum(counts * xx) / counts.sum()
+        cy = np.sum(counts * yy) / counts.sum()
+        # sum_i n_i log PSF = -N ((cx - c)^2 + (cy - c)^2) / (2 sigma^2) + terms independent of the cell c
+        logl = -counts.sum() * ((cx - centres[None, :]) ** 2 + (cy - centres[:, None]) ** 2) / (2 * sigma_px**2)
+        maps.append(logl / counts.max())
+    return np.stack(maps), truth
+
+
+def test_parabola_readout_has_no_floor_for_bright_sources():
+    # heat maps of bright sources (the log-likelihood on the cell grid): the parabola readout's error keeps
+    # falling as 1/sqrt(counts) from 1e3 to 1e5 counts, on the pixel grid and on 2 x 2 pixel cells alike; the
+    # soft-argmax of the same heat maps, narrower than a cell, floors at a fraction of a cell
+    rng = np.random.default_rng(3)
+    counts = (1e3, 1e4, 1e5)
+    ideal = np.array([2.0 * np.sqrt(np.log(4.0) / n) for n in counts])  # median radial error of the centroid
+    for cell in (1, 2):
+        err = {"parabola": [], "softmax": []}
+        for n in counts:
+            heat, truth = _likelihood_heat_maps(n, rng, cell=cell)
+            for kind, errs in err.items():
+                x, y = m.label_to_pix(_readout(m.SpatialSoftArgmax(window=3, readout=kind), heat), heat.shape[1:])
+                x, y = x * cell + 0.5 * (cell - 1), y * cell + 0.5 * (cell - 1)  # cells -> pixels
+                errs.append(np.median(np.hypot(x - truth[:, 0], y - truth[:, 1])))
+        assert np.all(np.array(err["parabola"]) < 1.3 * ideal), (cell, err, ideal)
+        assert err["softmax"][2] > 5 * ideal[2] and err["softmax"][2] > 0.5 * err["softmax"][1], (cell, err)
+    with pytest.raises(ValueError, match="readout"):
+        m.SpatialSoftArgmax(readout="argmax")
+
+
+def test_parabola_readout_adds_the_peak_cell_offsets_and_is_exact_on_a_quadratic():
+    shape = (24, 24)
+    logits = _gaussian_logits(shape, 7.3, 15.8, 0.4)[None, ..., None].astype("float32")
+    offsets = np.zeros((1,) + shape + (2,), "float32")
+    layer = m.SoftArgmaxWithOffsets(readout="parabola")
+    x, y = m.label_to_pix(np.asarray(keras.ops.convert_to_numpy(layer([logits, offsets]))), shape)
+    assert abs(x[0] - 7.3) < 1e-3 and abs(y[0] - 15.8) < 1e-3
+    offsets[0, 16, 7] = (0.1, -0.2)  # the arg-max cell's offsets are added
+    x, y = m.label_to_pix(np.asarray(keras.ops.convert_to_numpy(layer([logits, offsets]))), shape)
+    assert abs(x[0] - 7.4) < 1e-3 and abs(y[0] - 15.6) < 1e-3
+    # in training the layer is the soft-argmax
+    soft = np.asarray(keras.ops.convert_to_numpy(m.SoftArgmaxWithOffsets()([logits, offsets])))
+    np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(layer([logits, offsets], training=True))),
+                               soft, atol=1e-6)
+
+
+def test_dihedral_augmentation_round_trip_is_exact():
+    side, n = 16, 64
+    rng = np.random.default_rng(0)
+    xs, ys = rng.integers(0, side, (2, n))
+    maps = np.zeros((n, side, side, 1), "float32")
+    maps[np.arange(n), ys, xs, 0] = 1.0
+    layer = m.RandomDihedral(seed=4)
+    moved, choice = (np.asarray(keras.ops.convert_to_numpy(v)) for v in layer(maps, training=True))
+    assert len({tuple(c) for c in choice}) == 8  # all 8 orientations drawn
+    flat = moved[..., 0].reshape(n, -1).argmax(1)
+    labels = m.pix_to_label(flat % side, flat // side, shape=(side, side))
+    back = np.asarray(keras.ops.convert_to_numpy(m.UndoDihedral()([labels, choice])))
+    np.testing.assert_allclose(back, m.pix_to_label(xs, ys, shape=(side, side)), atol=1e-6)
+    same, zero = (np.asarray(keras.ops.convert_to_numpy(v)) for v in layer(maps, training=False))
+    np.testing.assert_array_equal(same, maps)
+    assert not zero.any()
+
+
+def _blobs(n, side, rng):
+    yy, xx = np.mgrid[0:side, 0:side]
+    x0, y0 = rng.uniform(6, side - 7, (2, n))
+    blob = 3.0 * np.exp(-((xx - x0[:, None, None]) ** 2 + (yy - y0[:, None, None]) ** 2) / (2 * 1.5**2))
+    return m.preprocess_localiser_input(rng.poisson(0.3, (n, side, side)) + blob), m.pix_to_label(x0, y0, (side, side))
+
+
+def _train_small(seed):
+    rng = np.random.default_rng(0)
+    x, y = _blobs(32, 32, rng)
+    xv, yv = _blobs(8, 32, rng)
+    keras.utils.set_random_seed(seed)
+    model = m.build_improved_localiser((32, 32, 1), filters=(4, 8, 8), full_resolution_filters=4,
+                                       full_resolution_head=True, dihedral_augment=True, window=3, seed=seed)
+    m.train(model, x, y, xv, yv, epochs=2, batch_size=8, patience=10, seed=seed, verbose=0)
+    return model, np.asarray(model.predict(xv, verbose=0))
+
+
+def test_full_resolution_localiser_is_deterministic_and_round_trips(tmp_path):
+    model, first = _train_small(5)
+    _, again = _train_small(5)
+    _, other = _train_small(6)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert model.get_layer("heatmap_logits").output.shape[1:3] == (32, 32)  # heat map on the pixel grid
+    path = m.save_model(model, tmp_path / "loc.keras", {"input": m.LOCALISER_INPUT})
+    loaded, _ = m.load_model(path)
+    x = _blobs(4, 32, np.random.default_rng(9))[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(m.with_readout(model, 3).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_full_resolution_head_parameter_count():
+    small = {"input_shape": (32, 32, 1), "filters": (4, 8, 8), "full_resolution_filters": 4}
+    extra = m.count_params(m.build_improved_localiser(**small, full_resolution_head=True)) \
+        - m.count_params(m.build_improved_localiser(**small))
+    assert extra == (4 + 4) * 9 * 4 + 4 - (4 - 4) * 3  # new 3x3 conv; the 1x1 heads read 4 channels either way
+    assert m.count_params(m.build_improved_localiser(full_resolution_head=True)) == 146_180
+
+
+def test_new_localiser_options_keep_the_old_cache_key_at_their_defaults(monkeypatch):
+    keys = []
+    def fake_cached(name, key, fit, profile, install):
+        keys.append(key)
+        return m.build_improved_localiser((32, 32, 1), filters=(4, 4, 4), full_resolution_filters=2), {}, {}, 0.0
+
+    monkeypatch.setattr(pipeline, "train_cached", fake_cached)
+    params = simulate.CTASimParams()
+    pipeline.train_improved_localiser(10, 5, 1, params, epochs=1)
+    model = pipeline.train_improved_localiser(10, 5, 1, params, epochs=1, full_resolution_head=True, window=3,
+                                              readout="parabola", dihedral_augment=True,
+                                              train_shift=simulate.CTAShift())[0]
+    head = model.get_layer("soft_argmax_readout")  # the inference readout wraps the cached model
+    assert head.readout == "parabola" and head.window == 3
+    assert set(keys[0]) == {"n_train", "n_val", "seed", "sim", "epochs", "batch_size", "patience",
+                            "learning_rate", "subcell_offsets", "version"}
+    assert keys[1]["full_resolution_head"] is True and "window" not in keys[1] and "readout" not in keys[1] and keys[1]["dihedral_augment"] is True
+    assert keys[1]["train_shift"] == simulate.CTAShift().to_dict()
+
+
+def test_matched_filter_is_added_to_the_heat_map_and_checked():
+    small = {"input_shape": (32, 32, 1), "filters": (4, 8, 8), "full_resolution_filters": 4,
+             "full_resolution_head": True}
+    keras.utils.set_random_seed(1)
+    model = m.build_improved_localiser(**small, matched_filter_size=7)
+    kernel = model.get_layer("matched_filter").get_weights()[0]
+    assert kernel.shape == (7, 7, 1, 1) and abs(kernel.sum() - 1) < 1e-5 and kernel[3, 3, 0, 0] == kernel.max()
+    x = _blobs(3, 32, np.random.default_rng(2))[0]
+    heat = m.heatmap_model(model)
+    deep = keras.Model(model.inputs, model.get_layer("deep_logits").output)
+    filtered = np.asarray(keras.ops.convert_to_numpy(keras.ops.conv(x, kernel, padding="same")))
+    np.testing.assert_allclose(heat.predict(x, verbose=0), deep.predict(x, verbose=0) + filtered, atol=1e-5)
+    for bad in ({"matched_filter_size": 6}, {"matched_filter_size": 7, "full_resolution_head": False}):
+        with pytest.raises(ValueError, match="matched_filter_size"):
+            m.build_improved_localiser(**{**small, **bad})
+
+
+def test_peak_parabola_locates_on_one_map_and_refines_on_another():
+    shape = (24, 24)
+    logits = _gaussian_logits(shape, 5.0, 5.0, 1.0)  # the peak cell is chosen on this map ...
+    fine = _gaussian_logits(shape, 5.3, 4.6, 2.0)  # ... and its sub-cell position read on this one
+    out = m.PeakParabola()([logits[None, ..., None].astype("float32"), fine[None, ..., None].astype("float32")])
+    x, y = m.label_to_pix(np.asarray(keras.ops.convert_to_numpy(out)), shape)
+    assert abs(x[0] - 5.3) < 1e-3 and abs(y[0] - 4.6) < 1e-3
+    same = m.PeakParabola()([fine[None, ..., None].astype("float32")] * 2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(same),
+                               _readout(m.SpatialSoftArgmax(readout="parabola"), fine[None]), atol=1e-6)
