@@ -52,7 +52,8 @@ def detect_process(state: State, source: Path, target: Path) -> str:
     counts, wcs, description = read_counts_cube(source, state.params.binsz_deg)
     guards.check_bunit(source, guards.fits_headers(source))
     guards.check_values(source, counts, counts=True, integer=True, what="counts cube")
-    prob = predict(state.model, network_input(counts[None], state.params, state.scaling), batch_size=1)[0, ..., 0]
+    x = network_input(counts[None], state.params, state.scaling, state.metadata.get("normalise", "mean"))
+    prob = predict(state.model, x, batch_size=1)[0, ..., 0]
     x, y, score = ctao_detect.log_positions(prob, threshold=args.threshold)
     dist = distribution_check(counts, state.metadata)
     table = detections_table(x, y, score, wcs, distribution=dist)

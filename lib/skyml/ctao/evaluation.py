@@ -129,6 +129,23 @@ def best_threshold(truth: Table, dets: Table, rel_min: float = 1.0, n: int = 60)
     return float(thresholds[int(np.argmax(f1))])
 
 
+def stack_evaluated(*evaluated) -> tuple[Table, Table]:
+    """One (truth, dets) pair of several :func:`evaluate` results (e.g. the
+    validation patches of several skies), their patches numbered apart."""
+    from astropy.table import vstack
+
+    truths, dets, offset = [], [], 0
+    for t, d in evaluated:
+        t, d = t.copy(), d.copy()
+        n = int(max(np.max(np.asarray(t["patch"]), initial=-1), np.max(np.asarray(d["patch"]), initial=-1))) + 1
+        t["patch"] += offset
+        d["patch"] += offset
+        offset += n
+        truths.append(t)
+        dets.append(d)
+    return vstack(truths), vstack(dets)
+
+
 def apply_threshold(det: dict, threshold: float) -> dict:
     """Detections with ``score >= threshold`` (per-patch extras such as ``seconds`` are kept as they are)."""
     keep = det["score"] >= threshold
@@ -180,3 +197,129 @@ def count_error(truth: Table, dets: Table, rel_min: float = 1.0) -> np.ndarray:
         n_pred = np.sum(np.asarray(dets["patch"]) == i)
         out.append(abs(int(n_pred) - int(n_true)))
     return np.array(out, float)
+
+
+# --------------------------------------------------------------------------- intervals over test patches
+def per_patch_counts(truth: Table, dets: Table, rel_min: float = 1.0, patches=None) -> dict:
+    """Per test patch (or field): true positives ``tp``, false positives ``fp``
+    and true sources ``n_true`` above ``rel_min`` (the rule of :func:`prf`),
+    and ``n_det`` (all detections), over ``patches`` (default: those of either table)."""
+    tp_all = np.asarray(truth["matched"], bool) & (np.asarray(truth["rel_flux"], float) >= rel_min)
+    ok = np.asarray(truth["rel_flux"], float) >= rel_min
+    fp_all = np.isnan(np.asarray(dets["matched_rel_flux"], float))
+    tpatch, dpatch = np.asarray(truth["patch"]), np.asarray(dets["patch"])
+    if patches is None:
+        patches = np.unique(np.concatenate([tpatch, dpatch]))
+    out = {"patch": np.asarray(patches)}
+    out["tp"] = np.array([np.sum(tp_all[tpatch == i]) for i in patches], float)
+    out["n_true"] = np.array([np.sum(ok[tpatch == i]) for i in patches], float)
+    out["fp"] = np.array([np.sum(fp_all[dpatch == i]) for i in patches], float)
+    out["n_det"] = np.array([np.sum(dpatch == i) for i in patches], float)
+    return out
+
+
+def _f1(tp, fp, n_true):
+    tp, fp, n_true = float(np.sum(tp)), float(np.sum(fp)), float(np.sum(n_true))
+    return 2 * tp / (n_true + tp + fp) if (n_true + tp + fp) > 0 else 0.0
+
+
+def _recall(tp, n_true):
+    return float(np.sum(tp)) / float(np.sum(n_true)) if np.sum(n_true) > 0 else 0.0
+
+
+def _precision(tp, fp):
+    return float(np.sum(tp)) / float(np.sum(tp) + np.sum(fp)) if np.sum(tp) + np.sum(fp) > 0 else 0.0
+
+
+STATISTICS = {"f1": (_f1, ("tp", "fp", "n_true")), "recall": (_recall, ("tp", "n_true")),
+              "precision": (_precision, ("tp", "fp")), "false_per_field": (lambda fp: float(np.mean(fp)), ("fp",)),
+              "detections_per_field": (lambda n: float(np.mean(n)), ("n_det",))}
+
+
+def interval(counts: dict, statistic: str, n_resamples: int = 1000, seed: int = 0) -> list[float]:
+    """Bootstrap 68 % interval (:func:`skyml.metrics.bootstrap_ci`) of a pooled
+    statistic of :data:`STATISTICS` (``f1``, ``recall``, ``precision``:
+    from the summed counts; ``false_per_field``: the mean false detections)
+    over the test patches of :func:`per_patch_counts`, resampled together."""
+    import warnings
+
+    from ..metrics import bootstrap_ci
+
+    func, names = STATISTICS[statistic]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns when every resample gives the same value
+        return bootstrap_ci(func, *(counts[k] for k in names), n_resamples=n_resamples, seed=seed)
+
+
+# --------------------------------------------------------------------------- sensitivity at a matched false rate
+def threshold_at_false_rate(dets: Table, n_patches: int, rate: float) -> float:
+    """The lowest score threshold at which the unmatched detections (``dets``
+    of :func:`evaluate`, over ``n_patches`` patches) number at most ``rate``
+    per patch: just above the score of the (k+1)-th highest-scoring false
+    detection, k = floor(rate · n_patches); the lowest score of all
+    detections when there are not that many false ones."""
+    scores = np.asarray(dets["score"], float)
+    false = np.sort(scores[np.isnan(np.asarray(dets["matched_rel_flux"], float))])[::-1]
+    k = int(np.floor(rate * n_patches + 1e-9))
+    if len(false) <= k:
+        return float(scores.min()) if len(scores) else 0.0
+    return float(np.nextafter(false[k], np.inf))
+
+
+def completeness_f50(flux, detected) -> float:
+    """Flux at which the completeness reaches 50 %: the maximum-likelihood
+    logistic curve in ln(flux), P(detected) = 1 / (1 + exp(-(ln F - ln F50) / w)),
+    fitted to the detected/missed outcome of every source (Newton-Raphson on
+    the intercept and slope of the logit, the width w kept in [0.05, 3] in
+    ln F, so that a step-like completeness gives the flux of the step).
+    NaN when no source or every source is detected or missed."""
+    x = np.log(np.asarray(flux, float))
+    y = np.asarray(detected, bool).astype(float)
+    if len(x) == 0 or y.min() == y.max():
+        return np.nan
+    xc = x - np.median(x)
+    b_lo, b_hi = 1 / 3.0, 1 / 0.05
+    a, b = 0.0, 1.0
+    for _ in range(100):
+        pr = 1 / (1 + np.exp(-(a + b * xc)))
+        g = np.array([np.sum(y - pr), np.sum((y - pr) * xc)])
+        w = pr * (1 - pr) + 1e-12
+        h = np.array([[np.sum(w), np.sum(w * xc)], [np.sum(w * xc), np.sum(w * xc * xc)]])
+        step = np.linalg.solve(h + 1e-9 * np.eye(2), g)
+        a_new, b_new = a + step[0], float(np.clip(b + step[1], b_lo, b_hi))
+        if b_new != b + step[1]:  # slope at its bound: the intercept alone (1-D Newton)
+            pr = 1 / (1 + np.exp(-(a + b_new * xc)))
+            a_new = a + np.sum(y - pr) / (np.sum(pr * (1 - pr)) + 1e-12)
+        done = abs(a_new - a) < 1e-10 and abs(b_new - b) < 1e-10
+        a, b = a_new, b_new
+        if done:
+            break
+    return float(np.exp(np.median(x) - a / b))
+
+
+def sensitivity_ratio(rel_flux: list, detected_ref: list, detected_net: list, n_resamples: int = 1000,
+                      seed: int = 0) -> dict:
+    """F50(reference) / F50(network) (:func:`completeness_f50`) over test
+    patches: ``rel_flux``, ``detected_ref``, ``detected_net`` are lists with
+    one array per patch (the same sources for both methods). Returns the
+    ratio, both F50 and the bootstrap 68 % interval of the ratio over patches
+    (:func:`skyml.metrics.bootstrap_ci`, ``n_resamples`` resamples)."""
+    import warnings
+
+    from ..metrics import bootstrap_ci
+
+    n = len(rel_flux)
+    cat = (lambda arrays, idx: np.concatenate([arrays[int(i)] for i in idx]))
+
+    def ratio(idx):
+        f = cat(rel_flux, idx)
+        return completeness_f50(f, cat(detected_ref, idx)) / completeness_f50(f, cat(detected_net, idx))
+
+    idx = np.arange(n)
+    out = {"f50_ref": completeness_f50(cat(rel_flux, idx), cat(detected_ref, idx)),
+           "f50_net": completeness_f50(cat(rel_flux, idx), cat(detected_net, idx))}
+    out["ratio"] = out["f50_ref"] / out["f50_net"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["ci68"] = bootstrap_ci(ratio, idx, n_resamples=n_resamples, seed=seed) if n >= 2 else None
+    return out

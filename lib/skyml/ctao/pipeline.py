@@ -6,7 +6,11 @@ Networks are trained on ``crop_px`` crops of the training patches
 (:func:`skyml.ctao.simulate.training_crops`) and, being fully convolutional,
 applied to whole 512×512 patches. Installed models:
 ``data/models/<profile>/ctao_unet.keras`` (U-Net, log scaling; the CLI's
-default), ``ctao_unet_noscale.keras`` and ``ctao_cedirnet.keras``.
+default), ``ctao_unet_noscale.keras``, ``ctao_cedirnet.keras`` and
+``ctao_unet_dr.keras`` (``unet_log_dr``: the U-Net trained for any plausible
+sky, on domain-randomised patches, :func:`skyml.ctao.simulate.randomised_params`,
+with its input divided by a local background estimate,
+:func:`skyml.ctao.simulate.local_background`, instead of the mean IRF background).
 
 Each installed sidecar records the range of the training inputs
 (:func:`training_range`: the background level per energy bin,
@@ -31,41 +35,70 @@ from .simulate import SurveyParams
 
 TASK = "ctao-detect"
 FILES = {"unet_log": "ctao_unet.keras", "unet_log_noscale": "ctao_unet_noscale.keras",
-         "cedirnet": "ctao_cedirnet.keras"}
+         "cedirnet": "ctao_cedirnet.keras", "unet_log_dr": "ctao_unet_dr.keras"}
+
+
+def input_mode(kind: str) -> tuple[str, str]:
+    """(scaling, normalise) of the network input of ``kind`` (:func:`skyml.ctao.simulate.network_input`)."""
+    return ("linear" if kind == "unet_log_noscale" else "log", "local" if kind == "unet_log_dr" else "mean")
+
+
+def training_params(kind: str, p: SurveyParams) -> SurveyParams:
+    """The simulation a network of ``kind`` is trained on: randomised for ``unet_log_dr``, else ``p``."""
+    return simulate.randomised_params(p) if kind == "unet_log_dr" else p
 
 
 def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams, *, crop_px: int = 128,
                 crops_per_patch: int = 16, epochs: int = 6, filters: int = 8, depth: int = 3, batch_size: int = 16,
-                patience: int = 3, learning_rate: float = 2e-3, profile: str = "quick"):
-    """Train (or load) ``kind`` in :data:`FILES`; returns (model, metadata, history, seconds or None)."""
+                patience: int = 3, learning_rate: float = 2e-3, profile: str = "quick", loss: str = "bce_dice"):
+    """Train (or load) ``kind`` in :data:`FILES`; returns (model, metadata, history, seconds or None).
+    ``loss``: the U-Net's loss (:data:`skyml.ctao.models.UNET_LOSSES`; part of the cache key only when
+    it is not the default)."""
     if kind not in FILES:
         raise ValueError(f"unknown model kind {kind!r}; choose from {tuple(FILES)}")
-    scaling = "linear" if kind == "unet_log_noscale" else "log"
+    scaling, normalise = input_mode(kind)
+    p = training_params(kind, p)
     key = {"kind": kind, "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": p.to_dict(),
            "crop_px": int(crop_px), "crops_per_patch": int(crops_per_patch), "epochs": int(epochs),
            "filters": int(filters), "depth": int(depth), "batch_size": int(batch_size), "patience": int(patience),
            "learning_rate": float(learning_rate), "version": 5}
+    if normalise != "mean":
+        key["normalise"] = normalise
+    if loss != "bce_dice":
+        if kind == "cedirnet" or loss not in models.UNET_LOSSES:
+            raise ValueError(f"loss {loss!r} is not a U-Net loss for {kind!r}; choose from {tuple(models.UNET_LOSSES)}")
+        key["loss"] = loss
+
+    def inputs(data, s):
+        if normalise == "mean":
+            c, mask, direc = simulate.training_crops(data, p, crop_px, crops_per_patch, s)
+            return simulate.network_input(c, p, scaling), mask, direc
+        # the local background of the whole patch, cut with the crop (as on a full patch at test time)
+        c, mask, direc, b = simulate.training_crops(data, p, crop_px, crops_per_patch, s,
+                                                    extra=simulate.local_background(data["counts"]))
+        return simulate.network_input(c, p, scaling, normalise, background=b), mask, direc
 
     def fit():
         import keras
 
         train = simulate.load_patches(n_train, seed, p, "train")
         val = simulate.load_patches(n_val, seed, p, "val")
-        c, mask, direc = simulate.training_crops(train, p, crop_px, crops_per_patch, seed)
-        cv, maskv, direcv = simulate.training_crops(val, p, crop_px, crops_per_patch, seed + 1)
-        x, xv = simulate.network_input(c, p, scaling), simulate.network_input(cv, p, scaling)
+        x, mask, direc = inputs(train, seed)
+        xv, maskv, direcv = inputs(val, seed + 1)
         keras.utils.set_random_seed(int(seed))
         if kind == "cedirnet":
             model = models.build_cedirnet(simulate.N_BINS, filters, depth, learning_rate)
             y, yv = direc, direcv
         else:
-            model = models.build_unet(simulate.N_BINS, filters, depth, learning_rate, name=f"asid_{kind}")
+            model = models.build_unet(simulate.N_BINS, filters, depth, learning_rate, name=f"asid_{kind}",
+                                      loss=loss)
             y, yv = mask, maskv
         history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
                                seed=seed)
-        meta = {"task": TASK, "model_kind": kind, "scaling": scaling, "sim_params": p.to_dict(),
+        meta = {"task": TASK, "model_kind": kind, "scaling": scaling, "normalise": normalise,
+                "sim_params": p.nominal().to_dict(), "training_sim_params": p.to_dict(),
                 "energy_edges_tev": simulate.ENERGY_EDGES_TEV.tolist(), "binsz_deg": p.binsz_deg,
-                "n_train_patches": int(n_train), "n_crops": int(len(x)), "crop_px": int(crop_px),
+                "n_train_patches": int(n_train), "n_crops": int(len(x)), "crop_px": int(crop_px), "loss": loss,
                 "profile": profile}
         return model, meta, history
 
@@ -159,20 +192,22 @@ def distribution_check(counts: np.ndarray, metadata: dict) -> dict:
     return out
 
 
-def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2):
+def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2, normalise: str = "mean"):
     """Network outputs on full patches (n, ny, nx) for the U-Net, (n, ny, nx, 3)
-    for CeDiRNet, and the seconds per patch."""
-    x = simulate.network_input(counts, p, scaling)
+    for CeDiRNet, and the seconds per patch (input normalisation included)."""
+    t0 = time.perf_counter()
+    x = simulate.network_input(counts, p, scaling, normalise)
+    t_in = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = models.predict(model, x, batch_size=batch_size)
-    seconds = (time.perf_counter() - t0) / len(x)
+    seconds = (time.perf_counter() - t0 + t_in) / len(x)
     return (out[..., 0] if out.shape[-1] == 1 else out), seconds
 
 
 def detect_patches(model, kind: str, counts: np.ndarray, p: SurveyParams, threshold: float, **kwargs):
     """Detections (flat arrays patch, x_pix, y_pix, score) and seconds per patch."""
-    scaling = "linear" if kind == "unet_log_noscale" else "log"
-    out, sec = predict(model, counts, p, scaling)
+    scaling, normalise = input_mode(kind)
+    out, sec = predict(model, counts, p, scaling, normalise=normalise)
     t0 = time.perf_counter()
     det = detect.detect_all(out, "cedirnet" if kind == "cedirnet" else "log", threshold, **kwargs)
     return det, sec + (time.perf_counter() - t0) / len(counts), out

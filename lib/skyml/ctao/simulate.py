@@ -61,6 +61,31 @@ bin, and the survey sensitivity at its position (:func:`sensitivity_map`):
 the F(>1 TeV) of a Γ = 2.2 point source detected at TS = 25 (Asimov, counts
 in the 68 % containment circle of each bin, background from the IRF).
 
+**Shifted sky and domain randomisation** (fields after ``sens_ts``; at their
+defaults they leave the nominal survey, its arrays and its cache keys unchanged,
+as :meth:`SurveyParams.to_dict` leaves them out):
+
+- ``psf_scale`` widens the PSF of every true energy; ``psf_tail_fraction`` of
+  each source's counts goes into a Gaussian ``psf_tail_scale`` times wider (a
+  PSF with another tail shape); ``bkg_scale`` multiplies the IRF background
+  (another instrument response and a residual cosmic-ray background);
+- ``diffuse_mcrab_deg2``: Galactic diffuse emission, an analytic profile
+  I(l, b) = I0 exp(-b²/2σ_b²) (1 + 0.3 cos(2π(l - 12°)/8°)) of integral flux
+  above 1 TeV per deg² (``diffuse_glat_sigma_deg`` = σ_b, power law of index
+  ``diffuse_index``) folded with the exposure and the energy dispersion (not
+  with the PSF: it is smooth on the PSF scale); it is part of the background
+  that the sensitivity map (and so the labels) uses;
+- ``ext_gauss_fraction``: the fraction of extended sources that are Gaussian
+  (the rest disks);
+- ``randomise``: every patch draws its own ``bkg_scale``, ``psf_scale``,
+  ``diffuse_mcrab_deg2``, ``index_mean`` and ``ext_fraction`` uniformly in the
+  ``rand_*`` ranges (from the patch's stream, before its sources), and its
+  sources are labelled against the sensitivity of that realisation.
+
+:func:`shifted_params` is the shifted test sky of notebook 06; the instrument
+maps (:func:`irf_maps`) are those of the nominal survey for every value of
+these fields (the shifts are applied on top).
+
 Pixel convention: 0-based, pixel centres at integers, x = column (l
 decreasing), y = row.
 """
@@ -80,8 +105,10 @@ N_BINS = 3
 #: Crab integral flux above 1 TeV [cm⁻² s⁻¹] (HESS 2006, A&A 457, 899)
 CRAB_F1TEV = 2.26e-11
 MCRAB = 1e-3 * CRAB_F1TEV
-SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3}
+SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3, "shifted": 4}
 KINDS = ("point", "gauss", "disk")
+#: the per-patch sky of a randomised survey (:func:`realise`)
+REALISED = ("bkg_scale", "psf_scale", "diffuse_mcrab_deg2", "index_mean", "ext_fraction")
 SOURCE_FIELDS = ("patch", "glon", "glat", "x_pix", "y_pix", "flux_1tev", "index", "size_deg", "kind",
                  "companion", "npred", "sens_flux", "labelled")
 
@@ -119,6 +146,21 @@ class SurveyParams:
     ext_label_factor: float = 0.5
     label_min_rel_sens: float = 1.0
     sens_ts: float = 25.0
+    # shifted sky and domain randomisation (module docstring); left out of to_dict() at their defaults
+    psf_scale: float = 1.0
+    psf_tail_fraction: float = 0.0
+    psf_tail_scale: float = 3.0
+    bkg_scale: float = 1.0
+    diffuse_mcrab_deg2: float = 0.0
+    diffuse_index: float = 2.5
+    diffuse_glat_sigma_deg: float = 0.4
+    ext_gauss_fraction: float = 0.5
+    randomise: bool = False
+    rand_bkg_scale: tuple = (0.5, 2.0)
+    rand_psf_scale: tuple = (0.8, 1.25)
+    rand_diffuse_mcrab_deg2: tuple = (0.0, 12.0)
+    rand_index_mean: tuple = (2.0, 2.8)
+    rand_ext_fraction: tuple = (0.1, 0.5)
 
     def __post_init__(self):
         from ..cta.irf import IRF_NAMES
@@ -129,24 +171,91 @@ class SurveyParams:
             raise ValueError("need 0 < n_src_min <= n_src_max")
         if not 0 < self.flux_min_mcrab < self.flux_max_mcrab:
             raise ValueError("need 0 < flux_min_mcrab < flux_max_mcrab")
-        for name in ("ext_fraction", "pair_fraction"):
+        for name in ("ext_fraction", "pair_fraction", "psf_tail_fraction", "ext_gauss_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.psf_scale <= 0 or self.bkg_scale <= 0 or self.psf_tail_scale < 1 or self.diffuse_mcrab_deg2 < 0:
+            raise ValueError("need psf_scale > 0, bkg_scale > 0, psf_tail_scale >= 1, diffuse_mcrab_deg2 >= 0")
 
     @property
     def patch_deg(self) -> float:
         return self.npix * self.binsz_deg
 
     def to_dict(self) -> dict:
+        """Parameters as a JSON-able dict; the shift and randomisation fields
+        only when they differ from their defaults (so the nominal survey keeps its cache keys)."""
         d = asdict(self)
-        d["rows_glat_deg"] = list(self.rows_glat_deg)
-        return d
+        defaults = {f.name: f.default for f in dataclasses.fields(SurveyParams) if f.name in SHIFT_FIELDS}
+        for name in SHIFT_FIELDS:
+            if d[name] == defaults[name]:
+                del d[name]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SurveyParams":
-        d = dict(d)
-        d["rows_glat_deg"] = tuple(d["rows_glat_deg"])
+    def from_dict(cls, d: dict) -> SurveyParams:
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(d).items()}
         return cls(**d)
+
+    def nominal(self) -> SurveyParams:
+        """The same survey without shifts or randomisation."""
+        defaults = {f.name: f.default for f in dataclasses.fields(SurveyParams) if f.name in SHIFT_FIELDS}
+        return dataclasses.replace(self, **defaults)
+
+    def instrument(self) -> SurveyParams:
+        """The fields that make the instrument maps (:data:`INSTRUMENT_FIELDS`), the others at their defaults."""
+        defaults = {f.name: f.default for f in dataclasses.fields(SurveyParams) if f.name not in INSTRUMENT_FIELDS}
+        return dataclasses.replace(self, **defaults)
+
+
+#: fields of :class:`SurveyParams` that :func:`irf_maps` depends on (its cache key)
+INSTRUMENT_FIELDS = ("npix", "binsz_deg", "centre_glon", "centre_glat", "irf_name", "fov_sigma_deg", "psf_broadening",
+                     "psf_offset_deg", "rows_glat_deg", "spacing_deg", "livetime_h")
+#: fields of :class:`SurveyParams` that shift or randomise the sky (left out of ``to_dict`` at their defaults)
+SHIFT_FIELDS = ("psf_scale", "psf_tail_fraction", "psf_tail_scale", "bkg_scale", "diffuse_mcrab_deg2",
+                "diffuse_index", "diffuse_glat_sigma_deg", "ext_gauss_fraction", "randomise", "rand_bkg_scale",
+                "rand_psf_scale", "rand_diffuse_mcrab_deg2", "rand_index_mean", "rand_ext_fraction")
+
+
+def shifted_params(p: SurveyParams | None = None) -> SurveyParams:
+    """The shifted test sky of notebook 06: a PSF 20 % wider with 15 % of the
+    counts in a tail three times wider, a background 1.8 times the IRF's
+    (an instrument background 1.2 times higher and a residual cosmic-ray
+    background 1.5 times that), Galactic diffuse emission of 8 mCrab/deg² at
+    b = 0 (σ_b = 0.4°), a third of the sources Gaussians of sigma
+    0.05-0.2°, and steeper spectra (mean index 2.5 instead of 2.2)."""
+    p = SurveyParams() if p is None else p
+    return dataclasses.replace(p, psf_scale=1.2, psf_tail_fraction=0.15, psf_tail_scale=3.0, bkg_scale=1.2 * 1.5,
+                               diffuse_mcrab_deg2=8.0, index_mean=2.5, ext_fraction=1 / 3, ext_min_deg=0.05,
+                               ext_max_deg=0.2, ext_gauss_fraction=1.0, randomise=False)
+
+
+def edge_params(p: SurveyParams | None = None) -> SurveyParams:
+    """A validation sky at the hard ends of the randomised ranges of
+    :func:`randomised_params` (twice the IRF background, a PSF 1.25 times
+    wider, 12 mCrab/deg² of diffuse emission, a steep mean index of 2.7,
+    45 % of the sources extended) with a PSF tail that no training patch has
+    (10 % of the counts in a Gaussian 2.5 times wider): outside the
+    training distribution, and other than the shifted test sky."""
+    p = SurveyParams() if p is None else p
+    return dataclasses.replace(p, bkg_scale=2.0, psf_scale=1.25, diffuse_mcrab_deg2=12.0, index_mean=2.7,
+                               ext_fraction=0.45, psf_tail_fraction=0.1, psf_tail_scale=2.5, randomise=False)
+
+
+def randomised_params(p: SurveyParams | None = None) -> SurveyParams:
+    """The domain-randomised training sky: ``p`` with ``randomise`` on (the ``rand_*`` ranges)."""
+    p = SurveyParams() if p is None else p
+    return dataclasses.replace(p, randomise=True)
+
+
+def realise(p: SurveyParams, rng: np.random.Generator) -> SurveyParams:
+    """One patch's sky of a randomised ``p`` (``randomise`` off, the drawn values set)."""
+    u = rng.uniform(size=5)
+    draw = [lo + f * (hi - lo) for f, (lo, hi) in zip(u, (p.rand_bkg_scale, p.rand_psf_scale,
+                                                          p.rand_diffuse_mcrab_deg2, p.rand_index_mean,
+                                                          p.rand_ext_fraction))]
+    return dataclasses.replace(p, randomise=False, bkg_scale=float(draw[0]), psf_scale=float(draw[1]),
+                               diffuse_mcrab_deg2=float(draw[2]), index_mean=float(draw[3]),
+                               ext_fraction=float(draw[4]))
 
 
 # --------------------------------------------------------------------------- geometry
@@ -305,16 +414,16 @@ def _build_irf_maps(p: SurveyParams) -> dict:
 def irf_maps(p: SurveyParams) -> dict:
     """Exposure (n_true, npix, npix) [cm² s], background (3, npix, npix)
     [counts], edisp matrix (n_true, 3), PSF sigma per true energy [deg],
-    true-energy edges, pointings and pixel solid angles; cached on disk and in memory."""
+    true-energy edges, pointings and pixel solid angles; cached on disk and in memory,
+    keyed by the instrument fields only (:meth:`SurveyParams.instrument`), so
+    every sky on one survey shares them."""
     return _irf_maps_cached(tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                                         for k, v in p.to_dict().items())))
+                                         for k, v in p.instrument().to_dict().items())))
 
 
 @functools.lru_cache(maxsize=2)
 def _irf_maps_cached(key: tuple) -> dict:
-    d = dict(key)
-    d["rows_glat_deg"] = tuple(d["rows_glat_deg"])
-    p = SurveyParams(**d)
+    p = SurveyParams(**dict(key))
     return cache.cached_arrays("ctao_irf_maps", {"sim": p.to_dict(), "version": 4}, lambda: _build_irf_maps(p),
                                verbose=False)
 
@@ -345,7 +454,7 @@ def bin_psf_sigma_deg(p: SurveyParams, index: float = 2.2) -> np.ndarray:
     m = irf_maps(p)
     c = npred_components(1.0, index, (p.npix - 1) / 2, (p.npix - 1) / 2, p)[0]
     w = c / c.sum(axis=0, keepdims=True)
-    return np.sqrt(np.sum(w * m["psf_sigma_deg"][:, None] ** 2, axis=0))
+    return p.psf_scale * np.sqrt(np.sum(w * m["psf_sigma_deg"][:, None] ** 2, axis=0))
 
 
 def _pixel_fractions(centre, sigma, lo, n):
@@ -364,9 +473,17 @@ def render_source(x, y, comps, kind: int, size_px: float, p: SurveyParams, out: 
     component (widths added in quadrature). Disks: the disk (5×5 sub-pixels)
     smoothed by the counts-weighted rms PSF width of each bin.
     """
+    sig_pix = p.psf_scale * irf_maps(p)["psf_sigma_deg"] / p.binsz_deg
+    if p.psf_tail_fraction > 0:
+        _render_one(x, y, comps * (1 - p.psf_tail_fraction), kind, size_px, sig_pix, p, out)
+        _render_one(x, y, comps * p.psf_tail_fraction, kind, size_px, sig_pix * p.psf_tail_scale, p, out)
+    else:
+        _render_one(x, y, comps, kind, size_px, sig_pix, p, out)
+
+
+def _render_one(x, y, comps, kind: int, size_px: float, sig_pix: np.ndarray, p: SurveyParams, out: np.ndarray):
     from scipy import ndimage
 
-    sig_pix = irf_maps(p)["psf_sigma_deg"] / p.binsz_deg
     total = comps.sum(axis=0)
     for k in range(N_BINS):
         if total[k] <= 0:
@@ -400,6 +517,33 @@ def render_source(x, y, comps, kind: int, size_px: float, p: SurveyParams, out: 
         out[k, ys, xs] += img[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
 
 
+# --------------------------------------------------------------------------- background and diffuse emission
+def diffuse_npred(p: SurveyParams) -> np.ndarray:
+    """Expected counts (3, npix, npix) of the Galactic diffuse emission (module docstring); zeros without it."""
+    if p.diffuse_mcrab_deg2 <= 0:
+        return np.zeros((N_BINS, p.npix, p.npix))
+    m = irf_maps(p)
+    lon, lat, _ = _pixel_sky(p)
+    profile = np.exp(-0.5 * ((lat - p.centre_glat) / p.diffuse_glat_sigma_deg) ** 2) * \
+        (1 + 0.3 * np.cos(2 * np.pi * (lon - 12.0) / 8.0))
+    deg2 = m["solid_angle_sr"].astype(float) * (180 / np.pi) ** 2  # pixel area [deg²]
+    flux = p.diffuse_mcrab_deg2 * MCRAB * profile * deg2  # F(>1 TeV) per pixel
+    frac = true_bin_fraction(p.diffuse_index, m["energy_true_edges_tev"])[0]
+    unit = np.einsum("j,jyx,jk->kyx", frac, m["exposure_cm2s"].astype(float), m["edisp"])
+    return unit * flux[None]
+
+
+def background_npred(p: SurveyParams) -> np.ndarray:
+    """Expected background counts (3, npix, npix): the IRF background times
+    ``bkg_scale`` plus the diffuse emission (the IRF background alone for the nominal survey)."""
+    b = irf_maps(p)["background"].astype(float)
+    if p.bkg_scale != 1.0:
+        b = b * p.bkg_scale
+    if p.diffuse_mcrab_deg2 > 0:
+        b = b + diffuse_npred(p)
+    return b
+
+
 # --------------------------------------------------------------------------- sensitivity
 def _asimov_ts(s, b):
     b = np.maximum(b, 1e-12)
@@ -410,8 +554,6 @@ def sensitivity_map(p: SurveyParams, index: float = 2.2) -> np.ndarray:
     """Survey sensitivity (npix, npix): F(>1 TeV) [cm⁻² s⁻¹] of a point source
     of index ``index`` reaching TS = ``sens_ts`` (Asimov) from the counts in
     the 68 % containment circle of each bin, all bins together."""
-    from ..cta.psf import containment_radius
-
     return _sensitivity_cached(tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                             for k, v in p.to_dict().items())), float(index))
 
@@ -420,9 +562,7 @@ def sensitivity_map(p: SurveyParams, index: float = 2.2) -> np.ndarray:
 def _sensitivity_cached(key: tuple, index: float) -> np.ndarray:
     from ..cta.psf import containment_radius
 
-    d = dict(key)
-    d["rows_glat_deg"] = tuple(d["rows_glat_deg"])
-    p = SurveyParams(**d)
+    p = SurveyParams(**dict(key))
     m = irf_maps(p)
     frac = true_bin_fraction(index, m["energy_true_edges_tev"])[0]  # (n_true,)
     # unit-flux expected counts per pixel position and bin: (3, npix, npix)
@@ -432,9 +572,9 @@ def _sensitivity_cached(key: tuple, index: float) -> np.ndarray:
     for k in range(N_BINS):
         w = centre[:, k] / centre[:, k].sum()
         keep = w > 1e-6
-        r68[k] = containment_radius(m["psf_sigma_deg"][keep], w[keep] / w[keep].sum())
+        r68[k] = containment_radius(p.psf_scale * m["psf_sigma_deg"][keep], w[keep] / w[keep].sum())
     area = np.pi * (r68 / p.binsz_deg) ** 2  # pixels
-    bkg_ap = m["background"].astype(float) * area[:, None, None]
+    bkg_ap = background_npred(p) * area[:, None, None]
     lo, hi = np.full(unit.shape[1:], np.log(1e-16)), np.full(unit.shape[1:], np.log(1e-8))
     for _ in range(50):
         mid = 0.5 * (lo + hi)
@@ -464,7 +604,7 @@ def draw_sources(rng: np.random.Generator, p: SurveyParams) -> dict:
     flux_mcrab = (fmin**a + u * (fmax**a - fmin**a)) ** (1 / a)
     index = rng.normal(p.index_mean, p.index_sigma, n)
     extended = rng.uniform(size=n) < p.ext_fraction
-    kind = np.where(extended, np.where(rng.uniform(size=n) < 0.5, 1, 2), 0)
+    kind = np.where(extended, np.where(rng.uniform(size=n) < p.ext_gauss_fraction, 1, 2), 0)
     size = np.where(extended, np.exp(rng.uniform(np.log(p.ext_min_deg), np.log(p.ext_max_deg), n)), 0.0)
     companion = np.full(n, -1)
     n_pairs = int(round(p.pair_fraction * n))
@@ -482,8 +622,12 @@ def draw_sources(rng: np.random.Generator, p: SurveyParams) -> dict:
 
 
 def simulate_patch(rng: np.random.Generator, p: SurveyParams):
-    """Counts (3, npix, npix) int32, the expected source counts and the sources of one patch."""
-    m = irf_maps(p)
+    """Counts (3, npix, npix) int32, the expected source counts and the sources of one patch
+    (a randomised ``p`` first draws the patch's sky, :func:`realise`, whose parameters
+    ``src["realised"]`` holds)."""
+    realised = None
+    if p.randomise:
+        p = realised = realise(p, rng)
     src = draw_sources(rng, p)
     x, y = wcs(p).wcs_world2pix(src["glon"], src["glat"], 0)
     src["x_pix"], src["y_pix"] = np.asarray(x, float), np.asarray(y, float)
@@ -500,9 +644,11 @@ def simulate_patch(rng: np.random.Generator, p: SurveyParams):
     inside = (src["x_pix"] > -0.5) & (src["x_pix"] < p.npix - 0.5) & (src["y_pix"] > -0.5) & \
         (src["y_pix"] < p.npix - 0.5)
     src["labelled"] = inside & (src["flux_1tev"] >= p.label_min_rel_sens * src["sens_flux"])
-    counts = rng.poisson(mu_src + m["background"].astype(float))
+    counts = rng.poisson(mu_src + background_npred(p))
     if counts.max() > np.iinfo(np.int32).max:
         raise OverflowError("counts exceed int32")
+    if realised is not None:
+        src["realised"] = realised
     return counts.astype(np.int32), mu_src.astype(np.float32), src
 
 
@@ -510,7 +656,9 @@ def simulate_patches(n: int, seed: int, p: SurveyParams, split: str = "train", p
     """``n`` patches: ``counts`` (n, 3, npix, npix) int32, ``source_npred``
     (n, 3, npix, npix) float32, and the flat per-source arrays of
     :data:`SOURCE_FIELDS` (``patch`` is the patch index, ``npred`` (n_src, 3)).
-    Patch ``i`` uses the stream ``SeedSequence([seed, split, i])``."""
+    Patch ``i`` uses the stream ``SeedSequence([seed, split, i])``. A
+    randomised ``p`` adds the drawn sky of every patch: ``patch_<name>``
+    (n,) for each name in :data:`REALISED`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
     if n < 1:
@@ -518,13 +666,19 @@ def simulate_patches(n: int, seed: int, p: SurveyParams, split: str = "train", p
     counts = np.empty((n, N_BINS, p.npix, p.npix), np.int32)
     mu = np.empty((n, N_BINS, p.npix, p.npix), np.float32)
     rows = {k: [] for k in SOURCE_FIELDS}
+    realised = {k: [] for k in REALISED}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], i]))
         counts[i], mu[i], src = simulate_patch(rng, p)
         src["patch"] = np.full(len(src["glon"]), i)
         for k in SOURCE_FIELDS:
             rows[k].append(src[k])
+        if p.randomise:
+            for k in REALISED:
+                realised[k].append(getattr(src["realised"], k))
     out = {"counts": counts, "source_npred": mu}
+    if p.randomise:
+        out.update({f"patch_{k}": np.array(v, float) for k, v in realised.items()})
     for k in SOURCE_FIELDS:
         out[k] = np.concatenate(rows[k])
     # companion indices become global row indices
@@ -598,32 +752,83 @@ def direction_targets(x, y, shape, closeness_px: float = 3.0) -> np.ndarray:
     return out
 
 
-def network_input(counts: np.ndarray, p: SurveyParams, scaling: str = "log") -> np.ndarray:
+#: blocks (px) of :func:`local_background`, tried in turn until a block holds :data:`LOCAL_MIN_COUNTS`
+LOCAL_BLOCKS_PX = (8, 16, 32, 64)
+#: mean counts per block (over the cube) that :func:`local_background` asks of its blocks
+LOCAL_MIN_COUNTS = 10.0
+#: median filter (blocks) of :func:`local_background`
+LOCAL_MEDIAN_BLOCKS = 5
+
+
+def local_background(counts: np.ndarray) -> np.ndarray:
+    """Local background estimate (n, 3, ny, nx) float32 of counts (n, 3, ny, nx):
+    per energy bin, the mean counts per pixel of square blocks (the smallest of
+    :data:`LOCAL_BLOCKS_PX` whose mean count over the cube reaches
+    :data:`LOCAL_MIN_COUNTS`, at most the cube side), median filtered over
+    :data:`LOCAL_MEDIAN_BLOCKS`² blocks (sources cover a minority of them)
+    and interpolated back to pixels (bilinear); a floor of half a count per
+    block keeps it positive in the sparse highest-energy bin."""
+    from scipy import ndimage
+
+    c = np.asarray(counts, np.float32)
+    if c.ndim != 4:
+        raise ValueError(f"counts must be (n, n_bins, ny, nx), got {c.shape}")
+    n, nb, ny, nx = c.shape
+    out = np.empty(c.shape, np.float32)
+    for k in range(nb):
+        rate = float(c[:, k].mean())
+        block = next((b for b in LOCAL_BLOCKS_PX if rate * b * b >= LOCAL_MIN_COUNTS), LOCAL_BLOCKS_PX[-1])
+        block = max(1, min(block, ny, nx))
+        py, px = (-ny) % block, (-nx) % block
+        ck = np.pad(c[:, k], ((0, 0), (0, py), (0, px)), mode="reflect" if min(ny, nx) > max(py, px) else "edge")
+        by, bx = ck.shape[1] // block, ck.shape[2] // block
+        means = ck.reshape(n, by, block, bx, block).mean(axis=(2, 4))
+        size = min(LOCAL_MEDIAN_BLOCKS, by, bx)
+        med = ndimage.median_filter(means, size=(1, size, size), mode="nearest")
+        med = np.maximum(med, 0.5 / block**2)
+        up = ndimage.zoom(med, (1, block, block), order=1, mode="nearest", grid_mode=True)
+        out[:, k] = up[:, :ny, :nx]
+    return out
+
+
+def network_input(counts: np.ndarray, p: SurveyParams, scaling: str = "log", normalise: str = "mean",
+                  background: np.ndarray | None = None) -> np.ndarray:
     """Channels-last network input of counts (n, 3, ny, nx), each bin divided
-    by its mean background per pixel b_k: ``"log"``: log1p(counts / b_k) (the
-    seed's image scaling, compressing the dynamic range); ``"linear"``:
-    counts / b_k (no compression)."""
+    by a background per pixel: ``normalise="mean"``: the mean IRF background
+    per pixel of the bin b_k (one number per bin, the nominal survey);
+    ``"local"``: :func:`local_background` of the counts themselves (or
+    ``background``, (n, 3, ny, nx), when given), so that a sky with another
+    background level gives the network the same inputs. ``scaling="log"``:
+    log1p(counts / b) (the seed's image scaling, compressing the dynamic
+    range); ``"linear"``: counts / b (no compression)."""
     c = np.asarray(counts, np.float32)
     if c.ndim != 4 or c.shape[1] != N_BINS:
         raise ValueError(f"counts must be (n, {N_BINS}, ny, nx), got {c.shape}")
     if scaling not in ("log", "linear"):
         raise ValueError(f"unknown scaling {scaling!r}; choose 'log' or 'linear'")
-    bkg = irf_maps(p)["background"].astype(np.float64).mean(axis=(1, 2))
-    x = c / bkg[None, :, None, None].astype(np.float32)
+    if normalise == "mean":
+        bkg = irf_maps(p)["background"].astype(np.float64).mean(axis=(1, 2))
+        x = c / bkg[None, :, None, None].astype(np.float32)
+    elif normalise == "local":
+        b = local_background(c) if background is None else np.asarray(background, np.float32)
+        x = c / b
+    else:
+        raise ValueError(f"unknown normalise {normalise!r}; choose 'mean' or 'local'")
     if scaling == "log":
         x = np.log1p(x)
     return np.moveaxis(x, 1, -1).astype(np.float32)
 
 
 def training_crops(data: dict, p: SurveyParams, crop_px: int, per_patch: int, seed: int,
-                   centred_fraction: float = 0.75):
-    """Crops (counts (m, 3, c, c), mask (m, c, c, 1), directions (m, c, c, 3)).
+                   centred_fraction: float = 0.75, extra: np.ndarray | None = None):
+    """Crops (counts (m, 3, c, c), mask (m, c, c, 1), directions (m, c, c, 3)),
+    and with ``extra`` (n, k, npix, npix) its crops (m, k, c, c) as a fourth item.
 
     A fraction ``centred_fraction`` of the crops contains a labelled source
     (random offset), the rest are uniform over the patch. Targets are made on
     the full patch (nearest centres may lie outside the crop) and cut with it."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 77]))
-    counts, masks, dirs = [], [], []
+    counts, masks, dirs, extras = [], [], [], []
     hi = p.npix - crop_px
     for i in range(len(data["counts"])):
         s = patch_sources(data, i)
@@ -642,4 +847,7 @@ def training_crops(data: dict, p: SurveyParams, crop_px: int, per_patch: int, se
             counts.append(data["counts"][i][:, sl[0], sl[1]])
             masks.append(mask[sl])
             dirs.append(direc[sl])
-    return np.stack(counts), np.stack(masks)[..., None], np.stack(dirs)
+            if extra is not None:
+                extras.append(extra[i][:, sl[0], sl[1]])
+    out = (np.stack(counts), np.stack(masks)[..., None], np.stack(dirs))
+    return out + (np.stack(extras),) if extra is not None else out

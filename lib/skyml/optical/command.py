@@ -96,7 +96,8 @@ def detect_process(state: State, source: Path, target: Path) -> str:
     guards.check_values(source, image, counts=False, what="image")
     if has_wcs and wcs is None:
         raise io.InputError(f"{source}: invalid WCS (no celestial axes)")
-    det = unet_detect(state.model, image[None], OpticalParams(), state.threshold)
+    det = unet_detect(state.model, image[None], OpticalParams(), state.threshold,
+                      state.metadata.get("normalise", "global"))
     table = QTable({"x_pix": det["x_pix"], "y_pix": det["y_pix"], "probability": det["score"]})
     if wcs is not None and len(table):
         sky = wcs.pixel_to_world(det["x_pix"], det["y_pix"]).icrs

@@ -1,7 +1,9 @@
 """Train-or-load of the optical U-Net (the ASID-Light detector of
 :mod:`skyml.ctao.models` with one input channel), evaluation of detections
 against the simulated stars, and the model file of ``skyml optical-detect``
-(``data/models/<profile>/optical_unet.keras``).
+(``data/models/<profile>/optical_unet.keras``; the U-Net trained on
+domain-randomised fields with a local sky subtraction, ``normalise="local"``,
+is ``optical_unet_dr.keras``).
 
 The installed sidecar records the range of the training tiles
 (:func:`training_range`: robust sky level and noise), computed from them when
@@ -20,6 +22,7 @@ from .simulate import DENSITIES, OpticalParams, load_tiles, masks, network_input
 
 TASK = "optical-detect"
 FILE = "optical_unet.keras"
+FILE_DR = "optical_unet_dr.keras"
 
 
 def _crops(x, y, crop_px, per_tile, seed):
@@ -34,13 +37,14 @@ def _crops(x, y, crop_px, per_tile, seed):
     return np.stack(xs), np.stack(ys)
 
 
-def select_threshold(model, n_val: int, seed: int, p: OpticalParams, low: float = 0.05) -> float:
+def select_threshold(model, n_val: int, seed: int, p: OpticalParams, low: float = 0.05,
+                     normalise: str = "global") -> float:
     """Probability threshold of the LoG blobs maximising F1 on ``n_val``
     validation tiles of every density (stars above S/N = 5)."""
     truths, dets = [], []
     for d in DENSITIES:
         data = load_tiles(n_val, seed, d, p, "val")
-        t, dd = evaluate(data, unet_detect(model, data["image"], p, low))
+        t, dd = evaluate(data, unet_detect(model, data["image"], p, low, normalise))
         truths.append(t)
         dets.append(dd)
     return max(evaluation.best_threshold(vstack(truths), vstack(dets)), low)
@@ -48,19 +52,23 @@ def select_threshold(model, n_val: int, seed: int, p: OpticalParams, low: float 
 
 def train_unet(n_train: int, n_val: int, seed: int, p: OpticalParams, *, crop_px: int = 64, crops_per_tile: int = 16,
                epochs: int = 8, filters: int = 8, depth: int = 3, batch_size: int = 16, patience: int = 3,
-               learning_rate: float = 2e-3, profile: str = "quick"):
+               learning_rate: float = 2e-3, profile: str = "quick", normalise: str = "global"):
     """U-Net trained on ``n_train`` tiles of each density; (model, metadata, history, seconds or None).
-    ``metadata["threshold"]`` is the probability threshold chosen on the validation tiles."""
+    ``metadata["threshold"]`` is the probability threshold chosen on the validation tiles.
+    ``normalise``: the input's sky subtraction (:func:`skyml.optical.simulate.network_input`);
+    a ``"local"`` network is installed as :data:`FILE_DR`."""
     key = {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": p.to_dict(), "crop_px": int(crop_px),
            "crops_per_tile": int(crops_per_tile), "epochs": int(epochs), "filters": int(filters), "depth": int(depth),
            "batch_size": int(batch_size), "patience": int(patience), "learning_rate": float(learning_rate),
            "version": 3}
+    if normalise != "global":
+        key["normalise"] = normalise
 
     def sets(n, split, s):
         xs, ys = [], []
         for d in DENSITIES:
             data = load_tiles(n, seed, d, p, split)
-            x, y = _crops(network_input(data["image"], p), masks(data, p), crop_px, crops_per_tile, s)
+            x, y = _crops(network_input(data["image"], p, normalise), masks(data, p), crop_px, crops_per_tile, s)
             xs.append(x)
             ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
@@ -74,16 +82,19 @@ def train_unet(n_train: int, n_val: int, seed: int, p: OpticalParams, *, crop_px
         model = models.build_unet(1, filters, depth, learning_rate, name="asid_optical_unet")
         history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
                                seed=seed)
-        meta = {"task": TASK, "input": "asinh((image - sky) / sky sigma), 3-sigma-clipped", "sim_params": p.to_dict(),
+        meta = {"task": TASK, "input": ("asinh((image - sky) / sky sigma), 3-sigma-clipped" if normalise == "global"
+                                        else "asinh((image - local sky) / local sky sigma), photutils Background2D"),
+                "normalise": normalise, "sim_params": p.to_dict(),
                 "n_crops": int(len(x)), "crop_px": int(crop_px), "profile": profile,
-                "threshold": select_threshold(model, n_val, seed, p)}
+                "threshold": select_threshold(model, n_val, seed, p, normalise=normalise)}
         return model, meta, history
 
     def input_range():
         return {"training_range": training_range(np.concatenate([load_tiles(n_train, seed, d, p, "train")["image"]
                                                                  for d in DENSITIES]))}
 
-    return train_cached("optical_unet", key, fit, profile, FILE, install_metadata=input_range)
+    return train_cached("optical_unet", key, fit, profile, FILE if normalise == "global" else FILE_DR,
+                        install_metadata=input_range)
 
 
 #: an image lies outside the training range when its robust noise is more than this fraction beyond
@@ -146,8 +157,9 @@ def distribution_check(image: np.ndarray, metadata: dict) -> dict:
     return out
 
 
-def unet_detect(model, images: np.ndarray, p: OpticalParams, threshold: float = 0.3) -> dict:
-    prob = models.predict(model, network_input(images, p), batch_size=8)[..., 0]
+def unet_detect(model, images: np.ndarray, p: OpticalParams, threshold: float = 0.3,
+                normalise: str = "global") -> dict:
+    prob = models.predict(model, network_input(images, p, normalise), batch_size=8)[..., 0]
     return detect.detect_all(prob, "log", threshold, max_sigma=4.0, num_sigma=4)
 
 

@@ -19,18 +19,33 @@ and the labels of the U-Net (disks of ``label_radius_px``).
 
 Determinism: tile ``i`` of density ``d`` and split ``s`` uses
 ``SeedSequence([seed, s, density index, i])``.
+
+**Shifted fields and domain randomisation** (fields after
+``label_radius_px``; at their defaults the tiles, and the cache keys, are
+those of the nominal fields, as :meth:`OpticalParams.to_dict` leaves them out):
+``fwhm_scale_choices`` multiplies each tile's FWHM by one of its values;
+``sky_gradient_frac`` adds a linear sky gradient of that fraction of the sky
+across the tile (random direction); ``n_cosmic`` cosmic-ray hits (1-4 pixels,
+500-5000 e, not stars: a detection on one is false); ``saturation_e`` clips
+the image at that level and adds one star of magnitude ``saturated_mag``
+(bright enough to saturate; it is part of the truth). ``randomise``: every
+tile draws its FWHM scale, sky, read noise, luminosity-function slope, sky
+gradient and number of cosmic rays uniformly in the ``rand_*`` ranges, and
+half of the tiles hold a saturated star. :func:`shifted_params` is the
+shifted test set of notebook 06, :func:`randomised_params` its randomised
+training set.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
 from .. import cache
 
 DENSITIES = ("crowded", "cluster", "empty")
-SPLITS = {"train": 0, "val": 1, "test": 2}
+SPLITS = {"train": 0, "val": 1, "test": 2, "shifted": 3}
 STAR_FIELDS = ("tile", "x_pix", "y_pix", "mag", "flux_e", "rel_flux")
 
 
@@ -51,14 +66,69 @@ class OpticalParams:
     n_cluster: int = 250
     n_empty: int = 30
     label_radius_px: float = 2.0
+    # shifted fields and domain randomisation (module docstring); left out of to_dict() at their defaults
+    fwhm_scale_choices: tuple = ()
+    sky_gradient_frac: float = 0.0
+    n_cosmic: int = 0
+    saturation_e: float = 0.0
+    saturated_mag: float = 11.0
+    randomise: bool = False
+    rand_fwhm_scale: tuple = (0.6, 1.7)
+    rand_sky_e: tuple = (150.0, 900.0)
+    rand_read_noise_e: tuple = (5.0, 20.0)
+    rand_count_slope: tuple = (0.2, 0.45)
+    rand_sky_gradient_frac: tuple = (0.0, 0.06)
+    rand_n_cosmic: tuple = (0, 12)
+    rand_saturation_e: float = 20000.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for f in fields(OpticalParams):
+            if f.name in SHIFT_FIELDS and d[f.name] == f.default:
+                del d[f.name]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def n_stars(self, density: str) -> int:
         if density not in DENSITIES:
             raise ValueError(f"unknown density {density!r}; choose from {DENSITIES}")
         return int(getattr(self, f"n_{density}"))
+
+
+#: fields of :class:`OpticalParams` that shift or randomise the fields (left out of ``to_dict`` at their defaults)
+SHIFT_FIELDS = ("fwhm_scale_choices", "sky_gradient_frac", "n_cosmic", "saturation_e", "saturated_mag", "randomise",
+                "rand_fwhm_scale", "rand_sky_e", "rand_read_noise_e", "rand_count_slope", "rand_sky_gradient_frac",
+                "rand_n_cosmic", "rand_saturation_e")
+
+
+def shifted_params(p: OpticalParams | None = None) -> OpticalParams:
+    """The shifted optical test set of notebook 06: a Moffat PSF of beta 2.5
+    whose FWHM is 0.7 or 1.5 times the nominal draw, twice the sky (600 e) and
+    1.5 times the read noise, a steeper luminosity function (slope 0.4), a sky
+    gradient of 4 % across the tile, 8 cosmic-ray hits per tile and a
+    saturated star (magnitude 10, full well 20000 e: saturated at every FWHM)."""
+    p = OpticalParams() if p is None else p
+    return replace(p, moffat_beta=2.5, fwhm_scale_choices=(0.7, 1.5), sky_e=600.0, read_noise_e=15.0,
+                   count_slope=0.4, sky_gradient_frac=0.04, n_cosmic=8, saturation_e=20000.0, saturated_mag=10.0)
+
+
+def randomised_params(p: OpticalParams | None = None) -> OpticalParams:
+    """The domain-randomised training fields: ``p`` with ``randomise`` on (saturated stars of magnitude 10)."""
+    return replace(OpticalParams() if p is None else p, randomise=True, saturated_mag=10.0)
+
+
+def realise(p: OpticalParams, rng: np.random.Generator) -> OpticalParams:
+    """One tile's field of a randomised ``p`` (``randomise`` off, the drawn values set)."""
+    u = rng.uniform(size=7)
+
+    def lin(f, r):
+        return r[0] + f * (r[1] - r[0])
+
+    return replace(p, randomise=False, fwhm_scale_choices=(float(lin(u[0], p.rand_fwhm_scale)),),
+                   sky_e=float(lin(u[1], p.rand_sky_e)), read_noise_e=float(lin(u[2], p.rand_read_noise_e)),
+                   count_slope=float(lin(u[3], p.rand_count_slope)),
+                   sky_gradient_frac=float(lin(u[4], p.rand_sky_gradient_frac)),
+                   n_cosmic=int(np.floor(lin(u[5], (p.rand_n_cosmic[0], p.rand_n_cosmic[1] + 1)))),
+                   saturation_e=p.rand_saturation_e if u[6] < 0.5 else 0.0)
 
 
 def moffat_alpha_px(fwhm_px: float, beta: float) -> float:
@@ -98,9 +168,14 @@ def mag_limit(fwhm_px: float, p: OpticalParams, snr: float = 5.0) -> float:
 
 
 def simulate_tile(rng: np.random.Generator, density: str, p: OpticalParams):
-    """(image (npix, npix) float32 electrons, FWHM [px], stars dict)."""
+    """(image (npix, npix) float32 electrons, FWHM [px], stars dict); a
+    randomised ``p`` first draws the tile's field (:func:`realise`)."""
+    if p.randomise:
+        p = realise(p, rng)
     n = p.n_stars(density)
     fwhm_px = rng.uniform(p.fwhm_min_arcsec, p.fwhm_max_arcsec) / p.pixel_scale_arcsec
+    if p.fwhm_scale_choices:
+        fwhm_px *= float(rng.choice(np.asarray(p.fwhm_scale_choices, float)))
     a = p.count_slope * np.log(10)
     u = rng.uniform(size=n)
     lo, hi = np.exp(a * p.mag_min), np.exp(a * p.mag_max)
@@ -108,9 +183,27 @@ def simulate_tile(rng: np.random.Generator, density: str, p: OpticalParams):
     margin = 10.0
     x = rng.uniform(-margin, p.npix - 1 + margin, n)
     y = rng.uniform(-margin, p.npix - 1 + margin, n)
+    if p.saturation_e > 0:  # one saturated star, inside the tile
+        x = np.append(x, rng.uniform(20, p.npix - 21))
+        y = np.append(y, rng.uniform(20, p.npix - 21))
+        mag = np.append(mag, p.saturated_mag)
     flux = 10 ** (-0.4 * (mag - p.zeropoint_mag))
     mu = render_stars(x, y, flux, fwhm_px, p) + p.sky_e
+    if p.sky_gradient_frac > 0:
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:p.npix, 0:p.npix] / (p.npix - 1) - 0.5
+        mu = mu + p.sky_e * p.sky_gradient_frac * (xx * np.cos(angle) + yy * np.sin(angle))
     image = rng.poisson(mu) + rng.normal(0.0, p.read_noise_e, mu.shape)
+    for _ in range(int(p.n_cosmic)):  # a hit of 1-4 pixels along a random direction
+        length = int(rng.integers(1, 5))
+        cx, cy, angle = rng.uniform(0, p.npix - 1), rng.uniform(0, p.npix - 1), rng.uniform(0, np.pi)
+        amp = rng.uniform(500.0, 5000.0)
+        for t in range(length):
+            xi, yi = round(cx + t * np.cos(angle)), round(cy + t * np.sin(angle))
+            if 0 <= xi < p.npix and 0 <= yi < p.npix:
+                image[yi, xi] += amp
+    if p.saturation_e > 0:
+        image = np.minimum(image, p.saturation_e)
     mlim = mag_limit(fwhm_px, p)
     stars = {"x_pix": x, "y_pix": y, "mag": mag, "flux_e": flux, "rel_flux": 10 ** (-0.4 * (mag - mlim))}
     return image.astype(np.float32), fwhm_px, stars
@@ -142,13 +235,16 @@ def load_tiles(n: int, seed: int, density: str, p: OpticalParams, split: str = "
                                verbose=False)
 
 
-def network_input(image: np.ndarray, p: OpticalParams) -> np.ndarray:
+def network_input(image: np.ndarray, p: OpticalParams, normalise: str = "global") -> np.ndarray:
     """asinh of the sky-subtracted image in units of the sky noise, (n, ny, nx, 1).
 
-    Sky level and noise per image are the 3-sigma-clipped median and standard
-    deviation (astropy ``sigma_clipped_stats``, as the DAOStarFinder baseline);
-    a plain median/MAD is pulled up by the stars of a crowded field, which would
-    give the network differently scaled inputs per density."""
+    ``normalise="global"``: sky level and noise per image are the
+    3-sigma-clipped median and standard deviation (astropy
+    ``sigma_clipped_stats``, as the DAOStarFinder baseline); a plain
+    median/MAD is pulled up by the stars of a crowded field, which would give
+    the network differently scaled inputs per density. ``"local"``: a local
+    sky and noise, photutils ``Background2D`` (32-px boxes, 3×3 median
+    filter, 3-sigma clipping), which follows a sky gradient."""
     from astropy.stats import sigma_clipped_stats
 
     img = np.asarray(image, np.float64)
@@ -156,11 +252,34 @@ def network_input(image: np.ndarray, p: OpticalParams) -> np.ndarray:
         img = img[None]
     if img.ndim != 3:
         raise ValueError(f"images must be (n, ny, nx), got {img.shape}")
+    if normalise not in ("global", "local"):
+        raise ValueError(f"unknown normalise {normalise!r}; choose 'global' or 'local'")
     out = np.empty(img.shape + (1,), np.float32)
     for i, im in enumerate(img):
-        _, med, std = sigma_clipped_stats(im, sigma=3.0, maxiters=10)
-        out[i, ..., 0] = np.arcsinh((im - med) / max(float(std), 1e-6))
+        if normalise == "local":
+            sky, std = local_sky(im)
+        else:
+            _, sky, std = sigma_clipped_stats(im, sigma=3.0, maxiters=10)
+        out[i, ..., 0] = np.arcsinh((im - sky) / np.maximum(std, 1e-6))
     return out
+
+
+def local_sky(image: np.ndarray, box_px: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(sky, noise) maps of one image: photutils ``Background2D`` with boxes
+    of ``box_px`` (at most the image side), a 3×3 median filter of the boxes and
+    3-sigma-clipped median and standard deviation."""
+    import warnings
+
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground, StdBackgroundRMS
+
+    im = np.asarray(image, np.float64)
+    box = int(min(box_px, *im.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bkg = Background2D(im, box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0, maxiters=10),
+                           bkg_estimator=MedianBackground(), bkgrms_estimator=StdBackgroundRMS())
+    return bkg.background, bkg.background_rms
 
 
 def masks(data: dict, p: OpticalParams) -> np.ndarray:
