@@ -94,7 +94,7 @@ def test_a_run_of_other_cells_or_profile_is_refused(layout):
 def test_outputs_without_a_published_record_fail_the_check():
     nb = _source()
     nb.cells[3].outputs = [new_output("stream", name="stdout", text="3\n")]
-    assert "no clean full-profile run" in publish.check(nb)
+    assert "no clean run" in publish.check(nb)
 
 
 def test_the_site_shows_a_published_notebook_before_a_quick_run(layout, tmp_path):
@@ -128,3 +128,68 @@ def test_a_navigation_cell_added_after_the_run_needs_no_new_run(layout):
     untagged = nbformat.read(source, as_version=4)
     untagged.cells[-1].metadata["tags"] = []
     assert "changed after" in publish.check(untagged)
+
+
+def _quick_layout(layout):
+    source, build, results = layout
+    quick = build.parent / "quick"
+    quick.mkdir()
+    nb = _executed(_source(), {"profile": "quick"})
+    nb.cells[3].source = "profile = 'quick'"
+    nb.cells[4].outputs = [new_output("stream", name="stdout", text="3\n")]
+    nbformat.write(nb, quick / "01_demo.ipynb")
+    (results / "quick").mkdir()
+    (results / "quick" / "01_demo.json").write_text(json.dumps({"profile": "quick", "git_commit": "def5678"}))
+    return source, quick, results
+
+
+def test_a_quick_run_is_published_as_such(layout):
+    source, quick, results = _quick_layout(layout)
+    assert publish.main(["--profile", "quick", "01", "--executed", str(quick)]) == 0
+    nb = nbformat.read(source, as_version=4)
+    assert "quick profile" in nb.cells[2].source and "def5678" in nb.cells[2].source
+    assert "full profile**" not in nb.cells[2].source
+    assert nb.metadata["skyml"]["published"]["profile"] == "quick" and publish.published_profile(nb) == "quick"
+    assert nb.cells[4].outputs[0]["text"] == "3\n"
+    assert publish.check(nb) is None and publish.main(["--check"]) == 0
+
+
+def test_a_quick_run_never_replaces_a_full_one_and_a_full_one_replaces_a_quick_one(layout, capsys):
+    source, quick, results = _quick_layout(layout)
+    _, build, _ = layout
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    before = source.read_bytes()
+    assert publish.main(["--profile", "quick", "01", "--executed", str(quick)]) == 2
+    assert "full-profile run" in capsys.readouterr().err and source.read_bytes() == before
+    assert publish.main(["--strip", "01"]) == 0
+    assert publish.main(["--profile", "quick", "01", "--executed", str(quick)]) == 0
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    assert publish.published_profile(nbformat.read(source, as_version=4)) == "full"
+
+
+def test_a_quick_publication_needs_a_clean_quick_run(layout):
+    source, quick, results = _quick_layout(layout)
+    (results / "quick" / "01_demo.json").write_text(json.dumps({"profile": "quick", "git_commit": "def5678-dirty"}))
+    assert publish.main(["--profile", "quick", "01", "--executed", str(quick)]) == 2
+    (results / "quick" / "01_demo.json").write_text(json.dumps({"profile": "full", "git_commit": "def5678"}))
+    assert publish.main(["--profile", "quick", "01", "--executed", str(quick)]) == 2
+    _, build, _ = layout  # a full-profile run is not a quick one
+    (results / "quick" / "01_demo.json").write_text(json.dumps({"profile": "quick", "git_commit": "def5678"}))
+    assert publish.main(["--profile", "quick", "01", "--executed", str(build)]) == 2
+    assert publish.published_profile(nbformat.read(source, as_version=4)) is None
+
+
+def test_the_site_prefers_a_reader_s_own_quick_run_to_a_published_quick_one(layout, tmp_path):
+    from skyml import site
+
+    source, quick, _ = _quick_layout(layout)
+    publish.main(["--profile", "quick", "01", "--executed", str(quick)])
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    version = site.choose_version(source, executed)
+    assert version.kind == "published" and version.profile == "quick" and "quick profile" in version.label
+    text, _ = site._summary(version, nbformat.read(source, as_version=4), tmp_path)
+    assert "quick-profile run" in text and "def5678" in text
+    (executed / "quick").mkdir()
+    nbformat.write(_source(), executed / "quick" / source.name)
+    assert site.choose_version(source, executed).kind == "quick"

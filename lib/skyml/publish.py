@@ -5,6 +5,7 @@ JupyterLab, without running it, sees the paper's figures and numbers.
     python -m skyml.publish 01 09           # after: python run_all.py --profile full --only 01 09
     python -m skyml.publish --strip 04      # the code of 04 changed: remove its published outputs
     python -m skyml.publish --check         # every notebook with outputs still matches them
+    python -m skyml.publish --profile quick 07   # no full run of 07's code yet: its quick run's outputs
 
 A notebook is published from ``build/notebooks/full/<stem>.ipynb`` only when
 
@@ -21,6 +22,14 @@ which parameter overrides. The notebook's metadata records the commit and a
 SHA-256 of its cells' sources; ``--check`` (and the repository's tests) fail
 as soon as a cell is edited after publishing, so outputs never drift from the
 code beside them: re-run and publish again, or ``--strip``.
+
+Where no full-profile run of a notebook's current code stands yet (one that
+trains for hours), ``--profile quick`` publishes the outputs of a clean
+quick-profile run (``build/notebooks/quick/``, ``data/results/quick/``) under
+the same rules, with a banner that says they are the quick profile's: small
+sets, a check that the analysis runs, not the paper's numbers. A published
+full-profile run is never replaced by a quick one (``--strip`` it first); a
+full-profile publication replaces a quick one.
 """
 
 from __future__ import annotations
@@ -104,38 +113,60 @@ def _strip(nb):
     return nb
 
 
-def _banner(stem: str, commit: str, overrides: dict):
+PROFILES = ("full", "quick")
+
+
+def published_profile(nb) -> str | None:
+    """The profile whose run a source notebook's outputs come from (None: none published)."""
+    record = nb.metadata.get("skyml", {}).get("published")
+    return None if record is None else str(record.get("profile", "full"))
+
+
+def _banner(stem: str, commit: str, overrides: dict, profile: str = "full"):
     import nbformat
 
-    shown = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(overrides.items())) or "none"
-    text = (f"> **The outputs below are those of the full profile**, run on commit `{commit}` "
-            f"(parameter overrides: {shown}). Running this notebook here starts the quick profile of the "
-            f"parameters cell; `python run_all.py --profile full --only {stem.split('_', 1)[0]}` reproduces "
-            "these outputs.")
+    number = stem.split("_", 1)[0]
+    if profile == "quick":
+        text = (f"> **The outputs below are those of the quick profile** (the parameters cell as shown), run on "
+                f"commit `{commit}`: small training and test sets, so they show that the analysis runs and what "
+                "it draws, not the paper's numbers. No full-profile run of this notebook's current code is "
+                f"published yet; `python run_all.py --profile full --only {number}` runs it, and the results "
+                "page (`docs/results.md`) lists every full-profile number that is.")
+    else:
+        shown = ", ".join(f"`{k} = {v!r}`" for k, v in sorted(overrides.items())) or "none"
+        text = (f"> **The outputs below are those of the full profile**, run on commit `{commit}` "
+                f"(parameter overrides: {shown}). Running this notebook here starts the quick profile of the "
+                f"parameters cell; `python run_all.py --profile full --only {number}` reproduces "
+                "these outputs.")
     cell = nbformat.v4.new_markdown_cell(text, id=BANNER_ID)
     cell.metadata["tags"] = [BANNER_TAG]
     return cell
 
 
-def published(source: Path, executed: Path, results: Path):
+def published(source: Path, executed: Path, results: Path, profile: str = "full"):
     """The source notebook with the executed copy's outputs and a banner."""
+    if profile not in PROFILES:
+        raise PublishError(f"unknown profile {profile!r} (one of {', '.join(PROFILES)})")
     if not Path(executed).is_file():
-        raise PublishError(f"{source.stem}: no executed full-profile copy {executed}; "
-                           f"run python run_all.py --profile full --only {source.stem[:2]} first")
+        raise PublishError(f"{source.stem}: no executed {profile}-profile copy {executed}; "
+                           f"run python run_all.py --profile {profile} --only {source.stem[:2]} first")
     src, run = _read(source), _read(executed)
+    if profile == "quick" and published_profile(src) == "full":
+        raise PublishError(f"{source.stem}: holds the outputs of a full-profile run, which a quick run does not "
+                           "replace (python -m skyml.publish --strip first)")
     meta = json.loads(Path(results).read_text()) if Path(results).is_file() else None
     if meta is None:
-        raise PublishError(f"{source.stem}: no full-profile results file {results}")
+        raise PublishError(f"{source.stem}: no {profile}-profile results file {results}")
     commit = str(meta.get("git_commit") or "")
-    if meta.get("profile") != "full" or not commit or commit.endswith("-dirty") or commit == "unknown":
-        raise PublishError(f"{source.stem}: the full-profile results name no clean commit ({commit or 'none'}); "
-                           "run it from a clean work tree first")
+    if meta.get("profile") != profile or not commit or commit.endswith("-dirty") or commit == "unknown":
+        raise PublishError(f"{source.stem}: the {profile}-profile results name no clean commit "
+                           f"({commit or 'none'}); run it from a clean work tree first")
     params = run.metadata.get("papermill", {}).get("parameters", {})
-    if params.get("profile") != "full":
-        raise PublishError(f"{source.stem}: {executed} is not a full-profile run")
+    if params.get("profile") != profile:
+        raise PublishError(f"{source.stem}: {executed} is not a {profile}-profile run")
     a, b = content_cells(src), content_cells(run)
     if [(c.cell_type, c.source) for c in a] != [(c.cell_type, c.source) for c in b]:
-        raise PublishError(f"{source.stem}: the notebook changed since its full-profile run; run it again")
+        raise PublishError(f"{source.stem}: the notebook changed since its {profile}-profile run; run it again")
     out = _strip(src)
     cells = content_cells(out)
     for mine, theirs in zip(cells, b):
@@ -145,8 +176,8 @@ def published(source: Path, executed: Path, results: Path):
     at = next((i + 1 for i, c in enumerate(out.cells) if c.cell_type == "markdown"
                and c.source.startswith("## Before you start")), 1)
     overrides = {k: v for k, v in params.items() if k != "profile"}
-    out.cells.insert(at, _banner(source.stem, commit, overrides))
-    out.metadata["skyml"] = {"published": {"profile": "full", "commit": commit, "parameters": params,
+    out.cells.insert(at, _banner(source.stem, commit, overrides, profile))
+    out.metadata["skyml"] = {"published": {"profile": profile, "commit": commit, "parameters": params,
                                            "sources_sha256": sources_sha256(out)}}
     return out
 
@@ -159,15 +190,17 @@ def check(nb) -> str | None:
     if not has_outputs and record is None and not banner:
         return None
     if record is None:
-        return "has outputs that no clean full-profile run published (python -m skyml.publish --strip)"
+        return "has outputs that no clean run published (python -m skyml.publish --strip)"
     commit = str(record.get("commit", ""))
     if not commit or commit.endswith("-dirty"):
         return f"published from a commit that is not clean ({commit or 'none'})"
+    if record.get("profile", "full") not in PROFILES:
+        return f"published from an unknown profile ({record.get('profile')})"
     if len(banner) != 1:
         return "published outputs without exactly one banner cell"
     if record.get("sources_sha256") != sources_sha256(nb):
-        return ("a cell changed after its outputs were published: run the full profile again and publish, "
-                "or python -m skyml.publish --strip")
+        return (f"a cell changed after its outputs were published: run the {record.get('profile', 'full')} "
+                "profile again and publish, or python -m skyml.publish --strip")
     if any(_is_injected(c) for c in nb.cells):
         return "holds papermill's injected parameters cell"
     return None
@@ -196,9 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--strip", action="store_true", help="remove published outputs instead")
     mode.add_argument("--check", action="store_true", help="check every numbered notebook; change nothing")
-    parser.add_argument("--executed", type=Path, default=paths.BUILD / "notebooks" / "full",
-                        help="folder of executed full-profile notebooks (default: build/notebooks/full)")
+    parser.add_argument("--profile", choices=PROFILES, default="full",
+                        help="the profile of the run to publish (default: full; quick only where no full run "
+                             "is published)")
+    parser.add_argument("--executed", type=Path, default=None,
+                        help="folder of executed notebooks (default: build/notebooks/<profile>)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder of their results files (default: data/results/<profile>)")
     args = parser.parse_args(argv)
+    executed = args.executed if args.executed is not None else paths.BUILD / "notebooks" / args.profile
+    results_dir = args.results if args.results is not None else paths.RESULTS / args.profile
     try:
         if args.check:
             bad = []
@@ -215,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.strip:
             new = {s: _strip(_read(s)) for s in sources}
         else:
-            new = {s: published(s, args.executed / s.name, paths.RESULTS / "full" / f"{s.stem}.json")
+            new = {s: published(s, executed / s.name, results_dir / f"{s.stem}.json", args.profile)
                    for s in sources}
         for source, nb in new.items():  # all checked before any is written
             _write(nb, source)

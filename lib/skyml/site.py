@@ -65,10 +65,12 @@ class Version:
     stem: str
     path: Path
     kind: str  # "full", "published", "quick" or "source"
+    profile: str = "full"  # of a published notebook: the profile of the run it carries
 
     @property
     def label(self) -> str:
-        return {"full": "executed, full profile", "published": "full profile, as published in the repository",
+        return {"full": "executed, full profile",
+                "published": f"{self.profile} profile, as published in the repository",
                 "quick": "executed, quick profile", "source": "source notebook, not executed"}[self.kind]
 
 
@@ -80,17 +82,23 @@ def find_notebooks(notebooks_dir: Path) -> list[Path]:
 def choose_version(source: Path, executed_dir: Path) -> Version:
     """``<executed_dir>/full/<stem>.ipynb``, else the source notebook when it
     holds a published full-profile run (``python -m skyml.publish``), else
-    ``.../quick/<stem>.ipynb``, else ``source``."""
+    ``.../quick/<stem>.ipynb``, else the source notebook with a published
+    quick-profile run, else ``source``."""
     import nbformat
+
+    from .publish import published_profile
 
     candidate = Path(executed_dir) / "full" / source.name
     if candidate.is_file():
         return Version(source.stem, candidate, "full")
-    if nbformat.read(str(source), as_version=4).metadata.get("skyml", {}).get("published"):
+    profile = published_profile(nbformat.read(str(source), as_version=4))
+    if profile == "full":
         return Version(source.stem, Path(source), "published")
     candidate = Path(executed_dir) / "quick" / source.name
     if candidate.is_file():
         return Version(source.stem, candidate, "quick")
+    if profile is not None:
+        return Version(source.stem, Path(source), "published", profile)
     return Version(source.stem, Path(source), "source")
 
 
@@ -378,7 +386,7 @@ def _summary(version: Version, nb, root: Path) -> tuple[str, bool]:
                 f"<code>make reproduce</code> (quick profile) or <code>make full</code> adds its outputs.", False)
     if version.kind == "published":
         commit = nb.metadata["skyml"]["published"].get("commit", "?")
-        return (f"the notebook {where} with the outputs of its <strong>full-profile run on commit "
+        return (f"the notebook {where} with the outputs of its <strong>{version.profile}-profile run on commit "
                 f"<code>{html.escape(str(commit))}</code></strong>, as published in the repository.", False)
     run, failed = _papermill(nb)
     text = f"the notebook <strong>executed with the {version.kind} profile</strong>, {where}{run}."
