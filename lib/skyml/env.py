@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import platform
 import re
@@ -146,11 +147,37 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+# TensorFlow's Python logger warns when a tf.function was traced again for 5 of
+# its last calls. Keras' predict traces its step once per new input shape, and
+# the notebooks predict stacks of different sizes in turn (validation, test and
+# shifted sets, the last partial batch): the warning then opens a notebook's
+# outputs with a long paragraph although nothing is wrong and no number changes
+# (tracing costs a second or two). Only this message is dropped, on the
+# "tensorflow" logger alone; every other TensorFlow warning is passed on.
+_RETRACING = re.compile(r"out of the last \d+ calls to .* triggered tf\.function retracing")
+
+
+class _DropRetracingWarning(logging.Filter):
+    """Drops TensorFlow's tf.function retracing warning (see :data:`_RETRACING`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to judge
+            return True
+        return not _RETRACING.search(message)
+
+
 def quiet_native_logs() -> None:
-    """Set :data:`NATIVE_LOG_LEVELS` (unless already set) and quieten the first
-    TensorFlow import. Idempotent; does nothing more once TensorFlow is imported."""
+    """Set :data:`NATIVE_LOG_LEVELS` (unless already set), quieten the first
+    TensorFlow import and drop TensorFlow's retracing warning
+    (:class:`_DropRetracingWarning`). Idempotent; does nothing more once
+    TensorFlow is imported."""
     for name, value in NATIVE_LOG_LEVELS.items():
         os.environ.setdefault(name, value)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _DropRetracingWarning) for f in tf_logger.filters):
+        tf_logger.addFilter(_DropRetracingWarning())
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietTensorFlowImport())
