@@ -370,3 +370,37 @@ def test_smoothed_centroid_refines_given_first_guesses(bright_map):
     # a first guess far from the source stays on the background: no positive excess to pull it
     far = baselines.smoothed_centroid(b["counts"], b["template"], 1.5, 4.0, n_iter=1, start=(20.0, 180.0))
     assert np.hypot(far[0] - b["x0"], far[1] - b["y0"]) > 50
+
+
+def test_blind_searches_and_fits_are_cached_by_their_inputs(bright_map, tmp_path, monkeypatch):
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path)
+    m = bright_map
+    counts = m["counts"][None]
+    first = baselines.blind_search_batch(counts, m["template"], m["geom"], progress=False, threshold=8.0)
+    init = np.stack([first["ra_deg"], first["dec_deg"]], axis=1)
+    fit = baselines.fit_point_source_batch(counts, m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, init,
+                                           progress=False)
+    assert fit["message"].dtype == object and fit["success"].tolist() == [True]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed again although cached")
+
+    monkeypatch.setattr(baselines, "_blind_search_batch", refuse)
+    monkeypatch.setattr(baselines, "_fit_point_source_batch", refuse)
+    again = baselines.blind_search_batch(counts, m["template"], m["geom"], progress=False, threshold=8.0)
+    fit_again = baselines.fit_point_source_batch(counts, m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, init,
+                                                 progress=False)
+    for key in first:
+        assert np.array_equal(again[key], first[key], equal_nan=True)
+    for key in fit:
+        assert np.array_equal(fit_again[key], fit[key]), key
+    # another threshold, other counts or another start: computed, not loaded
+    with pytest.raises(AssertionError, match="computed again"):
+        baselines.blind_search_batch(counts, m["template"], m["geom"], progress=False, threshold=7.0)
+    with pytest.raises(AssertionError, match="computed again"):
+        baselines.blind_search_batch(counts + 1, m["template"], m["geom"], progress=False, threshold=8.0)
+    with pytest.raises(AssertionError, match="computed again"):
+        baselines.fit_point_source_batch(counts, m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, init + 0.01,
+                                         progress=False)

@@ -74,3 +74,26 @@ def test_tsmap_finds_a_bright_source():
     j = int(np.argmax(v))
     assert np.hypot(x[j] - 60, y[j] - 70) < 2 and v[j] > 10
     del d
+
+
+def test_tsmap_detections_are_cached_by_patches_parameters_and_arguments(tmp_path, monkeypatch):
+    from skyml import paths
+    from skyml.ctao import baselines
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path)
+    p = SurveyParams(npix=64)
+    counts = simulate.simulate_patches(2, 3, p, "test")["counts"]
+    first = baselines.tsmap_detect_all(counts, p, downsampling_factor=4, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed again although cached")
+
+    monkeypatch.setattr(baselines, "_tsmap_detect_all", refuse)
+    again = baselines.tsmap_detect_all(counts, p, downsampling_factor=4, progress=False, n_jobs=1)
+    assert set(again) == set(first) and all(np.array_equal(again[k], first[k]) for k in first)
+    for call in (lambda: baselines.tsmap_detect_all(counts, p, downsampling_factor=2, progress=False),
+                 lambda: baselines.tsmap_detect_all(counts[:1], p, downsampling_factor=4, progress=False),
+                 lambda: baselines.tsmap_detect_all(counts, SurveyParams(npix=64, binsz_deg=0.021),
+                                                    downsampling_factor=4, progress=False)):
+        with pytest.raises(AssertionError, match="computed again"):
+            call()

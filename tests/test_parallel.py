@@ -196,17 +196,21 @@ def runs(inputs, cluster, tmp_path_factory):
     scratch = tmp_path_factory.mktemp("cache")
     results = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(paths, "CACHE", scratch)
+        # a cache of its own for each mode: the baselines that cache their results
+        # (CTA blind search and fits, CTAO TS maps) compute them again in every mode
+        mp.setattr(paths, "CACHE", scratch / "in-process")
         mp.setattr(parallel, "SPILL_BYTES", 0)
         mp.setattr(fermi_simulate, "CHUNK_PATCHES", 2)
         mp.setattr(cta_simulate, "CHUNK_MAPS", 2)
         results["in-process"] = {case.__name__: case(inputs) for case in CASES}
         with parallel.use(client):
             assert parallel.n_workers() == 1
+            mp.setattr(paths, "CACHE", scratch / "1 worker")
             results["1 worker"] = {case.__name__: case(inputs) for case in CASES}
             local.scale(2)
             client.wait_for_workers(2, timeout=120)
             assert parallel.n_workers() == 2
+            mp.setattr(paths, "CACHE", scratch / "2 workers")
             before = client.run(lambda dask_worker: dask_worker.state.executed_count)
             results["2 workers"] = {case.__name__: case(inputs) for case in CASES}
             after = client.run(lambda dask_worker: dask_worker.state.executed_count)
@@ -230,8 +234,12 @@ def test_same_arrays_bit_for_bit_in_process_and_on_one_and_two_workers(runs, cas
 def test_both_workers_ran_items_and_the_scratch_results_are_removed(runs):
     _, executed, scratch = runs
     assert len(executed) == 2 and min(executed.values()) > 0, executed
-    assert (scratch / "parallel").is_dir()  # the workers did write results to disk
-    assert not any((scratch / "parallel").iterdir())
+    for mode in ("1 worker", "2 workers"):
+        assert (scratch / mode / "parallel").is_dir()  # the workers did write results to disk
+        assert not any((scratch / mode / "parallel").iterdir())
+    for mode in ("in-process", "1 worker", "2 workers"):  # each mode computed the cached baselines itself
+        for kind in ("cta_blind_search", "cta_fit", "ctao_tsmap"):
+            assert len([d for d in (scratch / mode / kind).iterdir() if d.is_dir()]) == 1, (mode, kind)
 
 
 def test_wcs_goes_on_from_worker_to_worker_exactly(runs, cluster):

@@ -71,6 +71,17 @@ def _canonical(obj):
     raise TypeError(f"cache parameters must be JSON-like, got {type(obj).__name__}")
 
 
+def array_digest(*arrays) -> str:
+    """SHA-256 (hex) of arrays' dtypes, shapes and bytes, in order: a cache key
+    for a result computed from arrays (the same arrays, the same digest)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def param_hash(kind: str, params: Mapping) -> str:
     """Hash of ``kind`` and the canonical JSON form of ``params`` (16 hex digits)."""
     text = json.dumps({"kind": kind, "params": _canonical(params)}, sort_keys=True)

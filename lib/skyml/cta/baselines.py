@@ -418,6 +418,34 @@ def _blind_search_item(item, kwargs):
     return blind_search(*item, **kwargs)
 
 
+#: version of the cached blind searches and fits (:func:`blind_search_batch`,
+#: :func:`fit_point_source_batch`): raise it when either method changes
+BATCH_CACHE_VERSION = 1
+
+
+def _geoms_digest(geoms) -> str:
+    """SHA-256 of the WCS headers and shapes of a sequence of WcsGeom/WCS."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for g in geoms:
+        wcs = g.wcs if isinstance(g, WcsGeom) else g
+        h.update(wcs.to_header_string(relax=True).encode())
+        h.update(repr(tuple(int(n) for n in (g.data_shape if isinstance(g, WcsGeom) else wcs.pixel_shape or ())))
+                 .encode())
+    return h.hexdigest()
+
+
+def _batch_key(method: str, counts_maps, background_maps, geoms, arrays=(), kwargs=None) -> dict:
+    import gammapy
+
+    from skyml import cache
+
+    return {"method": method, "counts": cache.array_digest(counts_maps, *background_maps, *arrays),
+            "geoms": _geoms_digest(geoms), "kwargs": dict(kwargs or {}), "gammapy": gammapy.__version__,
+            "version": BATCH_CACHE_VERSION}
+
+
 def blind_search_batch(counts_maps, background_maps, geoms, progress=True, **kwargs):
     """:func:`blind_search` over a stack of maps.
 
@@ -427,12 +455,25 @@ def blind_search_batch(counts_maps, background_maps, geoms, progress=True, **kwa
     through :func:`skyml.parallel.map_items` (in this process or on dask
     workers, the same results). Returns a dict
     of (n,) float arrays ``ra_deg``, ``dec_deg``, ``sqrt_ts`` (NaN where
-    nothing exceeded the threshold).
+    nothing exceeded the threshold). The results are cached in
+    ``data/cache/cta_blind_search/`` by the SHA-256 of the maps, their WCS,
+    the keyword arguments and gammapy's version (a second run of notebook 03,
+    or a workshop room after ``make workshop-unpack``, loads them).
     """
+    from skyml import cache
+
     counts_maps = np.asarray(counts_maps)
     n_maps = len(counts_maps)
     background_maps = _per_map(background_maps, n_maps, 2, "background_maps")
     geoms = _per_map(geoms, n_maps, None, "geoms")
+    key = _batch_key("blind_search", counts_maps, background_maps, geoms, kwargs=kwargs)
+    return cache.cached_arrays(
+        "cta_blind_search", key,
+        lambda: _blind_search_batch(counts_maps, background_maps, geoms, progress, kwargs), verbose=False)
+
+
+def _blind_search_batch(counts_maps, background_maps, geoms, progress, kwargs):
+    n_maps = len(counts_maps)
     out = np.full((n_maps, 3), np.nan)
     items = [(counts_maps[i], background_maps[i], geoms[i]) for i in range(n_maps)]
     for i, peak in enumerate(parallel.map_items(_blind_search_item, items, progress=progress, desc="blind search",
@@ -658,8 +699,11 @@ def fit_point_source_batch(
     fits). The fits run through :func:`skyml.parallel.map_items` (in this
     process or on dask workers, the same results). Returns a dict of (n,)
     arrays ``ra_deg``, ``dec_deg``, ``npred``, ``bkg_norm`` (NaN for failed
-    fits), ``success`` (bool) and ``message`` (str).
+    fits), ``success`` (bool) and ``message`` (str). The fits are cached in
+    ``data/cache/cta_fit/`` as :func:`blind_search_batch`'s searches are.
     """
+    from skyml import cache
+
     counts_maps = np.asarray(counts_maps)
     n_maps = len(counts_maps)
     background_maps = _per_map(background_maps, n_maps, 2, "background_maps")
@@ -667,6 +711,22 @@ def fit_point_source_batch(
     sigmas_deg = _per_map(sigmas_deg, n_maps, 1, "sigmas_deg")
     weights = _per_map(weights, n_maps, 1, "weights")
     init_radecs = np.asarray(init_radecs, dtype=float).reshape(n_maps, 2)
+    key = _batch_key("fit_point_source", counts_maps, background_maps, geoms,
+                     (*sigmas_deg, *weights, init_radecs), kwargs)
+
+    def build():
+        out = _fit_point_source_batch(counts_maps, background_maps, geoms, sigmas_deg, weights, init_radecs,
+                                      progress, kwargs)
+        return {**out, "message": np.asarray([str(m) for m in out["message"]], dtype=str)}
+
+    out = cache.cached_arrays("cta_fit", key, build, verbose=False)
+    out["message"] = out["message"].astype(object)
+    return out
+
+
+def _fit_point_source_batch(counts_maps, background_maps, geoms, sigmas_deg, weights, init_radecs, progress,
+                            kwargs):
+    n_maps = len(counts_maps)
     keys = ("ra_deg", "dec_deg", "npred", "bkg_norm")
     out = {key: np.full(n_maps, np.nan) for key in keys}
     out["success"] = np.zeros(n_maps, dtype=bool)

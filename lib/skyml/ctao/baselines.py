@@ -117,11 +117,33 @@ def _tsmap_item(counts, p: SurveyParams, kwargs: dict):
     return x, y, v, time.perf_counter() - t0
 
 
+#: version of the cached TS-map detections (:func:`tsmap_detect_all`): raise it when the method changes
+TSMAP_CACHE_VERSION = 1
+
+
 def tsmap_detect_all(counts: np.ndarray, p: SurveyParams, progress=None, **kwargs) -> dict:
     """Baseline detections of patches (n, 3, npix, npix): flat arrays
     ``patch``, ``x_pix``, ``y_pix``, ``score`` (sqrt TS) and ``seconds`` per patch.
     The patches run through :func:`skyml.parallel.map_items` (in this process
-    or on dask workers, the same detections)."""
+    or on dask workers, the same detections). The detections are cached in
+    ``data/cache/ctao_tsmap/`` by the SHA-256 of the patches, the survey
+    parameters, the keyword arguments (``n_jobs`` aside: it changes no
+    detection) and gammapy's version: a second run of notebook 06, or a
+    workshop room after ``make workshop-unpack``, loads them. ``seconds`` are
+    then those measured when the detections were computed."""
+    import gammapy
+
+    from .. import cache
+
+    a = np.ascontiguousarray(counts)
+    key = {"counts": cache.array_digest(a), "params": p.to_dict(),
+           "kwargs": {k: v for k, v in kwargs.items() if k != "n_jobs"},
+           "gammapy": gammapy.__version__, "version": TSMAP_CACHE_VERSION}
+    return cache.cached_arrays("ctao_tsmap", key, lambda: _tsmap_detect_all(a, p, progress, **kwargs),
+                               verbose=False)
+
+
+def _tsmap_detect_all(counts: np.ndarray, p: SurveyParams, progress=None, **kwargs) -> dict:
     from .. import parallel
 
     found = parallel.map_items(_tsmap_item, list(counts), progress=progress, desc="CTAO TS maps", p=p, kwargs=kwargs)

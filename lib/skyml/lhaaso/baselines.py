@@ -46,13 +46,10 @@ def richardson_lucy_cached(maps: np.ndarray, sigma1_deg: float, num_iter: int,
     validation scan over thousands of iterations and the test-set runs are
     computed once, then loaded (a second run of notebook 08, a workshop room
     after ``make workshop-unpack``). The arrays are those of the uncached call."""
-    import hashlib
-
     from .. import cache
 
     a = np.ascontiguousarray(np.asarray(maps, np.float64))
-    digest = hashlib.sha256(f"{a.dtype.str}:{a.shape}".encode() + a.tobytes()).hexdigest()
-    key = {"maps": digest, "sigma1_deg": float(sigma1_deg), "num_iter": int(num_iter),
+    key = {"maps": cache.array_digest(a), "sigma1_deg": float(sigma1_deg), "num_iter": int(num_iter),
            "target_sigma_deg": float(target_sigma_deg), "version": RL_CACHE_VERSION}
     return cache.cached_arrays(
         "lhaaso_rl", key, lambda: {"estimate": richardson_lucy(a, sigma1_deg, num_iter, target_sigma_deg)},
