@@ -17,8 +17,8 @@ maximises the Poisson likelihood plus ``beta`` × the log prior of the flux,
 with Adam on the logarithm of the flux, one map at a time (maps run through
 :func:`skyml.parallel.map_items`). Two priors, neither downloaded:
 
-* ``"lira"``: the multiscale prior of LIRA (Esch et al. 2004, Connors & van Dyk
-  2007; after Nowak & Kolaczyk 2000): the image is a quad tree of 2×2 splits,
+* ``"lira"``: the multiscale prior of LIRA (Esch et al. 2004, on the multiscale
+  Poisson model of Nowak & Kolaczyk 2000): the image is a quad tree of 2×2 splits,
   level by level up to the whole map, and the four proportions into which each
   parent pixel splits follow a symmetric Dirichlet of concentration ``alpha``
   (1: flat; above 1, smoother). Jolideco 0.3 ships a ``LIRAPrior`` that is
@@ -30,7 +30,7 @@ with Adam on the logarithm of the flux, one map at a time (maps run through
 * ``"gmm"``: jolideco's ``GMMPatchPrior``: a Gaussian mixture model of 8×8
   patches (mean subtracted, stride 4, random cycle spin), here fitted with
   scikit-learn on the *training* truth maps (:func:`fit_patch_gmm`), the same
-  knowledge the networks get, after the image norm of :func:`image_norm`
+  knowledge the networks get, after the image norm of :func:`normed`
   (asinh of the flux over the map's mean counts per pixel, so that maps of
   every brightness share one patch distribution). The strength is ``beta``.
 
@@ -183,17 +183,21 @@ def normed(maps: np.ndarray, scale) -> np.ndarray:
     return np.arcsinh(np.clip(maps, 0, None) / scale)
 
 
+def _windows(images: np.ndarray, patch: int, stride: int) -> np.ndarray:
+    """The ``patch``×``patch`` windows of a (n, ny, nx) stack at ``stride``, a view
+    of shape (n, rows, columns, patch, patch) (row-major, as jolideco cuts them)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if images.ndim != 3 or min(images.shape[1:]) < patch:
+        raise ValueError(f"need a (n, ny, nx) stack with sides >= {patch}, got {images.shape}")
+    return sliding_window_view(images, (patch, patch), axis=(1, 2))[:, ::stride, ::stride]
+
+
 def patches(images: np.ndarray, patch: int = PATCH, stride: int = PATCH_STRIDE) -> np.ndarray:
     """Overlapping ``patch``×``patch`` patches of a (n, ny, nx) stack at
     ``stride`` (row-major, as jolideco cuts them), each with its mean
     subtracted: shape (n × patches per image, patch²)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    images = np.asarray(images, np.float64)
-    if images.ndim != 3 or min(images.shape[1:]) < patch:
-        raise ValueError(f"need a (n, ny, nx) stack with sides >= {patch}, got {images.shape}")
-    win = sliding_window_view(images, (patch, patch), axis=(1, 2))[:, ::stride, ::stride]
-    out = win.reshape(-1, patch * patch)
+    out = _windows(np.asarray(images, np.float64), patch, stride).reshape(-1, patch * patch)
     return out - out.mean(axis=1, keepdims=True)
 
 
@@ -202,17 +206,24 @@ def fit_patch_gmm(truth: np.ndarray, scale, n_components: int = GMM_COMPONENTS, 
                   reg_covar: float = 1e-4) -> dict[str, np.ndarray]:
     """A Gaussian mixture (full covariances, scikit-learn) of the mean-subtracted
     patches of the normed truth maps (:func:`normed`, :func:`patches`); at most
-    ``max_patches`` patches, drawn without replacement with ``seed``. Returns
-    arrays ``means`` (k, patch²), ``covariances`` (k, patch², patch²),
+    ``max_patches`` patches, drawn without replacement with ``seed`` (only the
+    drawn ones are cut out: the full profile's thousands of maps hold millions).
+    Returns arrays ``means`` (k, patch²), ``covariances`` (k, patch², patch²),
     ``weights`` (k,) sorted by decreasing weight, and ``patch``, ``stride``."""
     from sklearn.mixture import GaussianMixture
 
     if int(n_components) < 1 or int(max_patches) < int(n_components):
         raise ValueError(f"need 1 <= n_components <= max_patches, got {n_components}, {max_patches}")
-    x = patches(normed(truth, scale), patch, stride)
+    truth = np.asarray(truth)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), (len(truth),))
+    win = _windows(truth, patch, stride)
+    total = int(np.prod(win.shape[:3]))
     rng = np.random.default_rng(seed)
-    if len(x) > max_patches:
-        x = x[np.sort(rng.choice(len(x), int(max_patches), replace=False))]
+    index = np.sort(rng.choice(total, int(max_patches), replace=False)) if total > max_patches else np.arange(total)
+    i, row, col = np.unravel_index(index, win.shape[:3])
+    raw = np.asarray(win[i, row, col], np.float64).reshape(len(index), patch * patch)
+    x = np.arcsinh(np.clip(raw, 0, None) / scale[i, None])  # normed(), patch by patch
+    x -= x.mean(axis=1, keepdims=True)
     gmm = GaussianMixture(n_components=int(n_components), covariance_type="full", reg_covar=reg_covar,
                           random_state=int(seed), max_iter=200)
     gmm.fit(x)
