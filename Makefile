@@ -13,6 +13,7 @@
 #   make workshop-unpack  verify and restore that archive (FORCE=1 replaces files that differ)
 #   make site        static HTML site of the executed notebooks, results, figures -> build/site/index.html
 #   make jax         add the JAX backend (extra "jax", requirements-jax.txt) to .venv
+#   make deconvolution  add Jolideco and PyTorch (extra "deconvolution") to .venv: notebook 08's Jolideco baseline
 #   make lock        regenerate requirements.txt and requirements-jax.txt from pyproject.toml (uv)
 
 SHELL := /bin/bash
@@ -30,10 +31,13 @@ IS_SUPPORTED := -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= 
 LOCK := requirements.txt
 LOCK_JAX := requirements-jax.txt
 JAX_STAMP := $(VENV)/.installed-jax
+DECONV_STAMP := $(VENV)/.installed-deconvolution
+# extra pip arguments of make deconvolution, e.g. an index of PyTorch's CPU-only wheels (smaller than the default build)
+DECONV_PIP_ARGS ?=
 UV_VERSION := 0.13.9
 LOCK_TOOL := build/uv
 
-.PHONY: help venv jax lock test reproduce full full-gpu report lab workshop-pack workshop-unpack
+.PHONY: help venv jax deconvolution lock test reproduce full full-gpu report lab workshop-pack workshop-unpack
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -67,6 +71,16 @@ jax: $(JAX_STAMP)
 $(JAX_STAMP): $(STAMP) $(LOCK_JAX)
 	$(PY) -m pip install --require-hashes --no-deps -r $(LOCK_JAX)
 	touch $(JAX_STAMP)
+
+# the extra "deconvolution" of pyproject.toml (jolideco, an sdist, and torch) over the locked environment; not
+# locked: pip keeps every locked package and resolves only what jolideco and torch add
+deconvolution: $(DECONV_STAMP)
+
+$(DECONV_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install $(DECONV_PIP_ARGS) -e ".[deconvolution]"
+	$(PY) -m pip check
+	$(PY) -c 'from skyml.lhaaso import jolideco_baseline as jb; ok, why = jb.available(); print(why); assert ok'
+	touch $(DECONV_STAMP)
 
 # uv (pinned, from PyPI, in build/uv) resolves for every platform and for Python
 # 3.11-3.13 at once (--universal). It keeps the versions already in the lock

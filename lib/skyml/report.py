@@ -117,20 +117,22 @@ del method, name
 
 LHAASO_METHODS = {"input": "blurred counts map", "cnn": "SRCNN-like CNN", "vae": "VAE", "gan": "GAN",
                   "psf_conditioned": "PSF-conditioned CNN at 40 TeV", "richardson_lucy": "Richardson–Lucy",
-                  "smooth_0p29": "0.29° smoothing", "wiener": "Wiener filter"}
+                  "smooth_0p29": "0.29° smoothing", "wiener": "Wiener filter", "jolideco": "Jolideco"}
 for method, name in LHAASO_METHODS.items():
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("nrmse", "NRMSE")):
         METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}")
 del method, name, stat, stat_label
 LHAI_PROTOCOL_METHODS = {"input": "blurred counts map", "cnn": "CNN trained for the unsmoothed truth",
-                         "cnn_target0p1": "CNN trained for the 0.1° target", "richardson_lucy": "Richardson–Lucy"}
+                         "cnn_target0p1": "CNN trained for the 0.1° target", "richardson_lucy": "Richardson–Lucy",
+                         "jolideco": "Jolideco"}
 for method, name in LHAI_PROTOCOL_METHODS.items():
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
         METRICS[f"{stat}_{method}_lhai"] = Metric(f"{stat_label}, LHAI's protocol, {name}")
         if method != "cnn_target0p1":
             METRICS[f"{stat}_{method}_lhai_shifted"] = Metric(
                 f"{stat_label}, LHAI's protocol, shifted test set (pictures, another PSF), {name}")
-for method, name in (("input", "blurred counts map"), ("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy")):
+for method, name in (("input", "blurred counts map"), ("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy"),
+                     ("jolideco", "Jolideco")):
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
         METRICS[f"{stat}_{method}_shifted"] = Metric(f"{stat_label}, shifted test set (pictures, another PSF), {name}")
 del method, name, stat, stat_label
@@ -269,12 +271,12 @@ HEADLINES = (
              {"max_abs_resid_cnn_restored": "CNN, restored images"}, {"max_abs_resid_pd_restored": "P(D) fit"}),
     Headline("08_lhaaso_deconvolution", "PSNR (dB)", "higher",
              {"psnr_cnn": "CNN", "psnr_vae": "VAE", "psnr_gan": "GAN"},
-             {"psnr_richardson_lucy": "Richardson–Lucy", "psnr_smooth_0p29": "0.29° smoothing",
-              "psnr_wiener": "Wiener", "psnr_input": "blurred counts map"}),
+             {"psnr_richardson_lucy": "Richardson–Lucy", "psnr_jolideco": "Jolideco",
+              "psnr_smooth_0p29": "0.29° smoothing", "psnr_wiener": "Wiener", "psnr_input": "blurred counts map"}),
     Headline("08_lhaaso_deconvolution", "SSIM", "higher",
              {"ssim_cnn": "CNN", "ssim_vae": "VAE", "ssim_gan": "GAN"},
-             {"ssim_richardson_lucy": "Richardson–Lucy", "ssim_smooth_0p29": "0.29° smoothing",
-              "ssim_wiener": "Wiener", "ssim_input": "blurred counts map"}),
+             {"ssim_richardson_lucy": "Richardson–Lucy", "ssim_jolideco": "Jolideco",
+              "ssim_smooth_0p29": "0.29° smoothing", "ssim_wiener": "Wiener", "ssim_input": "blurred counts map"}),
     Headline("08_lhaaso_deconvolution", "point source: FWHM / PSF FWHM", "lower",
              {"fwhm_ratio_cnn": "CNN"}, {"fwhm_ratio_richardson_lucy": "Richardson–Lucy"}),
 )
