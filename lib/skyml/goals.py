@@ -155,6 +155,12 @@ GOALS: tuple[Goal, ...] = (
     Goal(LHAASO, "CNN SSIM minus tuned Richardson–Lucy's, LHAI's protocol",
          ("ssim_cnn_lhai", "ssim_richardson_lucy_lhai"), ">=", 0.0,
          _difference("ssim_cnn_lhai", "ssim_richardson_lucy_lhai")),
+    # the best mathematical deconvolution, not only Richardson–Lucy (optional extra; full profile)
+    Goal(LHAASO, "CNN PSNR minus tuned Jolideco's (dB), LHAI's protocol",
+         ("psnr_cnn_lhai", "psnr_jolideco_lhai"), ">=", 0.0, _difference("psnr_cnn_lhai", "psnr_jolideco_lhai")),
+    Goal(LHAASO, "CNN PSNR minus tuned Jolideco's (dB), LHAI's protocol, shifted test set",
+         ("psnr_cnn_lhai_shifted", "psnr_jolideco_lhai_shifted"), ">=", 0.0,
+         _difference("psnr_cnn_lhai_shifted", "psnr_jolideco_lhai_shifted")),
 )
 
 
