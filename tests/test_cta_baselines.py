@@ -314,6 +314,37 @@ def test_fov_background_norm_excludes_the_source():
         fov_background_norm(counts, template[:50])
 
 
+@pytest.mark.parametrize("radius", [0, 1, 3, 4, 6])
+def test_disk_dilation_equals_scipy_binary_dilation(radius):
+    """The row-wise dilation of the FoV exclusion equals scipy's binary dilation by
+    the same disk, on sparse and dense masks, with sources at the map borders."""
+    from scipy import ndimage
+
+    from skyml.cta.baselines import _dilate_disk
+
+    rng = np.random.default_rng(radius)
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = (xx ** 2 + yy ** 2 <= radius ** 2)[None]
+    for fill in (0.0, 0.002, 0.05, 0.5, 1.0):
+        mask = rng.random((6, 23, 17)) < fill
+        mask[0, 0, 0] = mask[1, -1, -1] = mask[2, 0, -1] = fill > 0
+        assert np.array_equal(_dilate_disk(mask, radius), ndimage.binary_dilation(mask, structure=disk))
+
+
+def test_fov_background_norms_scans_thresholds_like_single_fits():
+    from skyml.cta.baselines import fov_background_norm, fov_background_norms
+
+    rng = np.random.default_rng(5)
+    template = np.full((3, 60, 60), 1.5)
+    yy, xx = np.mgrid[:60, :60]
+    source = 800 * np.exp(-((xx - 20) ** 2 + (yy - 33) ** 2) / 8.0) / (8.0 * np.pi)
+    counts = rng.poisson(1.1 * template + source)
+    scan = fov_background_norms(counts, template, [3.0, 5.0, 8.0])
+    assert scan.shape == (3, 3)
+    for k, thr in enumerate((3.0, 5.0, 8.0)):
+        assert np.array_equal(scan[k], fov_background_norm(counts, template, threshold=thr))
+
+
 def test_bootstrap_ci_is_reproducible_and_brackets_the_statistic():
     from skyml import metrics
 
@@ -325,6 +356,23 @@ def test_bootstrap_ci_is_reproducible_and_brackets_the_statistic():
     assert ci == metrics.bootstrap_ci(metrics.relative_error_percentile, est, true, n_resamples=300, seed=1)
     with pytest.raises(ValueError):
         metrics.bootstrap_ci(np.mean, est, true[:10])
+
+
+def test_vectorised_bootstrap_gives_the_same_interval():
+    """The localisation intervals, computed on all resamples at once, equal the
+    per-resample computation (the same resamples of the same seed)."""
+    from skyml import metrics
+    from skyml.cta import evaluation
+
+    rng = np.random.default_rng(4)
+    errors = {"net": rng.gamma(2.0, 0.02, 300), "crlb": rng.gamma(2.0, 0.015, 300)}
+    out = evaluation.localisation_metrics(errors, "_t", n_boot=200, seed=3)
+    r68 = evaluation.r68
+    assert out["loc_err68_deg_net_t_ci68"] == metrics.bootstrap_ci(r68, errors["net"], n_resamples=200, seed=3)
+    assert out["crlb_ratio_net_t_ci68"] == metrics.bootstrap_ci(
+        lambda a, c: r68(a) / r68(c), errors["net"], errors["crlb"], n_resamples=200, seed=3)
+    assert out["frac_err_gt_0p1deg_net_t_ci68"] == metrics.bootstrap_ci(
+        lambda a: metrics.tail_fraction(a, 0.1), errors["net"], n_resamples=200, seed=3)
 
 
 # ---------------------------------------------------------------- smoothed centroid

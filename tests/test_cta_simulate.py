@@ -165,3 +165,20 @@ def test_dl3_event_list_binning_matches_direct_sampling(tmp_path):
     # mean of 4 Poisson draws: standard error sqrt(mu / 4); allow 4 sigma plus 2% model difference
     assert abs(np.mean(totals) - mu.sum()) < 4 * np.sqrt(mu.sum() / 4) + 0.02 * mu.sum()
     assert abs(np.mean(on_counts) - mu[on].sum()) < 4 * np.sqrt(mu[on].sum() / 4) + 0.03 * mu[on].sum()
+
+
+def test_map_wcs_is_the_wcs_of_map_geom():
+    """The fast WCS of a pointing is the WcsGeom's: same header, same sky positions
+    of the same pixels, for pointings all over the sky and both celestial poles."""
+    from skyml.cta.simulate import map_geom, map_wcs
+
+    rng = np.random.default_rng(11)
+    pointings = [*zip(rng.uniform(0, 360, 40), rng.uniform(-89.99, 89.99, 40)), (0.0, 90.0), (12.0, -90.0),
+                 (359.999, 0.0)]
+    x, y = rng.uniform(-3, 103, 20), rng.uniform(-3, 103, 20)
+    for npix, binsz in ((200, 0.025), (100, 0.05)):
+        for ra, dec in pointings:
+            fast, geom = map_wcs(ra, dec, npix, binsz), map_geom(ra, dec, npix, binsz).wcs
+            assert fast.to_header_string() == geom.to_header_string()
+            a, b = fast.pixel_to_world(x, y), geom.pixel_to_world(x, y)
+            assert np.array_equal(a.ra.deg, b.ra.deg) and np.array_equal(a.dec.deg, b.dec.deg)

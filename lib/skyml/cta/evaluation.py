@@ -91,17 +91,39 @@ def crlb_errors(maps: dict, binsz_deg: float, rng: np.random.Generator, n: int |
     """Per-map Cramér–Rao bound: the 68 % radius [deg] of each map's position
     covariance, and one draw of the radial error [deg] of an ideal unbiased
     estimator per map (for ensemble containment)."""
-    n = len(maps["counts"]) if n is None else n
-    radius68 = np.empty(n)
-    draws = np.empty(n)
-    for i in range(n):
-        mu_bkg = maps["bkg_norm"][i] * background_for(maps, i).astype(float)
-        cov = baselines.crlb_position_cov(
-            maps["src_x_pix"][i], maps["src_y_pix"][i], maps["npred_source"][i], mu_bkg,
-            maps["psf_sigmas_deg"][i] / binsz_deg, maps["psf_weights"][i])
+    covs = crlb_covariances(maps, binsz_deg, n)
+    radius68 = np.empty(len(covs))
+    draws = np.empty(len(covs))
+    for i, cov in enumerate(covs):
         radius68[i] = baselines.crlb_radius68(cov) * binsz_deg
         draws[i] = baselines.crlb_error_samples(cov, rng)[0] * binsz_deg
     return radius68, draws
+
+
+def crlb_covariances(maps: dict, binsz_deg: float, n: int | None = None) -> np.ndarray:
+    """Cramér–Rao covariance of the source position of each of the first ``n``
+    maps, pixel² (n, 2, 2), from :func:`baselines.crlb_position_cov` with the
+    map's true background, source counts and PSF. Cached in
+    ``data/cache/cta_crlb/`` by the SHA-256 of those inputs (a second run, or a
+    workshop room after ``make workshop-unpack``, loads them)."""
+    from .. import cache
+
+    n = len(maps["counts"]) if n is None else int(n)
+    fields = [np.asarray(maps[k])[:n] for k in ("src_x_pix", "src_y_pix", "npred_source", "bkg_norm",
+                                                 "psf_sigmas_deg", "psf_weights", "irf_id")]
+    key = {"inputs": cache.array_digest(*fields, np.asarray(maps["background_templates"])),
+           "binsz_deg": float(binsz_deg), "version": 1}
+
+    def build():
+        covs = np.empty((n, 2, 2))
+        for i in range(n):
+            mu_bkg = maps["bkg_norm"][i] * background_for(maps, i).astype(float)
+            covs[i] = baselines.crlb_position_cov(
+                maps["src_x_pix"][i], maps["src_y_pix"][i], maps["npred_source"][i], mu_bkg,
+                maps["psf_sigmas_deg"][i] / binsz_deg, maps["psf_weights"][i])
+        return {"covs": covs}
+
+    return cache.cached_arrays("cta_crlb", key, build, verbose=False)["covs"]
 
 
 def tune_fov_threshold(maps: dict, thresholds, on_radius_deg: float = 0.2) -> dict:
@@ -122,8 +144,8 @@ def tune_fov_threshold(maps: dict, thresholds, on_radius_deg: float = 0.2) -> di
     truth = np.sum(np.where(on, maps["source_counts"], 0), axis=(1, 2)).astype(float)
     usable = truth > 0
     scores = {}
-    for thr in grid:
-        norms = baselines.fov_background_norm(maps["counts"], background_for(maps), threshold=thr)
+    all_norms = baselines.fov_background_norms(maps["counts"], template, grid)
+    for thr, norms in zip(grid, all_norms):
         excess = baselines.excess_irf(counts, norms[:, None, None] * template, on)[2]
         scores[thr] = metrics.relative_error_percentile(excess[usable], truth[usable])
     best = min(grid, key=scores.get)
@@ -211,18 +233,28 @@ def localisation_metrics(errors: dict, suffix: str, crlb_key: str = "crlb", n_bo
     if len(n) != 1:
         raise ValueError("localisation_metrics: every method needs errors on the same maps")
     crlb = np.asarray(errors[crlb_key], dtype=float)
+
+    # the statistics of the intervals, on all resamples at once (the point values check for NaN)
+    def r68_along(a, axis=-1):
+        return np.quantile(a, 0.68, axis=axis)
+
+    def ratio_along(a, c, axis=-1):
+        return np.quantile(a, 0.68, axis=axis) / np.quantile(c, 0.68, axis=axis)
+
+    def tail_along(a, axis=-1):
+        return np.mean(a > 0.1, axis=axis)
+
+    boot = dict(n_resamples=n_boot, seed=seed, vectorized=True)
     out = {}
     for m, e in errors.items():
         e = np.asarray(e, dtype=float)
         out[f"loc_err68_deg_{m}{suffix}"] = r68(e)
-        out[f"loc_err68_deg_{m}{suffix}_ci68"] = metrics.bootstrap_ci(r68, e, n_resamples=n_boot, seed=seed)
+        out[f"loc_err68_deg_{m}{suffix}_ci68"] = metrics.bootstrap_ci(r68_along, e, **boot)
         if m != crlb_key:
             out[f"crlb_ratio_{m}{suffix}"] = r68(e) / r68(crlb)
-            out[f"crlb_ratio_{m}{suffix}_ci68"] = metrics.bootstrap_ci(
-                lambda a, c: r68(a) / r68(c), e, crlb, n_resamples=n_boot, seed=seed)
+            out[f"crlb_ratio_{m}{suffix}_ci68"] = metrics.bootstrap_ci(ratio_along, e, crlb, **boot)
             out[f"frac_err_gt_0p1deg_{m}{suffix}"] = metrics.tail_fraction(e, 0.1)
-            out[f"frac_err_gt_0p1deg_{m}{suffix}_ci68"] = metrics.bootstrap_ci(
-                lambda a: metrics.tail_fraction(a, 0.1), e, n_resamples=n_boot, seed=seed)
+            out[f"frac_err_gt_0p1deg_{m}{suffix}_ci68"] = metrics.bootstrap_ci(tail_along, e, **boot)
             out[f"loc_err_median_deg_{m}{suffix}"] = float(np.median(e))
             out[f"loc_tail_frac_0p2deg_{m}{suffix}"] = metrics.tail_fraction(e, 0.2)
     return out
