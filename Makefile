@@ -92,8 +92,15 @@ lock:
 	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 --generate-hashes -o $(LOCK) -q
 	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --extra jax --universal --python-version 3.11 --generate-hashes -o $(LOCK_JAX) -q
 
+# make test: the unit tests; then the notebooks and exercise notebooks under nbval,
+# TEST_JOBS at a time (pytest-xdist, each notebook whole on one worker); then the
+# results-figures notebook alone, as it reads the other notebooks' results
+TEST_JOBS ?= 2
+NBVAL_ARGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
+	$(PY) -m pytest tests
+	$(PY) -m pytest notebooks $(NBVAL_ARGS) -n $(TEST_JOBS) --dist loadfile --ignore=notebooks/09_results_figures.ipynb
+	$(PY) -m pytest notebooks/09_results_figures.ipynb $(NBVAL_ARGS)
 	@if $(PY) -c 'import jax' 2>/dev/null; then \
 	  echo "KERAS_BACKEND=jax $(PY) -m pytest tests/test_cta_models.py -q"; \
 	  KERAS_BACKEND=jax $(PY) -m pytest tests/test_cta_models.py -q; \

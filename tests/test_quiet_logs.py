@@ -29,3 +29,17 @@ def test_predicting_with_many_models_writes_no_retracing_warning(caplog):
             model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same")(inputs))
             model.predict(np.zeros((2, 8, 8, 1), np.float32), verbose=0)
     assert len(caplog.records) == 0, [r.getMessage()[:80] for r in caplog.records]
+
+
+def test_report_without_a_network_does_not_import_keras():
+    """The results-figures notebook reports its environment without paying for
+    Keras's start-up: ``report(keras_backend=False)`` leaves Keras unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from skyml import env; info = env.report('quick', keras_backend=False); "
+            "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules); "
+            "assert info['backend'] == 'not loaded'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "keras backend: not loaded" in done.stdout

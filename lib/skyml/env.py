@@ -24,9 +24,12 @@ PACKAGES = ("numpy", "scipy", "astropy", "gammapy", "healpy", "keras", "tensorfl
             "distributed")
 
 
-def report(profile: str) -> dict:
+def report(profile: str, keras_backend: bool = True) -> dict:
     """Print and return Python, package versions, Keras backend, devices,
-    profile and where the fan-outs run (:func:`skyml.parallel.describe`)."""
+    profile and where the fan-outs run (:func:`skyml.parallel.describe`).
+    ``keras_backend=False`` (a notebook that runs no network) does not import
+    Keras, whose start-up takes seconds; the backend is then reported as
+    ``"not loaded"``."""
     from . import parallel, paths, results
 
     versions = {}
@@ -35,9 +38,12 @@ def report(profile: str) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    import keras
+    if keras_backend:
+        import keras
 
-    backend = keras.backend.backend()
+        backend = keras.backend.backend()
+    else:
+        backend = "not loaded"
     info = {
         "python": platform.python_version(),
         "executable": sys.executable,
