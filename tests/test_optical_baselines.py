@@ -64,3 +64,28 @@ def test_tune_reports_interior_choices(monkeypatch):
     assert set(out["settings"]) == set(grid) and all(out["settings"][k] in grid[k] for k in grid)
     assert out["interior"] == {k: grid[k][0] < out["settings"][k] < grid[k][-1] for k in grid}
     assert 0 < out["f1"] <= 1 and out["evaluations"] >= 3
+
+
+@pytest.mark.slow
+def test_tune_is_cached_by_its_grid(monkeypatch, tmp_path):
+    """A second tuning with the same grid and tiles is loaded, not recomputed;
+    another grid is a new tuning."""
+    from skyml import paths
+    from skyml.optical.simulate import OpticalParams
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path)
+    grid = {"nsigma": (1.0, 3.0, 8.0), "npixels": (2, 5, 12)}
+    monkeypatch.setitem(baselines.METHODS, "segmentation",
+                        (baselines.segment_all, grid, {"nsigma": 3.0, "npixels": 5}))
+    first = baselines.tune("segmentation", 1, 1, OpticalParams(), rounds=1)
+    assert (tmp_path / "optical_tune").is_dir()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("tuned again")
+
+    monkeypatch.setattr(baselines, "_tune", fail)
+    assert baselines.tune("segmentation", 1, 1, OpticalParams(), rounds=1) == first
+    monkeypatch.setitem(baselines.METHODS, "segmentation",
+                        (baselines.segment_all, {**grid, "npixels": (2, 4, 12)}, {"nsigma": 3.0, "npixels": 4}))
+    with pytest.raises(AssertionError, match="tuned again"):
+        baselines.tune("segmentation", 1, 1, OpticalParams(), rounds=1)

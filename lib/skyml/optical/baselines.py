@@ -142,7 +142,27 @@ def tune(method: str, n_val: int, seed: int, p, rounds: int = 2) -> dict:
 
     Returns ``{"settings", "f1" (validation F1 of the settings), "interior"
     (setting -> chosen value strictly inside its grid), "evaluations"}``.
+    The result is cached in ``data/cache/optical_tune/`` by the method, its
+    grid, the validation tiles' parameters and photutils' version (a second
+    run, or a workshop room after ``make workshop-unpack``, loads it).
     """
+    import json
+
+    import photutils
+
+    from .. import cache
+
+    key = {"method": method, "n_val": int(n_val), "seed": int(seed), "params": p.to_dict(), "rounds": int(rounds),
+           "grid": METHODS[method][1], "defaults": METHODS[method][2], "photutils": photutils.__version__,
+           "version": 1}
+
+    def build(folder):
+        (folder / "tune.json").write_text(json.dumps(_tune(method, n_val, seed, p, rounds), indent=1))
+
+    return json.loads((cache.cached_dir("optical_tune", key, build, verbose=False) / "tune.json").read_text())
+
+
+def _tune(method: str, n_val: int, seed: int, p, rounds: int) -> dict:
     from astropy.table import vstack
 
     from ..ctao import evaluation
