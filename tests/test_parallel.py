@@ -238,7 +238,7 @@ def test_both_workers_ran_items_and_the_scratch_results_are_removed(runs):
         assert (scratch / mode / "parallel").is_dir()  # the workers did write results to disk
         assert not any((scratch / mode / "parallel").iterdir())
     for mode in ("in-process", "1 worker", "2 workers"):  # each mode computed the cached baselines itself
-        for kind in ("cta_blind_search", "cta_fit", "ctao_tsmap"):
+        for kind in ("cta_blind_search", "cta_fit", "ctao_tsmap", "fermi_likelihood_flux"):
             assert len([d for d in (scratch / mode / kind).iterdir() if d.is_dir()]) == 1, (mode, kind)
 
 

@@ -408,16 +408,31 @@ def likelihood_fluxes(counts10, background10, cutout_params, index=None, progres
     """:func:`likelihood_flux` of the cut-outs ``index`` (default all): an
     array per key of its result, plus ``seconds``. The fits run through
     :func:`skyml.parallel.map_items` (in this process or on dask workers, the
-    same results)."""
-    from .. import parallel
+    same results). The results are cached in ``data/cache/fermi_likelihood_flux/``
+    by the SHA-256 of the fitted cut-outs, the cut-out parameters, the keyword
+    arguments and iminuit's version (``seconds`` is then the first run's)."""
+    import iminuit
+
+    from .. import cache
 
     index = np.arange(len(counts10)) if index is None else np.asarray(index)
+    key = {"cutouts": cache.array_digest(np.asarray(counts10)[index], np.asarray(background10)[index]),
+           "cutout_params": cutout_params.to_dict(), "kwargs": dict(kwargs), "iminuit": iminuit.__version__,
+           "version": 1}
+    return cache.cached_arrays(
+        "fermi_likelihood_flux", key,
+        lambda: _likelihood_fluxes(counts10, background10, cutout_params, index, progress, kwargs), verbose=False)
+
+
+def _likelihood_fluxes(counts10, background10, cutout_params, index, progress, kwargs):
+    from .. import parallel
+
     out = {k: np.full(len(index), np.nan) for k in ("flux", "flux_err", "ts", "seconds", "flux_err_lo",
                                                       "flux_err_hi", "index")}
     out["success"] = np.zeros(len(index), bool)
     out["index_at_limit"] = np.zeros(len(index), bool)
     out["index_fixed"] = np.zeros(len(index), bool)
-    out["spectrum"] = np.full(len(index), "", dtype="<U12")
+    out["spectrum"] = np.full(len(index), "", dtype="<U12")  # a fixed-width string array: cacheable
     fits = parallel.map_items(_likelihood_item, [(counts10[i], background10[i]) for i in index], progress=progress,
                               desc="likelihood flux fits", cutout_params=cutout_params, kwargs=kwargs)
     for j, fit in enumerate(fits):
