@@ -102,3 +102,22 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(workshop.WorkshopError, match="nothing to pack"):
         workshop.pack(tmp_path / "e.tar.gz", root=empty)
+
+
+def test_archive_and_restored_files_get_the_umask_mode(tmp_path):
+    """The archive and the files it restores have the mode a plain open() gives
+    (0666 less the umask), not a temporary file's 0600: a shared copy is readable."""
+    import os
+    import stat
+
+    src, dst = tmp_path / "teacher", tmp_path / "learner"
+    fake_repo(src)
+    archive = tmp_path / "kit.tar.gz"
+    old = os.umask(0o022)
+    try:
+        workshop.pack(archive, root=src)
+        workshop.unpack(archive, root=dst)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o644
+    assert stat.S_IMODE((dst / "data/cache/cta/abc123/maps.npz").stat().st_mode) == 0o644

@@ -120,6 +120,7 @@ def pack(archive: Path, root: Path = paths.ROOT, overwrite: bool = False) -> tup
                 with open(path, "rb") as fh:
                     tar.addfile(info, fh)
         digest = file_sha256(Path(tmp))
+        _as_created(tmp)
         os.replace(tmp, archive)
     except BaseException:
         if os.path.exists(tmp):
@@ -127,6 +128,15 @@ def pack(archive: Path, root: Path = paths.ROOT, overwrite: bool = False) -> tup
         raise
     sums.write_text(f"{digest}  {archive.name}\n")
     return len(files), digest
+
+
+def _as_created(path) -> None:
+    """Give a temporary file (mode 0600) the mode a plain ``open`` would have
+    given it (0666 less the umask), so an archive on a shared server, or the
+    files it restores, can be read by the room as any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _check_member(info: tarfile.TarInfo) -> PurePosixPath:
@@ -175,6 +185,7 @@ def unpack(archive: Path, root: Path = paths.ROOT, force: bool = False) -> dict:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        _as_created(tmp)
         os.replace(tmp, target)
         written += 1
     return {"files": len(plan), "written": written, "unchanged": len(plan) - written}
