@@ -182,3 +182,38 @@ def test_map_wcs_is_the_wcs_of_map_geom():
             assert fast.to_header_string() == geom.to_header_string()
             a, b = fast.pixel_to_world(x, y), geom.pixel_to_world(x, y)
             assert np.array_equal(a.ra.deg, b.ra.deg) and np.array_equal(a.dec.deg, b.dec.deg)
+
+
+def test_longer_set_starts_from_the_cached_shorter_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache.paths, "CACHE", tmp_path)
+    p = CTASimParams()
+    load_maps(3, 4, p, progress=False)
+    load_maps(2, 4, p, progress=False, split="val")  # another split is not a prefix
+    starts = []
+    real = simulate_maps
+
+    def spy(*args, **kwargs):
+        starts.append(kwargs.get("start", 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("skyml.cta.simulate.simulate_maps", spy)
+    longer = load_maps(5, 4, p, progress=False)
+    assert starts == [3]  # only maps 3 and 4 simulated
+    whole = real(5, 4, p, progress=False)
+    assert set(longer) == set(whole)
+    for key in whole:
+        np.testing.assert_array_equal(longer[key], whole[key])
+        assert longer[key].dtype == whole[key].dtype
+    rest = real(5, 4, p, progress=False, start=3)
+    np.testing.assert_array_equal(rest["counts"], whole["counts"][3:])
+    with pytest.raises(ValueError, match="start"):
+        real(5, 4, p, progress=False, start=5)
+    # the longest cached shorter set is the one used; a damaged one is passed over
+    load_maps(7, 4, p, progress=False)
+    assert starts == [3, 5]
+    entry = cache.entry_dir("cta_maps", {"n_maps": 7, "seed": 4, "split": "train", **p.to_dict(), "version": 1})
+    with open(entry / cache.ARRAYS_FILE, "r+b") as f:
+        f.seek(200)
+        f.write(b"damaged")
+    load_maps(8, 4, p, progress=False)
+    assert starts == [3, 5, 5]

@@ -152,3 +152,54 @@ def test_expected_counts_agree_with_gammapy_mapdataset():
         # the PSF (exposure-weighted over the pointings, as gammapy stacks it): counts within 3 px, per bin
         np.testing.assert_allclose(mine[(slice(None),) + core].sum(axis=(1, 2)),
                                    npred_gp[(slice(None),) + core].sum(axis=(1, 2)), rtol=0.03)
+
+
+def test_dihedral_crops_turn_images_masks_and_direction_targets_together():
+    c = 16
+    xs, ys = np.array([3.0, 11.0]), np.array([5.0, 12.0])
+    direc = simulate.direction_targets(xs, ys, (c, c))
+    mask = simulate.disk_mask(xs, ys, [1.5, 1.5], (c, c))[..., None].astype(np.float32)
+    counts = np.arange(2 * c * c, dtype=np.float32).reshape(1, 2, c, c)
+    n = 64  # the same crop many times: every element of the group turns up
+    args = (np.repeat(counts, n, 0), np.repeat(mask[None], n, 0), np.repeat(direc[None], n, 0))
+    extra = args[0] + 0.5
+    tc, tm, td, te = simulate.dihedral_crops(*args, seed=(3, 1), extra=extra)
+    assert np.array_equal(te, tc + 0.5)  # the extra array turned like the counts
+    seen = set()
+    for i in range(n):
+        # find the element: the position of the first pixel of the counts tells it
+        ref = tc[i, 0]
+        for transpose in (False, True):
+            for fr in (False, True):
+                for fc in (False, True):
+                    x, y = xs.copy(), ys.copy()
+                    img = counts[0, 0]
+                    if transpose:
+                        img, x, y = img.T, y, x
+                    if fr:
+                        img, y = img[::-1], c - 1 - y
+                    if fc:
+                        img, x = img[:, ::-1], c - 1 - x
+                    if np.array_equal(img, ref):
+                        seen.add((transpose, fr, fc))
+                        # the turned targets are those of the turned source positions
+                        np.testing.assert_allclose(td[i], simulate.direction_targets(x, y, (c, c)), atol=1e-5)
+                        np.testing.assert_array_equal(tm[i, ..., 0], simulate.disk_mask(x, y, [1.5, 1.5], (c, c)))
+    assert len(seen) == 8
+    # the inputs are not modified; the same seed gives the same turns
+    np.testing.assert_array_equal(args[2][0], direc)
+    again = simulate.dihedral_crops(*args, seed=(3, 1), extra=extra)
+    for a, b in zip((tc, tm, td, te), again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(simulate.dihedral_crops(*args, seed=(3, 2))[0], tc)
+
+
+def test_training_crops_of_a_seed_sequence():
+    data = simulate.simulate_patches(2, 5, P)
+    a = simulate.training_crops(data, P, 32, 4, 7)
+    b = simulate.training_crops(data, P, 32, 4, (7,))  # an int seed is the sequence of that one int
+    c = simulate.training_crops(data, P, 32, 4, (7, 1))
+    d = simulate.training_crops(data, P, 32, 4, (7, 2))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(c[0], d[0]) and not np.array_equal(a[0], c[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,51 @@ def test_classification_metrics_and_reliability_known():
     r = classify.reliability(labels, proba, n_bins=10)
     assert r["count"].sum() == 4
     assert r["ece"] == pytest.approx((0.1 + 0.7 + 0.2 + 0.6) / 4)
+
+
+def test_classification_metric_intervals():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice(3, size=3000, p=[0.6, 0.15, 0.25])
+    pred = np.where(rng.random(3000) < np.array([0.9, 0.6, 0.8])[labels], labels, (labels + 1) % 3)
+    proba = np.eye(3)[pred]
+    # the vectorised balanced accuracy is scikit-learn's on one sample, also with a class absent
+    assert classify._balanced_accuracy(labels, pred) == pytest.approx(balanced_accuracy_score(labels, pred))
+    two = labels != 1
+    with warnings.catch_warnings():  # scikit-learn warns of the predicted class that has no true member
+        warnings.simplefilter("ignore", UserWarning)
+        expected = balanced_accuracy_score(labels[two], pred[two])
+    assert classify._balanced_accuracy(labels[two], pred[two]) == pytest.approx(expected)
+    m = classify.classification_metrics(labels, proba, ci=True, seed=4)
+    for key in ("accuracy", "balanced_accuracy"):
+        lo, hi = m[f"{key}_ci68"]
+        assert lo < m[key] < hi and 0.005 < hi - lo < 0.05
+    acc_se = np.sqrt(m["accuracy"] * (1 - m["accuracy"]) / len(labels))  # binomial standard error
+    assert np.diff(m["accuracy_ci68"])[0] == pytest.approx(2 * acc_se, rel=0.2)
+    assert m["balanced_accuracy_ci68"] == classify.classification_metrics(labels, proba, ci=True, seed=4)[
+        "balanced_accuracy_ci68"]
+    assert "accuracy_ci68" not in classify.classification_metrics(labels, proba)
+
+
+def test_flux_metric_intervals_and_scatter_ratio():
+    rng = np.random.default_rng(8)
+    truth = 10 ** rng.uniform(-10, -8, 4000)
+    est_a = truth * (1 + rng.normal(0, 0.1, truth.size))
+    est_b = truth * (1 + rng.normal(0, 0.2, truth.size))
+    m = flux.flux_metrics(est_a, truth, (est_a / truth - 1) / 0.1, ci=True)
+    assert m["scatter_ci68"][0] < m["scatter"] < m["scatter_ci68"][1] and m["scatter"] == pytest.approx(0.1, rel=0.05)
+    assert m["pull_std_ci68"][0] < m["pull_std"] < m["pull_std_ci68"][1]
+    assert m["pull_std_ci68"][0] < 1.0 < m["pull_std_ci68"][1] + 0.02
+    ratio, (lo, hi) = flux.scatter_ratio(est_a, est_b, truth)
+    assert ratio == pytest.approx(m["scatter"] / flux.flux_metrics(est_b, truth, np.zeros(truth.size))["scatter"])
+    assert lo < ratio < hi < 0.6 and ratio == pytest.approx(0.5, rel=0.1)
+    est_b[:10] = np.nan  # only the sources with both estimates count
+    assert flux.scatter_ratio(est_a, est_b, truth)[0] == pytest.approx(
+        flux.flux_metrics(est_a[10:], truth[10:], np.zeros(truth.size - 10))["scatter"]
+        / flux.flux_metrics(est_b[10:], truth[10:], np.zeros(truth.size - 10))["scatter"])
+    with pytest.raises(ValueError):
+        flux.scatter_ratio([1.0, np.nan], [1.0, 2.0], [1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- flux

@@ -82,3 +82,52 @@ def test_an_uninterrupted_training_leaves_no_backup_and_says_nothing(cache_root)
 
 def test_outside_train_cached_nothing_is_added():
     assert training.fit_callbacks(keras.callbacks.EarlyStopping()) == []
+
+
+def _crop_fit(draws, kill_at=None):
+    """A fit on batches drawn anew per epoch (skyml.ctao.models.EpochCrops), killed when it is about to
+    draw the crops of epoch ``kill_at`` (between two epochs, after the backup of the one before)."""
+    from skyml.ctao import models as ctao_models
+
+    x, y = _data()
+
+    def draw(epoch):
+        if epoch == kill_at:
+            raise KeyboardInterrupt
+        draws.append(epoch)
+        rng = np.random.default_rng(epoch)
+        return x + rng.normal(0, 0.01, x.shape).astype("float32"), y
+
+    def fit():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        history = ctao_models.train(model, ctao_models.EpochCrops(draw, 16, seed=1), None, x, y, epochs=6,
+                                    patience=50, verbose=0)
+        return model, {"task": "test"}, history
+
+    return fit
+
+
+def test_crops_drawn_per_epoch_follow_keras_epochs_also_after_a_restart(cache_root):
+    from skyml.ctao import models as ctao_models
+
+    draws = []
+    _, _, history, _ = training.train_cached("toy", {"n": 3}, _crop_fit(draws), "quick", "toy.keras")
+    assert draws == [0, 1, 2, 3, 4, 5] and len(history["loss"]) == 6
+    first, second = [], []
+    with pytest.raises(KeyboardInterrupt):
+        training.train_cached("toy", {"n": 4}, _crop_fit(first, kill_at=3), "quick", "toy.keras")
+    assert first == [0, 1, 2]
+    _, metadata, history, _ = training.train_cached("toy", {"n": 4}, _crop_fit(second), "quick", "toy.keras")
+    assert second == [0, 3, 4, 5]  # epoch 0's crops are drawn on construction; then the resumed epochs'
+    assert len(history["loss"]) == 6 and metadata["resumed_fits"] == 1
+    # batches: the epoch's items shuffled by (seed, epoch), the last batch short
+    data = ctao_models.EpochCrops(lambda e: (np.arange(10.0)[:, None] + 100 * e, np.zeros((10, 1))), 4, seed=2)
+    assert len(data) == 3 and len(data[2][0]) == 2
+    assert sorted(np.concatenate([data[i][0] for i in range(3)]).ravel()) == list(np.arange(10.0))
+    data.set_epoch(1)
+    assert sorted(np.concatenate([data[i][0] for i in range(3)]).ravel()) == list(np.arange(10.0) + 100)
+    with pytest.raises(ValueError, match="targets"):
+        ctao_models.train(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), data, np.zeros(10),
+                          None, None, epochs=1)

@@ -358,6 +358,37 @@ def _load_arrays(folder: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+def best_cached_arrays(kind: str, score: Callable[[dict], float | None], root: Path | None = None,
+                       verbose: bool = True) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The arrays of the complete entry of ``kind`` whose recorded parameters
+    get the highest ``score(params)`` (entries scored None are skipped), as
+    ``(params, arrays)``, or None when no entry qualifies. Entries that do not
+    verify (:func:`verify`) are passed over, not removed. For builds that can
+    start from a related entry, e.g. the first maps of a longer simulation."""
+    candidates = []
+    for base in cache_roots(root):
+        for folder in sorted((Path(base) / kind).glob("[0-9a-f]*")):
+            try:
+                record = json.loads((folder / PARAMS_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("kind") != kind or not isinstance(record.get("params"), dict):
+                continue
+            value = score(record["params"])
+            if value is not None:
+                candidates.append((value, str(folder), record["params"]))
+    for _, folder, params in sorted(candidates, key=lambda c: c[0], reverse=True):
+        if verify(Path(folder), kind, params) is None:
+            try:
+                arrays = _load_arrays(Path(folder))
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                continue
+            if verbose:
+                print(f"[cache] {kind}: starting from {Path(folder).relative_to(Path(folder).parents[1])}")
+            return params, arrays
+    return None
+
+
 def cached_arrays(
     kind: str,
     params: Mapping,

@@ -317,8 +317,10 @@ def _collect_chunk(bounds: tuple, base_seed: int, split: str, p: CTASimParams, n
 
 
 def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True,
-                  split: str = "train") -> dict:
-    """Simulate ``n_maps`` observations; returns a dict of arrays.
+                  split: str = "train", start: int = 0) -> dict:
+    """Simulate ``n_maps`` observations; returns a dict of arrays. With
+    ``start`` > 0 only maps ``start`` … ``n_maps`` − 1, equal to those rows of
+    the whole simulation (each map has its own random stream).
 
     Keys: ``counts`` and ``source_counts`` (n, npix, npix) uint16;
     ``background_templates`` (n_irf, npix, npix) float32, the nominal IRF
@@ -329,18 +331,21 @@ def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, pr
     p = params or CTASimParams()
     if n_maps < 1:
         raise ValueError("n_maps must be >= 1")
+    if not 0 <= start < n_maps:
+        raise ValueError(f"start must be in [0, n_maps), got {start}")
     irf_names = tuple(p.irfs)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
-    bounds = [(a, min(a + CHUNK_MAPS, n_maps)) for a in range(0, n_maps, CHUNK_MAPS)]
-    out = {"counts": np.empty((n_maps, p.npix, p.npix), dtype=np.uint16)}
+    bounds = [(a, min(a + CHUNK_MAPS, n_maps)) for a in range(int(start), n_maps, CHUNK_MAPS)]
+    n_out = n_maps - int(start)
+    out = {"counts": np.empty((n_out, p.npix, p.npix), dtype=np.uint16)}
     out["source_counts"] = np.empty_like(out["counts"])
-    out["psf_sigmas_deg"] = np.empty((n_maps, N_TRUE_ENERGY), dtype=np.float64)
+    out["psf_sigmas_deg"] = np.empty((n_out, N_TRUE_ENERGY), dtype=np.float64)
     out["psf_weights"] = np.empty_like(out["psf_sigmas_deg"])
     labels = [None] * len(bounds)
     for j, chunk in parallel.imap_items(_simulate_chunk, bounds, progress=progress, desc="simulating CTA maps",
                                         base_seed=seed, split=split, p=p, irf_names=irf_names):
-        a, b = bounds[j]
+        a, b = (v - int(start) for v in bounds[j])
         for k in ("counts", "source_counts", "psf_sigmas_deg", "psf_weights"):
             out[k][a:b] = chunk[k]
         labels[j] = {k: chunk[f"label_{k}"] for k in LABEL_FIELDS}
@@ -353,10 +358,30 @@ def simulate_maps(n_maps: int, seed: int, params: CTASimParams | None = None, pr
 
 def load_maps(n_maps: int, seed: int, params: CTASimParams | None = None, progress: bool = True,
               split: str = "train") -> dict:
-    """:func:`simulate_maps`, cached in ``data/cache/cta_maps/<hash>/`` by its parameters."""
+    """:func:`simulate_maps`, cached in ``data/cache/cta_maps/<hash>/`` by its
+    parameters. A longer set starts from the largest cached shorter one of the
+    same parameters (its first maps are the same) and simulates the rest."""
     p = params or CTASimParams()
     key = {"n_maps": int(n_maps), "seed": int(seed), "split": split, **p.to_dict(), "version": 1}
-    return cache.cached_arrays("cta_maps", key, lambda: simulate_maps(n_maps, seed, p, progress, split))
+
+    def shorter(recorded: dict):  # the same set but for its length, and shorter: score its length
+        n = recorded.get("n_maps")
+        if not isinstance(n, int) or not 0 < n < n_maps:
+            return None
+        same = cache.param_hash("cta_maps", recorded) == cache.param_hash("cta_maps", {**key, "n_maps": n})
+        return n if same else None
+
+    def build():
+        found = cache.best_cached_arrays("cta_maps", shorter, verbose=progress)
+        if found is None:
+            return simulate_maps(n_maps, seed, p, progress, split)
+        n_have = int(found[0]["n_maps"])
+        rest = simulate_maps(n_maps, seed, p, progress, split, start=n_have)
+        head = found[1]
+        return {k: v if k in ("background_templates", "irf_names") else np.concatenate([head[k], v])
+                for k, v in rest.items()}
+
+    return cache.cached_arrays("cta_maps", key, build)
 
 
 def load_splits(n_train: int, n_val: int, n_test: int, seed: int, params: CTASimParams | None = None,

@@ -125,13 +125,58 @@ def build_cedirnet(channels: int = 3, filters: int = 8, depth: int = 3, learning
     return model
 
 
+class EpochCrops(keras.utils.PyDataset):
+    """Training batches drawn anew for every epoch: ``draw(epoch)`` returns
+    the epoch's (inputs, targets), which are shuffled with (``seed``,
+    epoch) and cut into batches of ``batch_size``. The epoch is set by
+    :meth:`set_epoch`, which :func:`train` calls at the start of each epoch
+    with Keras' epoch number, so a training resumed at epoch k draws the
+    crops of epoch k, as an uninterrupted one does."""
+
+    def __init__(self, draw, batch_size: int, seed: int = 0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.draw, self.batch_size, self.seed = draw, int(batch_size), int(seed)
+        self.epoch = None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch == self.epoch:
+            return
+        x, y = self.draw(int(epoch))
+        order = np.random.default_rng([self.seed, int(epoch), 5]).permutation(len(x))
+        self.x, self.y, self.epoch = x[order], y[order], int(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return self.x[sl], self.y[sl]
+
+
+def _epoch_setter(data: EpochCrops):
+    class SetEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            data.set_epoch(epoch)
+
+    return SetEpoch()
+
+
 def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=0, verbose=2):
-    """Fit with early stopping on ``val_loss`` (best weights restored); returns the history."""
+    """Fit with early stopping on ``val_loss`` (best weights restored); returns
+    the history. ``x`` is an array of inputs with targets ``y``, or an
+    :class:`EpochCrops` (``y`` None; its own batch size)."""
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), mode="min",
                                          restore_best_weights=True)
-    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                        shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
+    if isinstance(x, EpochCrops):
+        if y is not None:
+            raise ValueError("give the targets through the EpochCrops, not as y")
+        history = model.fit(x, validation_data=(x_val, y_val), epochs=int(epochs),
+                            callbacks=[_epoch_setter(x), stop, *training.fit_callbacks(stop)], verbose=verbose)
+    else:
+        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
+                            shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

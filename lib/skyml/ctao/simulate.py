@@ -827,7 +827,7 @@ def training_crops(data: dict, p: SurveyParams, crop_px: int, per_patch: int, se
     A fraction ``centred_fraction`` of the crops contains a labelled source
     (random offset), the rest are uniform over the patch. Targets are made on
     the full patch (nearest centres may lie outside the crop) and cut with it."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 77]))
+    rng = np.random.default_rng(np.random.SeedSequence([*(int(s) for s in np.atleast_1d(seed)), 77]))
     counts, masks, dirs, extras = [], [], [], []
     hi = p.npix - crop_px
     for i in range(len(data["counts"])):
@@ -851,3 +851,36 @@ def training_crops(data: dict, p: SurveyParams, crop_px: int, per_patch: int, se
                 extras.append(extra[i][:, sl[0], sl[1]])
     out = (np.stack(counts), np.stack(masks)[..., None], np.stack(dirs))
     return out + (np.stack(extras),) if extra is not None else out
+
+
+def dihedral_crops(counts, mask, direc, seed, extra=None):
+    """Each crop turned by its own random element of the square's symmetry
+    group (a transpose, then flips of rows and columns: 8 elements), the same
+    for its counts (m, k, c, c), mask (m, c, c, 1), direction targets (m, c,
+    c, 3) and ``extra`` (m, k, c, c); the direction targets are turned with
+    them (sin = dy/d, cos = dx/d: a transpose swaps them, a flip of rows
+    negates sin, a flip of columns cos). The sky has no preferred
+    orientation, so the network sees each training source in eight poses.
+    Returns new arrays in the order given."""
+    counts, mask, direc = np.array(counts), np.array(mask), np.array(direc)
+    extra = None if extra is None else np.array(extra)
+    bits = np.random.default_rng(np.random.SeedSequence([*(int(s) for s in np.atleast_1d(seed)), 91])).integers(
+        0, 2, size=(len(counts), 3)).astype(bool)
+    for i, (transpose, flip_rows, flip_cols) in enumerate(bits):
+        imgs = [(counts, (1, 2)), (mask, (0, 1)), (direc, (0, 1))] + ([(extra, (1, 2))] if extra is not None else [])
+        for arr, (ay, ax) in imgs:
+            a = arr[i]
+            if transpose:
+                a = np.swapaxes(a, ay, ax)
+            if flip_rows:
+                a = np.flip(a, ay)
+            if flip_cols:
+                a = np.flip(a, ax)
+            arr[i] = a
+        if transpose:
+            direc[i, ..., [0, 1]] = direc[i, ..., [1, 0]]
+        if flip_rows:
+            direc[i, ..., 0] *= -1
+        if flip_cols:
+            direc[i, ..., 1] *= -1
+    return (counts, mask, direc) + ((extra,) if extra is not None else ())

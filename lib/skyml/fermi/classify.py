@@ -259,17 +259,41 @@ def train_trees(features: np.ndarray, labels: np.ndarray, seed: int = 0, max_ite
 
 
 # --------------------------------------------------------------------------- metrics
-def classification_metrics(labels, proba) -> dict:
-    """Accuracy, balanced accuracy, per-class recall and the confusion matrix (rows: true)."""
+def _balanced_accuracy(labels, pred, axis=-1):
+    """Mean recall over the classes present, along ``axis`` (vectorised for
+    :func:`skyml.metrics.bootstrap_ci`; equal to scikit-learn's
+    ``balanced_accuracy_score`` on one sample)."""
+    labels, pred = np.moveaxis(np.asarray(labels), axis, -1), np.moveaxis(np.asarray(pred), axis, -1)
+    recalls, present = [], []
+    for k in range(N_CLASSES):
+        n_k = np.sum(labels == k, axis=-1)
+        recalls.append(np.sum((labels == k) & (pred == k), axis=-1) / np.maximum(n_k, 1))
+        present.append(n_k > 0)
+    recalls, present = np.array(recalls), np.array(present)
+    return np.sum(recalls * present, axis=0) / np.sum(present, axis=0)
+
+
+def classification_metrics(labels, proba, *, ci: bool = False, seed: int = 0) -> dict:
+    """Accuracy, balanced accuracy, per-class recall and the confusion matrix
+    (rows: true). With ``ci``, also ``accuracy_ci68`` and
+    ``balanced_accuracy_ci68``: bootstrap 68 % intervals over the test items
+    (:func:`skyml.metrics.bootstrap_ci`, resampling seed ``seed``)."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
+
+    from ..metrics import bootstrap_ci
 
     labels = np.asarray(labels, int)
     pred = np.argmax(np.asarray(proba), axis=1)
     cm = confusion_matrix(labels, pred, labels=list(range(N_CLASSES)))
     recall = np.where(cm.sum(axis=1) > 0, np.diag(cm) / np.maximum(cm.sum(axis=1), 1), np.nan)
-    return {"accuracy": float(accuracy_score(labels, pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
-            "recall": recall, "confusion": cm}
+    out = {"accuracy": float(accuracy_score(labels, pred)),
+           "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+           "recall": recall, "confusion": cm}
+    if ci:
+        out["accuracy_ci68"] = bootstrap_ci(lambda c, axis=-1: np.mean(c, axis=axis), (labels == pred).astype(float),
+                                            seed=seed, vectorized=True)
+        out["balanced_accuracy_ci68"] = bootstrap_ci(_balanced_accuracy, labels, pred, seed=seed, vectorized=True)
+    return out
 
 
 def reliability(labels, proba, n_bins: int = 10):

@@ -460,9 +460,23 @@ def coverage(pull_values, z: float) -> float:
     return float(np.mean(np.abs(p) <= z)) if len(p) else np.nan
 
 
-def flux_metrics(estimate, truth, pull_values) -> dict:
+def _scatter(rel, axis=-1):
+    """Half the 16–84 % range of ``rel`` along ``axis``."""
+    q16, q84 = np.percentile(rel, [16, 84], axis=axis)
+    return 0.5 * (q84 - q16)
+
+
+def _pull_std(p, axis=-1):
+    return np.std(p, axis=axis, ddof=1)
+
+
+def flux_metrics(estimate, truth, pull_values, *, ci: bool = False, seed: int = 0) -> dict:
     """bias (median ratio − 1), scatter (half 16–84 % range of ratio − 1),
-    pull mean and standard deviation, coverage at 68 % and 95 %, n."""
+    pull mean and standard deviation, coverage at 68 % and 95 %, n. With
+    ``ci``, also ``scatter_ci68`` and ``pull_std_ci68``: bootstrap 68 %
+    intervals over the sources (:func:`skyml.metrics.bootstrap_ci`, seed ``seed``)."""
+    from ..metrics import bootstrap_ci
+
     estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
     ok = np.isfinite(estimate) & np.isfinite(truth) & (truth > 0)
     rel = estimate[ok] / truth[ok] - 1.0
@@ -470,8 +484,29 @@ def flux_metrics(estimate, truth, pull_values) -> dict:
     p = p[np.isfinite(p)]
     if len(rel) == 0:
         raise ValueError("no finite flux estimates")
-    q16, q84 = np.percentile(rel, [16, 84])
-    return {"bias": float(np.median(rel)), "scatter": float(0.5 * (q84 - q16)),
-            "pull_mean": float(np.mean(p)) if len(p) else np.nan,
-            "pull_std": float(np.std(p, ddof=1)) if len(p) > 1 else np.nan,
-            "coverage68": coverage(p, 1.0), "coverage95": coverage(p, 1.96), "n": int(ok.sum())}
+    out = {"bias": float(np.median(rel)), "scatter": float(_scatter(rel)),
+           "pull_mean": float(np.mean(p)) if len(p) else np.nan,
+           "pull_std": float(_pull_std(p)) if len(p) > 1 else np.nan,
+           "coverage68": coverage(p, 1.0), "coverage95": coverage(p, 1.96), "n": int(ok.sum())}
+    if ci:
+        out["scatter_ci68"] = bootstrap_ci(_scatter, rel, seed=seed, vectorized=True) if len(rel) > 1 else None
+        out["pull_std_ci68"] = bootstrap_ci(_pull_std, p, seed=seed, vectorized=True) if len(p) > 2 else None
+    return out
+
+
+def scatter_ratio(estimate_a, estimate_b, truth, *, seed: int = 0) -> tuple[float, list[float]]:
+    """Scatter (:func:`flux_metrics`) of ``estimate_a`` over that of
+    ``estimate_b`` on the same sources (those where both are finite), and its
+    paired bootstrap 68 % interval over the sources."""
+    from ..metrics import bootstrap_ci
+
+    a, b, t = (np.asarray(v, float) for v in (estimate_a, estimate_b, truth))
+    ok = np.isfinite(a) & np.isfinite(b) & np.isfinite(t) & (t > 0)
+    if ok.sum() < 3:
+        raise ValueError("scatter_ratio: fewer than three sources with both estimates finite")
+    ra, rb = a[ok] / t[ok] - 1.0, b[ok] / t[ok] - 1.0
+
+    def ratio(x, y, axis=-1):
+        return _scatter(x, axis=axis) / _scatter(y, axis=axis)
+
+    return float(ratio(ra, rb)), bootstrap_ci(ratio, ra, rb, seed=seed, vectorized=True)
