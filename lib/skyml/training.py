@@ -20,6 +20,15 @@ cache. A resumed training is not the same bit for bit as an uninterrupted one
 (the data order after the restart comes from a fresh random state), so the
 model sidecar records ``resumed_fits``.
 
+Published models (:func:`adoptable_model`): a full-profile model committed
+under ``data/models/full/`` whose sidecar records the same training key (and
+whose ``.keras`` file matches its recorded SHA-256) fills an empty cache
+instead of a new training, so a fresh clone does not spend hours retraining a
+network the repository already publishes. The sidecar keeps the original
+``saved_with`` (commit, machine) and ``train_seconds`` and gains
+``adopted_from``; the returned training time is ``None`` (not trained here).
+``SKYML_ADOPT_MODELS=0`` turns this off (every model is trained).
+
 Metadata outside the cache key (``install_metadata`` of :func:`train_cached`):
 keys derived from the training inputs (e.g. the range of inputs a network
 saw, against which its command flags an input) are computed when the model is
@@ -29,6 +38,7 @@ that adding such a key does not retrain cached networks.
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import functools
 import json
@@ -180,6 +190,64 @@ def _umask() -> int:
     return mask
 
 
+ADOPT_ENV = "SKYML_ADOPT_MODELS"
+
+
+def _normalised(value):
+    """A key as JSON would store it (tuples as lists, numpy scalars as numbers);
+    a key recorded as its Python repr (older sidecars) is parsed with
+    ``ast.literal_eval``, which evaluates literals only."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return value
+    return json.loads(json.dumps(value, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def adoptable_model(profile: str, install_as: str, key: dict) -> Path | None:
+    """The published ``data/models/<profile>/<install_as>`` when it was trained
+    with ``key`` and its file matches the SHA-256 its sidecar records; else
+    ``None``. Only the full profile's models are published; set
+    ``SKYML_ADOPT_MODELS=0`` to train regardless."""
+    if profile != "full" or os.environ.get(ADOPT_ENV, "1").strip() == "0":
+        return None
+    path = paths.models_dir(profile) / install_as
+    sidecar = path.with_suffix(".json")
+    if not (path.is_file() and sidecar.is_file()):
+        return None
+    try:
+        metadata = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(metadata, dict) or "keras_sha256" not in metadata:
+        return None
+    if _normalised(metadata.get("cache_key")) != _normalised(key):
+        return None
+    if results.file_sha256(path) != metadata["keras_sha256"]:
+        return None
+    return path
+
+
+def _adopt(path: Path, tmp: Path) -> None:
+    """Copy a published model and its sidecar into the cache folder ``tmp``,
+    with its learning curve (``history`` in the sidecar; empty when the sidecar
+    predates it) and ``adopted_from``."""
+    from .cta import models
+
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    history = metadata.pop("history", {})
+    commit = (metadata.get("saved_with") or {}).get("git_commit")
+    metadata["adopted_from"] = {"path": f"data/models/full/{path.name}", "git_commit": commit}
+    shutil.copyfile(path, tmp / "model.keras")
+    sha = metadata.pop(models.SHA256_KEY)
+    metadata[models.SHA256_KEY] = sha
+    (tmp / "model.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    (tmp / "history.json").write_text(json.dumps(history))
+    print(f"[train] {path.name}: adopted the published model (trained on commit {commit}; "
+          f"{ADOPT_ENV}=0 retrains)")
+
+
 def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None):
     """Train with ``fit() -> (model, metadata, history)`` once per ``key``;
     returns (model, metadata, history, seconds of training or None if loaded).
@@ -193,6 +261,11 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
     backup = backup_root() / f"{kind}-{cache.param_hash(kind, key)}"
 
     def build(tmp: Path):
+        adopted = adoptable_model(profile, install_as, key)
+        if adopted is not None:
+            _adopt(adopted, tmp)
+            info["adopted"] = True
+            return
         t0 = time.perf_counter()
         counter = [0, 0]
         token = _BACKUP.set((backup, counter))
@@ -213,5 +286,6 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
     history = json.loads((folder / "history.json").read_text())
     extra = dict(install_metadata()) if install_metadata is not None else {}
     metadata = {**metadata, **extra}
-    install_model(folder / "model.keras", profile, install_as, extra)
+    if not (info.get("adopted") or metadata.get("adopted_from")):  # the published file already
+        install_model(folder / "model.keras", profile, install_as, {**extra, "history": history})
     return model, metadata, history, info.get("seconds")
