@@ -78,3 +78,18 @@ def test_any_mismatch_trains(roots, monkeypatch, change):
     calls = []
     training.train_cached("toy", key, _fit(calls), profile, "toy.keras")
     assert calls == [1]
+
+
+def test_a_sidecar_without_learning_curve_is_adopted_only_where_the_curve_is_not_used(roots):
+    _publish(roots, {"n": 3})
+    sidecar = paths.models_dir("full") / "toy.json"
+    metadata = json.loads(sidecar.read_text())
+    del metadata["history"]  # as published before sidecars carried it
+    sidecar.write_text(json.dumps(metadata))
+    calls = []
+    _, _, history, seconds = training.train_cached("toy", {"n": 3}, _fit(calls), "full", "toy.keras",
+                                                   history_needed=False)
+    assert calls == [] and seconds is None and history == {}
+    assert not (roots / "cache" / "toy").exists() or not any((roots / "cache" / "toy").iterdir())  # not cached
+    training.train_cached("toy", {"n": 3}, _fit(calls), "full", "toy.keras")  # a caller that plots the curve
+    assert calls == [1]

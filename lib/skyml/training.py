@@ -27,6 +27,10 @@ instead of a new training, so a fresh clone does not spend hours retraining a
 network the repository already publishes. The sidecar keeps the original
 ``saved_with`` (commit, machine) and ``train_seconds`` and gains
 ``adopted_from``; the returned training time is ``None`` (not trained here).
+A model published before sidecars carried the learning curve is used in place
+(loaded from ``data/models/full/``, not copied into the cache) and only where
+the caller does not use the curve (``history_needed=False``); its history is
+empty.
 ``SKYML_ADOPT_MODELS=0`` turns this off (every model is trained).
 
 Metadata outside the cache key (``install_metadata`` of :func:`train_cached`):
@@ -205,11 +209,12 @@ def _normalised(value):
     return json.loads(json.dumps(value, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def adoptable_model(profile: str, install_as: str, key: dict) -> Path | None:
+def adoptable_model(profile: str, install_as: str, key: dict, history_needed: bool = True) -> Path | None:
     """The published ``data/models/<profile>/<install_as>`` when it was trained
-    with ``key`` and its file matches the SHA-256 its sidecar records; else
-    ``None``. Only the full profile's models are published; set
-    ``SKYML_ADOPT_MODELS=0`` to train regardless."""
+    with ``key``, its file matches the SHA-256 its sidecar records and, where
+    ``history_needed``, the sidecar carries the learning curve; else ``None``.
+    Only the full profile's models are published; set ``SKYML_ADOPT_MODELS=0``
+    to train regardless."""
     if profile != "full" or os.environ.get(ADOPT_ENV, "1").strip() == "0":
         return None
     path = paths.models_dir(profile) / install_as
@@ -221,6 +226,8 @@ def adoptable_model(profile: str, install_as: str, key: dict) -> Path | None:
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None
     if not isinstance(metadata, dict) or "keras_sha256" not in metadata:
+        return None
+    if history_needed and not metadata.get("history"):
         return None
     if _normalised(metadata.get("cache_key")) != _normalised(key):
         return None
@@ -248,15 +255,28 @@ def _adopt(path: Path, tmp: Path) -> None:
           f"{ADOPT_ENV}=0 retrains)")
 
 
-def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None):
+def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None,
+                 history_needed: bool = True):
     """Train with ``fit() -> (model, metadata, history)`` once per ``key``;
     returns (model, metadata, history, seconds of training or None if loaded).
     A full-profile model from a dirty work tree is refused before training.
     ``install_metadata() -> dict`` (optional): keys outside the cache key,
-    merged into the returned metadata and the installed sidecar."""
+    merged into the returned metadata and the installed sidecar.
+    ``history_needed=False``: the caller does not use the learning curve, so a
+    published model whose sidecar has none may be adopted (:func:`adoptable_model`)."""
     from .cta import models
 
     results.require_clean_tree(profile, f"model {install_as}")
+    if not history_needed and cache._find_valid(kind, key, cache.cache_roots(), False) is None:
+        published = adoptable_model(profile, install_as, key, history_needed=False)
+        if published is not None and adoptable_model(profile, install_as, key) is None:
+            model, metadata = models.load_model(published)
+            commit = (metadata.get("saved_with") or {}).get("git_commit")
+            print(f"[train] {published.name}: the published model (trained on commit {commit}; "
+                  f"{ADOPT_ENV}=0 retrains)")
+            extra = dict(install_metadata()) if install_metadata is not None else {}
+            adopted = {"path": f"data/models/full/{published.name}", "git_commit": commit}
+            return model, {**metadata, "adopted_from": adopted, **extra}, {}, None
     info = {}
     backup = backup_root() / f"{kind}-{cache.param_hash(kind, key)}"
 

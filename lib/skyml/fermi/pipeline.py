@@ -23,10 +23,12 @@ TASK = "fermi-detect"
 
 def train_unet(n_train: int, n_val: int, seed: int, params: FermiSimParams, *, epochs: int, filters: int = 8,
                batch_size: int = 16, patience: int = 3, learning_rate: float = 2e-3, profile: str = "quick",
-               install_as: str = UNET_FILE):
+               install_as: str = UNET_FILE, history_needed: bool = True):
     """The multi-input U-Net trained on mock skies (diffuse variant and event
     types of ``params``), installed as ``data/models/<profile>/<install_as>``.
-    Returns (model, metadata, history, seconds of training or None if loaded)."""
+    Returns (model, metadata, history, seconds of training or None if loaded);
+    ``history_needed=False`` lets an empty cache adopt the published model even
+    when its sidecar has no learning curve (:func:`skyml.training.train_cached`)."""
     key = {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict(),
            "epochs": int(epochs), "filters": int(filters), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate), "version": 1}
@@ -46,7 +48,7 @@ def train_unet(n_train: int, n_val: int, seed: int, params: FermiSimParams, *, e
                 "sim_params": params.to_dict(), "n_train": int(n_train), "profile": profile}
         return model, meta, history
 
-    return train_cached("fermi_unet", key, fit, profile, install_as)
+    return train_cached("fermi_unet", key, fit, profile, install_as, history_needed=history_needed)
 
 
 def predict_maps(model, counts: np.ndarray, params: FermiSimParams, batch_size: int = 64):
