@@ -236,23 +236,22 @@ def adoptable_model(profile: str, install_as: str, key: dict, history_needed: bo
     return path
 
 
-def _adopt(path: Path, tmp: Path) -> None:
-    """Copy a published model and its sidecar into the cache folder ``tmp``,
-    with its learning curve (``history`` in the sidecar; empty when the sidecar
-    predates it) and ``adopted_from``."""
-    from .cta import models
-
-    metadata = json.loads(path.with_suffix(".json").read_text())
-    history = metadata.pop("history", {})
+def _adopted_from(path: Path, metadata: dict) -> dict:
+    """The ``adopted_from`` record of a published model (and say so)."""
     commit = (metadata.get("saved_with") or {}).get("git_commit")
-    metadata["adopted_from"] = {"path": f"data/models/full/{path.name}", "git_commit": commit}
+    print(f"[train] {path.name}: the published model, trained on commit {commit} ({ADOPT_ENV}=0 retrains)")
+    return {"path": f"data/models/full/{path.name}", "git_commit": commit}
+
+
+def _adopt(path: Path, tmp: Path) -> None:
+    """Copy a published model, its sidecar (with ``adopted_from``) and its
+    learning curve (the sidecar's ``history``) into the cache folder ``tmp``."""
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    history = metadata.pop("history")
+    metadata["adopted_from"] = _adopted_from(path, metadata)
     shutil.copyfile(path, tmp / "model.keras")
-    sha = metadata.pop(models.SHA256_KEY)
-    metadata[models.SHA256_KEY] = sha
     (tmp / "model.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
     (tmp / "history.json").write_text(json.dumps(history))
-    print(f"[train] {path.name}: adopted the published model (trained on commit {commit}; "
-          f"{ADOPT_ENV}=0 retrains)")
 
 
 def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None,
@@ -271,12 +270,8 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
         published = adoptable_model(profile, install_as, key, history_needed=False)
         if published is not None and adoptable_model(profile, install_as, key) is None:
             model, metadata = models.load_model(published)
-            commit = (metadata.get("saved_with") or {}).get("git_commit")
-            print(f"[train] {published.name}: the published model (trained on commit {commit}; "
-                  f"{ADOPT_ENV}=0 retrains)")
             extra = dict(install_metadata()) if install_metadata is not None else {}
-            adopted = {"path": f"data/models/full/{published.name}", "git_commit": commit}
-            return model, {**metadata, "adopted_from": adopted, **extra}, {}, None
+            return model, {**metadata, "adopted_from": _adopted_from(published, metadata), **extra}, {}, None
     info = {}
     backup = backup_root() / f"{kind}-{cache.param_hash(kind, key)}"
 
