@@ -42,7 +42,6 @@ that adding such a key does not retrain cached networks.
 
 from __future__ import annotations
 
-import ast
 import contextvars
 import functools
 import json
@@ -198,14 +197,7 @@ ADOPT_ENV = "SKYML_ADOPT_MODELS"
 
 
 def _normalised(value):
-    """A key as JSON would store it (tuples as lists, numpy scalars as numbers);
-    a key recorded as its Python repr (older sidecars) is parsed with
-    ``ast.literal_eval``, which evaluates literals only."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return value
+    """A key as the JSON sidecar stores it (tuples as lists, numpy scalars as numbers)."""
     return json.loads(json.dumps(value, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
