@@ -97,9 +97,11 @@ lock:
 # results-figures notebook alone, as it reads the other notebooks' results
 TEST_JOBS ?= 2
 NBVAL_ARGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
+# the slowest tests of each step are listed at its end (where a CI run spends its time)
+DURATIONS = --durations=15 --durations-min=20
 test: $(STAMP)
-	$(PY) -m pytest tests
-	$(PY) -m pytest notebooks $(NBVAL_ARGS) -n $(TEST_JOBS) --dist loadfile --ignore=notebooks/09_results_figures.ipynb
+	$(PY) -m pytest tests $(DURATIONS)
+	$(PY) -m pytest notebooks $(NBVAL_ARGS) $(DURATIONS) -n $(TEST_JOBS) --dist loadfile --ignore=notebooks/09_results_figures.ipynb
 	$(PY) -m pytest notebooks/09_results_figures.ipynb $(NBVAL_ARGS)
 	@if $(PY) -c 'import jax' 2>/dev/null; then \
 	  echo "KERAS_BACKEND=jax $(PY) -m pytest tests/test_cta_models.py -q"; \
