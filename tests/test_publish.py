@@ -193,3 +193,62 @@ def test_the_site_prefers_a_reader_s_own_quick_run_to_a_published_quick_one(layo
     (executed / "quick").mkdir()
     nbformat.write(_source(), executed / "quick" / source.name)
     assert site.choose_version(source, executed).kind == "quick"
+
+
+def _published(layout):
+    source, build, _ = layout
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    return source, nbformat.read(source, as_version=4)
+
+
+def test_a_new_quick_value_of_a_parameter_the_full_run_overrode_keeps_the_outputs(layout):
+    source, nb = _published(layout)
+    assert nb.metadata["skyml"]["published"]["parameters_source"] == "profile = 'quick'\nn = 3"
+    nb.cells[3].source = "profile = 'quick'\nn = 2  # fewer for the quick profile"
+    assert publish.check(nb) is None
+
+
+@pytest.mark.parametrize("params, why", [
+    ("profile = 'quick'\nn = 3\nm = 1", "changed its names"),  # a new parameter: the run never saw it
+    ("profile = 'quick'\nm = 3", "changed its names"),
+    ("profile = 'quick'\nn = f(3)\nimport os", "changed its names"),  # not plain assignments
+])
+def test_other_edits_of_the_parameters_cell_fail_the_check(layout, params, why):
+    _, nb = _published(layout)
+    nb.cells[3].source = params
+    assert why in publish.check(nb)
+
+
+def test_a_new_value_of_a_parameter_the_run_took_from_the_cell_fails_the_check(tmp_path, monkeypatch, layout):
+    source, build, results = layout
+    nbformat.write(_executed(_source(), commit_params={"profile": "full"}), build / "01_demo.ipynb")
+    _, nb = _published(layout)
+    nb.cells[3].source = "profile = 'quick'\nn = 4"
+    assert "changed n, whose value the published run used" in publish.check(nb)
+    nb.cells[3].source = "profile = 'quick'\nn = 3"  # back as it was: fine
+    assert publish.check(nb) is None
+
+
+def test_a_value_change_with_another_cell_changed_fails_the_check(layout):
+    _, nb = _published(layout)
+    nb.cells[3].source = "profile = 'quick'\nn = 2"
+    nb.cells[4].source = "print(n + 1)"
+    assert "changed after" in publish.check(nb)
+
+
+def test_record_parameters_adds_the_cell_to_an_older_record_only_where_outputs_stand(layout, capsys):
+    source, nb = _published(layout)
+    del nb.metadata["skyml"]["published"]["parameters_source"]
+    nbformat.write(nb, source)
+    nb.cells[3].source = "profile = 'quick'\nn = 2"
+    assert "changed after" in publish.check(nb)  # without the record, any edit needs a new run
+    assert publish.main(["--record-parameters", "01"]) == 0
+    kept = nbformat.read(source, as_version=4)
+    assert kept.metadata["skyml"]["published"]["parameters_source"] == "profile = 'quick'\nn = 3"
+    kept.cells[3].source = "profile = 'quick'\nn = 2"
+    assert publish.check(kept) is None
+    kept.cells[4].source = "print(n + 1)"
+    nbformat.write(kept, source)
+    before = source.read_bytes()
+    assert publish.main(["--record-parameters", "01"]) == 2  # outputs that do not stand are not re-recorded
+    assert source.read_bytes() == before and "changed after" in capsys.readouterr().err

@@ -21,7 +21,11 @@ that the outputs shown are the full profile's, from which commit, and with
 which parameter overrides. The notebook's metadata records the commit and a
 SHA-256 of its cells' sources; ``--check`` (and the repository's tests) fail
 as soon as a cell is edited after publishing, so outputs never drift from the
-code beside them: re-run and publish again, or ``--strip``.
+code beside them: re-run and publish again, or ``--strip``. One edit keeps
+them: a new value in the ``parameters`` cell for a parameter the published
+run overrode (a quick-profile default the full run did not use). The record
+keeps the parameters cell the run saw for that check; ``--record-parameters``
+adds it to a notebook published before it was kept.
 
 Where no full-profile run of a notebook's current code stands yet (one that
 trains for hours), ``--profile quick`` publishes the outputs of a clean
@@ -88,6 +92,64 @@ def sources_sha256(nb) -> str:
     for cell in content_cells(nb):
         h.update(json.dumps([cell.cell_type, cell.source]).encode())
     return h.hexdigest()
+
+
+def _parameters_cell(nb):
+    cells = [c for c in content_cells(nb) if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    return cells[0] if len(cells) == 1 else None
+
+
+def _assignments(source: str) -> dict | None:
+    """``{name: normalised value expression}`` of a parameters cell made of
+    plain assignments (comments and layout ignored); None for anything else."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    out = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            return None
+        out[node.targets[0].id] = ast.dump(node.value)
+    return out
+
+
+def _parameters_edit_kept(nb, record: dict) -> str | None:
+    """Why the notebook's cells differ from the published run's beyond a new
+    value of a parameter that run overrode (None: they do not)."""
+    recorded = record.get("parameters_source")
+    cell = _parameters_cell(nb)
+    if recorded is None or cell is None:
+        return "cell changed"
+    then = copy.deepcopy(nb)
+    _parameters_cell(then).source = recorded
+    if sources_sha256(then) != record.get("sources_sha256"):
+        return "cell changed"
+    old, new = _assignments(recorded), _assignments(cell.source)
+    if old is None or new is None or set(old) != set(new):
+        return "the parameters cell changed its names"
+    overridden = set(record.get("parameters") or {})
+    used = sorted(k for k in old if old[k] != new[k] and k not in overridden)
+    if used:
+        return f"the parameters cell changed {', '.join(used)}, whose value the published run used"
+    return None
+
+
+def record_parameters(nb):
+    """The notebook with its parameters cell kept in its publication record
+    (its outputs must stand as they are)."""
+    why = check(nb)
+    if why:
+        raise PublishError(why)
+    record = nb.metadata.get("skyml", {}).get("published")
+    cell = _parameters_cell(nb)
+    if record is None or cell is None:
+        raise PublishError("no published outputs with one parameters cell")
+    nb = copy.deepcopy(nb)
+    nb.metadata["skyml"]["published"]["parameters_source"] = cell.source
+    return nb
 
 
 def find_source(token: str, notebooks_dir: Path | None = None) -> Path:
@@ -179,6 +241,8 @@ def published(source: Path, executed: Path, results: Path, profile: str = "full"
     out.cells.insert(at, _banner(source.stem, commit, overrides, profile))
     out.metadata["skyml"] = {"published": {"profile": profile, "commit": commit, "parameters": params,
                                            "sources_sha256": sources_sha256(out)}}
+    if _parameters_cell(out) is not None:
+        out.metadata["skyml"]["published"]["parameters_source"] = _parameters_cell(out).source
     return out
 
 
@@ -198,9 +262,12 @@ def check(nb) -> str | None:
         return f"published from an unknown profile ({record.get('profile')})"
     if len(banner) != 1:
         return "published outputs without exactly one banner cell"
-    if record.get("sources_sha256") != sources_sha256(nb):
+    why = None if record.get("sources_sha256") == sources_sha256(nb) else _parameters_edit_kept(nb, record)
+    if why == "cell changed":
         return (f"a cell changed after its outputs were published: run the {record.get('profile', 'full')} "
                 "profile again and publish, or python -m skyml.publish --strip")
+    if why:
+        return f"{why}: run the {record.get('profile', 'full')} profile again and publish"
     if any(_is_injected(c) for c in nb.cells):
         return "holds papermill's injected parameters cell"
     return None
@@ -229,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--strip", action="store_true", help="remove published outputs instead")
     mode.add_argument("--check", action="store_true", help="check every numbered notebook; change nothing")
+    mode.add_argument("--record-parameters", action="store_true",
+                      help="keep the parameters cell in the publication record of notebooks published without it")
     parser.add_argument("--profile", choices=PROFILES, default="full",
                         help="the profile of the run to publish (default: full; quick only where no full run "
                              "is published)")
@@ -254,12 +323,20 @@ def main(argv: list[str] | None = None) -> int:
         sources = [find_source(t) for t in args.notebooks]
         if args.strip:
             new = {s: _strip(_read(s)) for s in sources}
+        elif args.record_parameters:
+            new = {}
+            for s in sources:
+                try:
+                    new[s] = record_parameters(_read(s))
+                except PublishError as exc:
+                    raise PublishError(f"{s.stem}: {exc}") from None
         else:
             new = {s: published(s, executed / s.name, results_dir / f"{s.stem}.json", args.profile)
                    for s in sources}
         for source, nb in new.items():  # all checked before any is written
             _write(nb, source)
-            print(f"{'stripped' if args.strip else 'published'} {source.relative_to(paths.ROOT)}")
+            done = "stripped" if args.strip else "recorded the parameters of" if args.record_parameters else "published"
+            print(f"{done} {source.relative_to(paths.ROOT)}")
         return 0
     except PublishError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
