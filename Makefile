@@ -92,15 +92,15 @@ lock:
 	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 --generate-hashes -o $(LOCK) -q
 	$(LOCK_TOOL)/bin/uv pip compile pyproject.toml --extra test --extra jax --universal --python-version 3.11 --generate-hashes -o $(LOCK_JAX) -q
 
-# make test: the unit tests; then the notebooks and exercise notebooks under nbval,
-# TEST_JOBS at a time (pytest-xdist, each notebook whole on one worker); then the
+# make test: the unit tests, TEST_JOBS at a time (pytest-xdist, tests spread over workers); then the
+# notebooks and exercise notebooks under nbval, TEST_JOBS at a time (pytest-xdist, each notebook whole on one worker); then the
 # results-figures notebook alone, as it reads the other notebooks' results
 TEST_JOBS ?= 2
 NBVAL_ARGS = --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT)
 # the slowest tests of each step are listed at its end (where a CI run spends its time)
 DURATIONS = --durations=15 --durations-min=20
 test: $(STAMP)
-	$(PY) -m pytest tests $(DURATIONS)
+	$(PY) -m pytest tests $(DURATIONS) -n $(TEST_JOBS)
 	$(PY) -m pytest notebooks $(NBVAL_ARGS) $(DURATIONS) -n $(TEST_JOBS) --dist loadfile --ignore=notebooks/09_results_figures.ipynb
 	$(PY) -m pytest notebooks/09_results_figures.ipynb $(NBVAL_ARGS)
 	@if $(PY) -c 'import jax' 2>/dev/null; then \
