@@ -252,3 +252,35 @@ def test_record_parameters_adds_the_cell_to_an_older_record_only_where_outputs_s
     before = source.read_bytes()
     assert publish.main(["--record-parameters", "01"]) == 2  # outputs that do not stand are not re-recorded
     assert source.read_bytes() == before and "changed after" in capsys.readouterr().err
+
+
+def test_published_outputs_show_no_machine_paths(layout):
+    source, build, _ = layout
+    run = nbformat.read(build / "01_demo.ipynb", as_version=4)
+    root = "/home/someone/clones/skyml"
+    run.cells[4].outputs = [
+        new_output("stream", name="stdout", text=f"python 3.11.7 (/opt/envs/sky/.venv/bin/python)\n"
+                                                  f"profile: full   repository: {root}   fan-outs: in-process\n"
+                                                  f"written: {root}/data/results/full/01_demo.json\n"
+                                                  "rate 3.2 counts/s, see https://example.org/a/b and 10/20\n"),
+        new_output("stream", name="stderr",
+                   text="/usr/lib/python3/site-packages/keras/src/x.py:12: UserWarning: w\n"),
+        new_output("execute_result", data={"text/plain": "'/tmp/abc/def.fits'"}, execution_count=2)]
+    nbformat.write(run, build / "01_demo.ipynb")
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    nb = nbformat.read(source, as_version=4)
+    out = nb.cells[4].outputs
+    assert out[0]["text"] == ("python 3.11.7 (.venv/bin/python)\nprofile: full   repository: .   fan-outs: in-process\n"
+                              "written: data/results/full/01_demo.json\n"
+                              "rate 3.2 counts/s, see https://example.org/a/b and 10/20\n")
+    assert out[1]["text"].startswith("site-packages/keras/src/x.py:12:")
+    assert out[2]["data"]["text/plain"] == "'…/def.fits'"
+    assert publish.machine_paths(nb) == [] and publish.check(nb) is None
+
+
+def test_a_published_notebook_showing_a_machine_path_fails_the_check(layout):
+    source, build, _ = layout
+    assert publish.main(["01", "--executed", str(build)]) == 0
+    nb = nbformat.read(source, as_version=4)
+    nb.cells[4].outputs[0]["text"] = "saved /Users/someone/sky/figures/a.png\n"
+    assert "machine paths (/Users/someone/sky/figures/a.png" in publish.check(nb)

@@ -43,6 +43,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -92,6 +93,67 @@ def sources_sha256(nb) -> str:
     for cell in content_cells(nb):
         h.update(json.dumps([cell.cell_type, cell.source]).encode())
     return h.hexdigest()
+
+
+#: an absolute file path in an output: "/" that starts no word, URL or relative path, two or more segments
+_ABS_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/\"'()<>\[\]{},;:=]+/)+[^\s/\"'()<>\[\]{},;:=]*")
+#: the repository a run reports in its environment cell (skyml.env.report)
+_RUN_ROOT = re.compile(r"repository: (/\S+)")
+
+
+def _local(path: str, roots: list[str]) -> str:
+    """``path`` without the machine it was written on: relative to the run's
+    repository, from the virtual environment or ``site-packages`` on, or its name."""
+    for root in roots:
+        if path == root:
+            return "."
+        if path.startswith(root + "/"):
+            return path[len(root) + 1:]
+    for marker in ("/.venv/", "/site-packages/", "/dist-packages/"):
+        if marker in path:
+            return path[path.index(marker) + 1:]
+    return "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _output_texts(output):
+    """(container, key) of every text an output carries."""
+    if output.get("output_type") == "stream":
+        yield output, "text"
+    elif output.get("output_type") == "error":
+        yield output, "traceback"
+    for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+        if mime in output.get("data", {}):
+            yield output["data"], mime
+
+
+def machine_paths(nb) -> list[str]:
+    """The absolute file paths the outputs of ``nb`` show."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for box, key in _output_texts(output):
+                text = box[key] if isinstance(box[key], str) else "".join(box[key])
+                found += _ABS_PATH.findall(text)
+    return found
+
+
+def scrub_paths(nb, roots=()):
+    """``nb`` with every absolute path in its outputs made machine-independent
+    (the run's repository, given or as its environment cell reports it, becomes
+    ``.``): published notebooks show no user names or folder layouts."""
+    texts = [box[key] if isinstance(box[key], str) else "".join(box[key])
+             for cell in nb.cells for output in cell.get("outputs", []) for box, key in _output_texts(output)]
+    found = [m for t in texts for m in _RUN_ROOT.findall(t)]
+    all_roots = sorted({str(r).rstrip("/") for r in [*roots, *found] if str(r).startswith("/")}, key=len, reverse=True)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for box, key in _output_texts(output):
+                value = box[key]
+                if isinstance(value, str):
+                    box[key] = _ABS_PATH.sub(lambda m: _local(m.group(0), all_roots), value)
+                else:
+                    box[key] = [_ABS_PATH.sub(lambda m: _local(m.group(0), all_roots), v) for v in value]
+    return nb
 
 
 def _parameters_cell(nb):
@@ -235,6 +297,8 @@ def published(source: Path, executed: Path, results: Path, profile: str = "full"
         if mine.cell_type == "code":
             mine.outputs = theirs.outputs
             mine.execution_count = theirs.execution_count
+    above = Path(results).resolve().parents  # <repository>/data/results/<profile>/<stem>.json
+    scrub_paths(out, [str(above[3])] if len(above) > 3 else [])
     at = next((i + 1 for i, c in enumerate(out.cells) if c.cell_type == "markdown"
                and c.source.startswith("## Before you start")), 1)
     overrides = {k: v for k, v in params.items() if k != "profile"}
@@ -270,6 +334,9 @@ def check(nb) -> str | None:
         return f"{why}: run the {record.get('profile', 'full')} profile again and publish"
     if any(_is_injected(c) for c in nb.cells):
         return "holds papermill's injected parameters cell"
+    paths_shown = machine_paths(nb)
+    if paths_shown:
+        return f"its outputs show machine paths ({paths_shown[0]}, ...): publish it again"
     return None
 
 
