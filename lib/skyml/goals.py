@@ -93,6 +93,13 @@ GOALS: tuple[Goal, ...] = (
     Goal(CTA_CLEAN, "true-count excess error of the CNN-Cleaner within 1.5× the IRF-background method's",
          ("excess_relerr68_cnn", "excess_relerr68_irf"), "<=", 1.5,
          _ratio("excess_relerr68_cnn", "excess_relerr68_irf")),
+    Goal(CTA_CLEAN, "learned background subtraction (background-normaliser CNN): true-count excess error within "
+         "1.5× the IRF-background method's",
+         ("excess_relerr68_bgnet", "excess_relerr68_irf"), "<=", 1.5,
+         _ratio("excess_relerr68_bgnet", "excess_relerr68_irf")),
+    Goal(CTA_CLEAN, "the same on the shifted test set",
+         ("excess_relerr68_bgnet_shifted", "excess_relerr68_irf_shifted"), "<=", 1.5,
+         _ratio("excess_relerr68_bgnet_shifted", "excess_relerr68_irf_shifted")),
     Goal(CTA_LOC, "heat-map CNN error / Cramér–Rao bound, training flux range",
          ("crlb_ratio_improved_cnn",), "<=", 1.1),
     Goal(CTA_LOC, "heat-map CNN error / Cramér–Rao bound, worst flux bin up to 10× brighter than training",
