@@ -62,8 +62,10 @@ def _sim_key(n_train, n_val, seed, params: CTASimParams):
 
 
 def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32, patience=3,
-                  smooth_sigma_px=0.0, profile="quick"):
-    """The talk's CNN-Cleaner trained on ``n_train`` maps (validation ``n_val``)."""
+                  smooth_sigma_px=0.0, profile="quick", history_needed=True):
+    """The talk's CNN-Cleaner trained on ``n_train`` maps (validation ``n_val``).
+    ``history_needed=False``: the caller draws no learning curve, so the
+    published full-profile model is used even where its sidecar has none."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "smooth_sigma_px": float(smooth_sigma_px), "version": 1}
 
@@ -84,7 +86,7 @@ def train_cleaner(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_s
         return model, meta, history
 
     install_as = CLEANER_FILE if smooth_sigma_px == 0 else TALK_SMOOTH_CLEANER_FILE
-    return train_cached("cta_cleaner", key, fit, profile, install_as)
+    return train_cached("cta_cleaner", key, fit, profile, install_as, history_needed=history_needed)
 
 
 def train_background_normaliser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
