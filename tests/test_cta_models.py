@@ -320,3 +320,16 @@ def test_background_normaliser_is_a_weighted_ratio(tmp_path):
     assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(ValueError):
         models.background_normaliser_inputs(template, np.zeros_like(template))
+
+
+def test_clean_counts_does_not_depend_on_its_chunking():
+    from skyml.cta import pipeline
+
+    keras.utils.set_random_seed(3)
+    cleaner = m.build_cleaner((16, 16, 1))
+    counts = np.random.default_rng(3).poisson(2.0, size=(37, 16, 16)).astype(np.uint16)
+    whole = pipeline.clean_counts(cleaner, counts, batch_size=8, chunk_batches=100)
+    chunked = pipeline.clean_counts(cleaner, counts, batch_size=8, chunk_batches=1)
+    assert whole.dtype == np.float32 and whole.shape == (37, 16, 16)
+    np.testing.assert_array_equal(chunked, whole)
+    assert np.all(np.isfinite(whole)) and whole.max() > 0

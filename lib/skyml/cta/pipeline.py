@@ -124,11 +124,20 @@ def background_norms(model, counts: np.ndarray, templates: np.ndarray, batch_siz
     return np.exp(model.predict(x, batch_size=batch_size, verbose=0)[:, 0]).astype(float)
 
 
-def clean_counts(model, counts: np.ndarray, smooth_sigma_px: float = 0.0, batch_size: int = 64) -> np.ndarray:
-    """Cleaned maps in counts: ``prediction * stretch scale`` of the raw counts."""
-    x, scale = models.stretch(models.smooth(counts, smooth_sigma_px))
-    pred = model.predict(models.as_images(x), batch_size=batch_size, verbose=0)[..., 0]
-    return pred * scale[:, None, None]
+def clean_counts(model, counts: np.ndarray, smooth_sigma_px: float = 0.0, batch_size: int = 64,
+                 chunk_batches: int = 16) -> np.ndarray:
+    """Cleaned maps in counts: ``prediction * stretch scale`` of the raw counts,
+    float32. Maps go through in chunks of ``chunk_batches`` prediction batches
+    (each map is smoothed and stretched on its own, so the result does not
+    depend on the chunking), which bounds the memory to the output and one chunk."""
+    counts = np.asarray(counts)
+    out = np.empty(counts.shape[:3], dtype=np.float32)
+    step = int(batch_size) * max(int(chunk_batches), 1)
+    for start in range(0, len(counts), step):
+        x, scale = models.stretch(models.smooth(counts[start:start + step], smooth_sigma_px))
+        pred = model.predict(models.as_images(x), batch_size=batch_size, verbose=0)[..., 0]
+        out[start:start + step] = pred * scale[:, None, None]
+    return out
 
 
 def train_talk_regressor(n_train, n_val, seed, params: CTASimParams, cleaner, *, epochs, batch_size=32,
