@@ -126,24 +126,22 @@ def _output_texts(output):
             yield output["data"], mime
 
 
+def _texts(nb) -> list[str]:
+    """Every text the outputs of ``nb`` carry, each joined into one string."""
+    return [box[key] if isinstance(box[key], str) else "".join(box[key])
+            for cell in nb.cells for output in cell.get("outputs", []) for box, key in _output_texts(output)]
+
+
 def machine_paths(nb) -> list[str]:
     """The absolute file paths the outputs of ``nb`` show."""
-    found = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            for box, key in _output_texts(output):
-                text = box[key] if isinstance(box[key], str) else "".join(box[key])
-                found += _ABS_PATH.findall(text)
-    return found
+    return [p for text in _texts(nb) for p in _ABS_PATH.findall(text)]
 
 
 def scrub_paths(nb, roots=()):
     """``nb`` with every absolute path in its outputs made machine-independent
     (the run's repository, given or as its environment cell reports it, becomes
     ``.``): published notebooks show no user names or folder layouts."""
-    texts = [box[key] if isinstance(box[key], str) else "".join(box[key])
-             for cell in nb.cells for output in cell.get("outputs", []) for box, key in _output_texts(output)]
-    found = [m for t in texts for m in _RUN_ROOT.findall(t)]
+    found = [m for t in _texts(nb) for m in _RUN_ROOT.findall(t)]
     all_roots = sorted({str(r).rstrip("/") for r in [*roots, *found] if str(r).startswith("/")}, key=len, reverse=True)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
