@@ -25,13 +25,16 @@ def randomised():
 def test_instrument_draws_span_the_stated_ranges_and_depend_on_the_seed_only():
     draws = [sim.instrument_draw(4, "train", i) for i in range(400)]
     for key, (lo, hi) in (("beam_scale", sim.DR_BEAM_RANGE), ("stretch", sim.DR_STRETCH_RANGE),
-                          ("noise_scale", sim.DR_NOISE_RANGE)):
+                          ("noise_scale", sim.DR_NOISE_RANGE), ("clean_depth", sim.DR_CLEAN_DEPTH_RANGE)):
         v = np.array([d[key] for d in draws])
         assert lo <= v.min() < lo * 1.03 and hi / 1.03 < v.max() <= hi, key
         # log-uniform: the median near the geometric mean of the ends
         assert np.median(v) == pytest.approx(np.sqrt(lo * hi), rel=0.05), key
     removed = np.mean([d["mean_removed"] for d in draws])
     assert abs(removed - sim.DR_MEAN_REMOVED_FRACTION) < 0.07
+    w = np.array([d["noise_restored"] for d in draws])  # uniform
+    lo, hi = sim.DR_NOISE_RESTORED_RANGE
+    assert lo <= w.min() < lo + 0.03 and hi - 0.03 < w.max() <= hi and np.median(w) == pytest.approx(0.5, abs=0.06)
     assert draws[:5] == [sim.instrument_draw(4, "train", i) for i in range(5)]
     assert draws[0] != sim.instrument_draw(5, "train", 0) and draws[0] != sim.instrument_draw(4, "val", 0)
 
@@ -239,3 +242,28 @@ def test_distribution_check_flags_noise_beyond_the_randomised_range(randomised, 
     assert pipeline.distribution_check([inside], meta)["noise_mad_jy"][0] > lo
     assert "robust noise" not in pipeline.distribution_check([inside], meta)["reason"]
     assert "robust noise" in pipeline.distribution_check([beyond], meta)["reason"]
+
+
+def test_the_drawn_clean_depth_and_noise_kernel_shape_the_restored_image():
+    base = sim.instrument_draw(3, "train", 0)
+    sky = sim.render_sky(np.random.default_rng(9), P, 256, "alpha_s0", 0.0, 1e-5)
+    deep = sim.render_sky(np.random.default_rng(9), P, 256, "alpha_s0", 0.0, 1e-5,
+                          s_clean_jy=0.1 * P.clean_nsigma * P.noise_rms_jy)
+    # the CLEAN limit only splits the same sky: a deeper CLEAN moves faint sources into the restored part
+    np.testing.assert_allclose(sky[0] + sky[1], deep[0] + deep[1], rtol=1e-12, atol=1e-20)
+    np.testing.assert_array_equal(sky[2], deep[2])
+    assert deep[0].sum() > sky[0].sum() and deep[1].sum() < sky[1].sum()
+
+    def field(**change):
+        inst = {**base, "mean_removed": False, **change}
+        return sim.simulate_field(np.random.default_rng(9), P, 256, "alpha_s0", 0.0, 1e-5, 0.0, inst)["restored"]
+
+    def block_spread(img):  # spread of 32-px block means over the pixel rms: the noise's power on large scales
+        return float(img.reshape(8, 32, 8, 32).mean(axis=(1, 3)).std() / img.std())
+
+    dirty, smooth = field(noise_restored=0.0), field(noise_restored=1.0)
+    rms = base["noise_scale"] * P.noise_rms_jy
+    for img in (dirty, smooth, field(noise_restored=0.5)):  # the drawn rms whatever the kernel
+        assert img.std() == pytest.approx(rms, rel=0.06)
+    # the dirty beam's side lobes carry noise power to large scales, the restoring beam's Gaussian does not
+    assert block_spread(dirty) > 1.5 * block_spread(smooth)

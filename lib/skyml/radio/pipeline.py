@@ -353,7 +353,8 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
 
 
 INSTRUMENT_KEYS = ("beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px",
-                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed")
+                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed",
+                   "instrument_clean_depth", "instrument_noise_restored")
 
 
 def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
@@ -367,7 +368,8 @@ def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimPa
     b = sim.beam_params(params)
     nominal = {"beam_fwhm_major_px": b["fwhm_major_px"], "beam_fwhm_minor_px": b["fwhm_minor_px"],
                "beam_bpa_deg": b["bpa_deg"], "beam_area_px": b["area_px"], "instrument_beam_scale": 1.0,
-               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False}
+               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False,
+               "instrument_clean_depth": 1.0, "instrument_noise_restored": 0.0}
     plain = {**{k: np.asarray(v) for k, v in plain.items()},
              **{k: np.full(n, v, dtype=np.asarray(rand[k]).dtype) for k, v in nominal.items()}}
     return {k: np.concatenate([plain[k], np.asarray(rand[k])]) for k in rand}

@@ -60,11 +60,18 @@ the dirty beam stretched by a factor log-uniform in :data:`DR_BEAM_RANGE`
 (the geometric mean of the two axes) with an axis stretch log-uniform in
 :data:`DR_STRETCH_RANGE` (x over y: circular to more elliptical beams than
 the training one), its restoring beam the Gaussian fitted to that main lobe,
-the noise correlated by that dirty beam at an rms log-uniform in
-:data:`DR_NOISE_RANGE` times ``noise_rms_jy``, and the image mean removed
-with probability :data:`DR_MEAN_REMOVED_FRACTION`. The sky, the counts and
-the white noise are those of the field without randomisation, bit for bit
-(the instrument's draw does not touch the field's generator).
+the noise at an rms log-uniform in :data:`DR_NOISE_RANGE` times
+``noise_rms_jy``, and the image mean removed with probability
+:data:`DR_MEAN_REMOVED_FRACTION`. The imaging is drawn too: the CLEAN limit
+at a factor log-uniform in :data:`DR_CLEAN_DEPTH_RANGE` times the nominal
+one (a deeper CLEAN restores more of the faint sources with the restoring
+beam; the rest keep the dirty-beam response), and the noise correlated by a
+kernel that mixes the dirty and the restoring beam with a restoring-beam
+weight uniform in :data:`DR_NOISE_RESTORED_RANGE` (0: the residual noise of
+a CLEAN image, 1: noise smoothed by the restoring beam, as in images from
+other imagers). The sky, the counts and the white noise are those of the
+field without randomisation, bit for bit (the instrument's draw does not
+touch the field's generator).
 
 **Shifted instrument** (:func:`simulate_shifted_fields`, the shifted test set
 of notebook 07): restored images from an independent, simpler instrument
@@ -349,11 +356,13 @@ def _render_extended(rng, sky_of, s, x, y, is_sfg, params: RadioSimParams) -> No
 
 
 def render_sky(rng: np.random.Generator, params: RadioSimParams, npix: int, family: str, p1: float, p2: float,
-               density: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+               density: float = 1.0, s_clean_jy: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """The sources of one periodic field of ``npix``² pixels: (sky of the
     sources brighter than the CLEAN limit [Jy/px], sky of the fainter ones,
     true counts per sub-image (row-major) and label bin, number of sources).
-    ``density`` scales the count law's number of sources (0: none)."""
+    ``density`` scales the count law's number of sources (0: none);
+    ``s_clean_jy`` is the CLEAN limit (default: ``clean_nsigma`` × the noise
+    rms). The limit only splits the sky: the generator's draws do not depend on it."""
     sub = params.sub_npix
     if npix % sub:
         raise ValueError(f"field of {npix} px is not a multiple of the {sub}-px sub-images")
@@ -362,7 +371,7 @@ def render_sky(rng: np.random.Generator, params: RadioSimParams, npix: int, fami
     law = cl.CountLaw(params.freq_ghz, params.s_min_jy, params.s_max_jy, family, p1, p2)
     area = npix**2 * params.pixel_sr
     n_src = int(rng.poisson(density * law.total_per_sr() * area)) if density > 0 else 0
-    s_clean = params.clean_nsigma * params.noise_rms_jy
+    s_clean = params.clean_nsigma * params.noise_rms_jy if s_clean_jy is None else float(s_clean_jy)
     bright, faint = np.zeros((npix, npix)), np.zeros((npix, npix))
     edges = params.edges_jy
     nsx = npix // sub
@@ -396,18 +405,22 @@ def simulate_field(rng: np.random.Generator, params: RadioSimParams, npix: int, 
     and removes the image mean; the field then also holds the restoring
     beam's ``beam_fwhm_major_px``, ``beam_fwhm_minor_px`` and
     ``beam_area_px``. The sky and the white noise are the same either way."""
-    bright, faint, counts, n_src = render_sky(rng, params, npix, family, p1, p2, density)
+    s_clean = None if instrument is None else (
+        float(instrument.get("clean_depth", 1.0)) * params.clean_nsigma * params.noise_rms_jy)
+    bright, faint, counts, n_src = render_sky(rng, params, npix, family, p1, p2, density, s_clean)
     if instrument is None:
         db_ft, cb_ft, _ = _kernel_fts(params, npix)
         restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
         restored += correlated_noise(rng, params, npix)
         return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src}
     psf, clean, (fmaj, fmin, theta) = stretched_beams(params, instrument["beam_scale"], instrument["stretch"])
-    db = fold_kernel(psf, npix)
-    db_ft, cb_ft = np.fft.rfft2(db), np.fft.rfft2(fold_kernel(clean, npix))
+    db, cb = fold_kernel(psf, npix), fold_kernel(clean, npix)
+    db_ft, cb_ft = np.fft.rfft2(db), np.fft.rfft2(cb)
     restored = np.fft.irfft2(np.fft.rfft2(bright) * cb_ft + np.fft.rfft2(faint) * db_ft, s=(npix, npix))
-    noise_scale = float(instrument["noise_scale"]) * params.noise_rms_jy / np.sqrt(np.sum(db**2))
-    restored += convolve_periodic(rng.standard_normal((npix, npix)), db_ft) * noise_scale
+    w = float(instrument.get("noise_restored", 0.0))
+    kernel = (1.0 - w) * db / np.sqrt(np.sum(db**2)) + w * cb / np.sqrt(np.sum(cb**2))
+    noise_scale = float(instrument["noise_scale"]) * params.noise_rms_jy / np.sqrt(np.sum(kernel**2))
+    restored += convolve_periodic(rng.standard_normal((npix, npix)), np.fft.rfft2(kernel)) * noise_scale
     if instrument["mean_removed"]:
         restored -= restored.mean()
     return {"skymodel": bright + faint, "restored": restored, "counts": counts, "n_sources": n_src,
@@ -427,6 +440,10 @@ DR_STRETCH_RANGE = (0.8, 1.25)
 DR_NOISE_RANGE = (0.75, 1.35)
 #: probability that a field's image mean is removed
 DR_MEAN_REMOVED_FRACTION = 0.5
+#: CLEAN limit over the nominal ``clean_nsigma`` x noise rms, log-uniform (deeper CLEAN restores fainter sources)
+DR_CLEAN_DEPTH_RANGE = (0.1, 1.0)
+#: weight of the restoring beam in the noise's correlation kernel (the rest: the dirty beam), uniform
+DR_NOISE_RESTORED_RANGE = (0.0, 1.0)
 #: the random stream of the instrument draws (apart from the fields' own streams)
 DR_STREAM = 7_000_003
 
@@ -437,8 +454,10 @@ def instrument_draw(seed: int, split: str, i: int) -> dict:
     its own (the same for a seed, whatever the number of fields)."""
     rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split], DR_STREAM, int(i)])
     lu = [float(np.exp(rng.uniform(*np.log(r)))) for r in (DR_BEAM_RANGE, DR_STRETCH_RANGE, DR_NOISE_RANGE)]
-    return {"beam_scale": lu[0], "stretch": lu[1], "noise_scale": lu[2],
-            "mean_removed": bool(rng.random() < DR_MEAN_REMOVED_FRACTION)}
+    mean_removed = bool(rng.random() < DR_MEAN_REMOVED_FRACTION)
+    return {"beam_scale": lu[0], "stretch": lu[1], "noise_scale": lu[2], "mean_removed": mean_removed,
+            "clean_depth": float(np.exp(rng.uniform(*np.log(DR_CLEAN_DEPTH_RANGE)))),
+            "noise_restored": float(rng.uniform(*DR_NOISE_RESTORED_RANGE))}
 
 
 def stretched_beams(params: RadioSimParams, beam_scale: float, stretch: float = 1.0):
@@ -536,7 +555,8 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
     per_field = ["skymodel", "restored", "counts", "n_sources"]
     if randomise:
         per_field += ["beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px", "instrument_beam_scale",
-                      "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed"]
+                      "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed",
+                      "instrument_clean_depth", "instrument_noise_restored"]
     out = {k: [] for k in per_field + ["expected", "family", "p1", "p2", "density"]}
     for (_, family, p1, p2, d), field in zip(items, fields):
         for k in per_field:
@@ -555,7 +575,8 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
 def randomisation() -> dict:
     """The ranges of the instrument's domain randomisation (module text)."""
     return {"beam_scale": list(DR_BEAM_RANGE), "stretch": list(DR_STRETCH_RANGE), "noise_scale": list(DR_NOISE_RANGE),
-            "mean_removed_fraction": DR_MEAN_REMOVED_FRACTION}
+            "mean_removed_fraction": DR_MEAN_REMOVED_FRACTION, "clean_depth": list(DR_CLEAN_DEPTH_RANGE),
+            "noise_restored": list(DR_NOISE_RESTORED_RANGE)}
 
 
 def load_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
