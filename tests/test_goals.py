@@ -56,3 +56,23 @@ def test_results_page_has_the_goals_table(tmp_path):
     section = page[page.index("## Goals, full profile"):]
     assert "| 04 | U-Net + k-means completeness" in section
     assert "| 0.916 | met | abc1234 |" in section
+
+
+def test_conclusion_states_each_unmet_goal_with_its_numbers():
+    metrics = {"depth_within_10pct_cnn": 5.62, "depth_within_10pct_cnn_ci68": [3.16, 10.0],
+               "depth_within_10pct_pd": 10.0, "depth_within_10pct_cnn_shifted": 17.8,
+               "n_bins_cnn_restored_better_than_pd": goals._radio_bins()}
+    lines = goals.conclusion("07_radio_counts", metrics)
+    heads = [line for line in lines if not line.startswith("    ")]
+    assert len(heads) == sum(g.stem == "07_radio_counts" for g in goals.GOALS)
+    assert heads[0].startswith("MET: flux bins") and heads[2].startswith("MET: the same on the shifted")
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: depth below"))
+    assert "measured 5.62, goal ≥ 10" in lines[i]
+    # the numbers behind an unmet goal follow it, with their interval where there is one; absent keys are left out
+    assert lines[i + 1] == "    depth of P(D) on the same fields: 10"
+    assert lines[i + 2].startswith("MET")
+    # a goal without its own detail shows the keys it compares
+    cleaner = {"excess_relerr68_cnn": 0.3, "excess_relerr68_cnn_ci68": [0.29, 0.31], "excess_relerr68_irf": 0.1}
+    lines = goals.conclusion("02_cta_cnn_cleaner", cleaner)
+    assert "    excess_relerr68_cnn: 0.3 [0.29, 0.31]" in lines and "    excess_relerr68_irf: 0.1" in lines
+    assert any(line.startswith("NOT MEASURED: talk's metric") for line in lines)

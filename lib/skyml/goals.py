@@ -36,6 +36,9 @@ class Goal:
     op: str
     target: float | tuple[float, float]
     value: Callable[[dict], float] | None = None
+    #: the measured numbers behind the verdict, as ``(label, key)`` pairs read from the same metrics (shown with
+    #: their ``_ci68`` intervals where present) when the goal is not met: where the method falls short
+    detail: tuple[tuple[str, str], ...] = ()
 
     def measure(self, metrics: dict) -> float | None:
         if any(not isinstance(metrics.get(key), (int, float)) for key in self.keys):
@@ -61,6 +64,18 @@ class Goal:
         if self.op == "within":
             return f"in [{self.target[0]:g}, {self.target[1]:g}]"
         return f"{'≤' if self.op == '<=' else '≥'} {self.target:g}"
+
+
+def _number(metrics: dict, key: str) -> str | None:
+    """``key``'s value with its 68 % interval, or None when it is not a finite number."""
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    ci = metrics.get(f"{key}_ci68")
+    text = f"{value:.3g}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci):
+        text += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+    return text
 
 
 def _ratio(a: str, b: str) -> Callable[[dict], float]:
@@ -147,10 +162,24 @@ GOALS: tuple[Goal, ...] = (
          lambda m: m["f1_crowded_unet_log"] - max(m["f1_crowded_daofinder"], m["f1_crowded_segmentation"])),
     Goal(RADIO, "flux bins where the restored-image CNN's residual is below P(D)'s, out of all",
          ("n_bins_cnn_restored_better_than_pd",), ">=", 1.0,
-         lambda m: m["n_bins_cnn_restored_better_than_pd"] / _radio_bins()),
+         lambda m: m["n_bins_cnn_restored_better_than_pd"] / _radio_bins(),
+         (("headline residual (median over bins), CNN", "counts_rel_residual"),
+          ("the same, P(D)", "counts_rel_residual_pd"),
+          ("faintest bin, CNN", "faintest_bin_resid_cnn_restored"),
+          ("faintest bin, P(D)", "faintest_bin_resid_pd_restored"),
+          ("RMS residual 20× below the threshold, CNN", "rms_rel_resid_20x_cnn"),
+          ("the same, P(D)", "rms_rel_resid_20x_pd"))),
     Goal(RADIO, "depth below the 5σ threshold (×) with every bin within 10 %, CNN",
-         ("depth_within_10pct_cnn",), ">=", 10.0),
-    Goal(RADIO, "the same on the shifted test set", ("depth_within_10pct_cnn_shifted",), ">=", 10.0),
+         ("depth_within_10pct_cnn",), ">=", 10.0,
+         detail=(("depth of P(D) on the same fields", "depth_within_10pct_pd"),
+                 ("largest per-bin RMS residual, CNN", "max_abs_resid_cnn_restored"))),
+    Goal(RADIO, "the same on the shifted test set", ("depth_within_10pct_cnn_shifted",), ">=", 10.0,
+         detail=(("depth of P(D) on the shifted fields", "depth_within_10pct_pd_shifted"),
+                 ("headline residual on the shifted fields / in distribution, CNN",
+                  "counts_rel_residual_shift_ratio"),
+                 ("the same, P(D)", "counts_rel_residual_pd_shift_ratio"),
+                 ("shifted fields the distribution check flags", "ood_flagged_shifted_fields"),
+                 ("shifted fields", "n_shift_fields"))),
     Goal(LHAASO, "CNN PSNR gain over the input (dB), LHAI's protocol, at least LHAI's published gain",
          ("psnr_cnn_lhai", "psnr_input_lhai"), ">=", _published("psnr_cnn_lhai") - _published("psnr_input_lhai"),
          _difference("psnr_cnn_lhai", "psnr_input_lhai")),
@@ -181,6 +210,26 @@ def assess(all_metrics: dict[str, dict]) -> list[dict]:
         rows.append({"stem": goal.stem, "goal": goal.text, "target": goal.target_text(), "value": value,
                      "status": status, "commit": metrics.get("git_commit", "–")})
     return rows
+
+
+def conclusion(stem: str, metrics: dict) -> list[str]:
+    """The verdict on each of notebook ``stem``'s goals from its own metrics, one line each; a goal that is not
+    met is followed by the numbers behind it (its ``detail``, or the keys it compares), so that a notebook's
+    conclusion states every unreached goal with the measured number."""
+    lines = []
+    for goal in GOALS:
+        if goal.stem != stem:
+            continue
+        status, value = goal.status(metrics)
+        measured = "–" if value is None else f"{value:.3g}"
+        lines.append(f"{status.upper()}: {goal.text}: measured {measured}, goal {goal.target_text()}")
+        if status == NOT_MET:
+            pairs = goal.detail or tuple((key, key) for key in goal.keys)
+            for label, key in pairs:
+                number = _number(metrics, key)
+                if number is not None:
+                    lines.append(f"    {label}: {number}")
+    return lines
 
 
 def format_rows(rows: list[dict]) -> list[tuple[str, ...]]:
