@@ -52,6 +52,8 @@ def test_throughput_report_chooses_a_screened_setting(tmp_path):
     best = max(screened, key=lambda s: s["median"])
     assert chosen == {k: best[k] for k in ("batch_size", "mode", "jit_compile")}
     assert report["cpu_count"] >= 1 and report["keras_backend"] == keras.backend.backend()
+    assert report["flops_per_map_tiny"] == benchmark.forward_flops(_tiny_model())
+    assert report["gflops_per_s_tiny"] == pytest.approx(report["flops_per_map_tiny"] * rate / 1e9)
     out = tmp_path / "t.json"
     benchmark._write_json(out, report)
     assert benchmark.read_throughput(out)["throughput_maps_per_s_tiny"] == rate
@@ -89,3 +91,19 @@ def test_throughput_for_reads_the_benchmark_file_or_measures(tmp_path):
     benchmark._write_json(path, {**report, "keras_backend": "another"})  # another backend: measured again
     again = benchmark.throughput_for("tiny", model, path=path, n_maps=8, repeats=2, grid=grid)
     assert again["source"].startswith("measured")
+
+
+def test_forward_flops_counts_convolutions_and_dense_layers():
+    from skyml import benchmark
+    from skyml.cta import models
+
+    # tiny model: 3x3 conv of 1 -> 2 channels on 16x16 (2*16*16*2*9), dense 2 -> 2 (2*2*2)
+    assert benchmark.forward_flops(_tiny_model()) == 2 * 16 * 16 * 2 * 9 + 2 * 2 * 2
+    # the talk's CNN-Cleaner, layer by layer (2x2 kernels, 12 filters): 200^2 x 12 x 4, 100^2 x 12 x 48,
+    # 50^2 x 12 x 48, 100^2 x 12 x 48 and 200^2 x 1 x 48 multiply-adds
+    macs = 200**2 * 12 * 4 + 100**2 * 12 * 48 + 50**2 * 12 * 48 + 100**2 * 12 * 48 + 200**2 * 48
+    assert benchmark.forward_flops(models.build_cleaner()) == 2 * macs
+    # a nested model counts once per use
+    inputs = keras.Input(shape=(16, 16, 1))
+    wrapped = keras.Model(inputs, _tiny_model()(inputs))
+    assert benchmark.forward_flops(wrapped) == benchmark.forward_flops(_tiny_model())

@@ -41,7 +41,11 @@ again (a warm-up call excluded, ``--repeats`` timed passes over ``--n-maps``
 maps) with the median and a bootstrap 68 % interval of the median. Writes
 ``data/results/benchmarks/throughput.json`` (or ``--out``) with
 ``throughput_maps_per_s_<model>``, its ``_ci68``, the chosen setting, every
-screened setting and the machine (CPU model, CPU count, Keras backend).
+screened setting and the machine (CPU model, CPU count, Keras backend), and
+the arithmetic behind the rate (:func:`forward_flops`): ``flops_per_map_<model>``,
+the rate reached ``gflops_per_s_<model>`` and, for a model with a goal in
+:data:`THROUGHPUT_GOALS`, the rate the goal asks, ``throughput_goal_gflops_per_s_<model>``,
+to set beside the cores' peak (cores × clock × FLOPs per cycle).
 """
 
 from __future__ import annotations
@@ -65,6 +69,29 @@ THROUGHPUT_GRID = {"batch_size": (32, 128, 512), "mode": ("predict", "predict_on
                    "jit_compile": (False, True)}
 #: Goals on the 2-core reference machine (this repository's, not published numbers).
 THROUGHPUT_GOALS = {"cleaner": 5000.0, "regressor": 1000.0}
+
+
+def forward_flops(model) -> int:
+    """Floating-point operations of one forward pass of ``model`` for one input
+    (two per multiply-add), counted from the shapes of its ``Conv2D`` and
+    ``Dense`` layers, nested models included; pooling, up-sampling,
+    activations and biases (under 5 % for the CTA networks) are left out. With a
+    throughput it gives the arithmetic rate a model needs: maps/s × FLOPs/map."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, oh, ow, oc = layer.output.shape
+            kh, kw = layer.kernel_size
+            in_ch = layer.input.shape[-1]
+            total += 2 * int(oh) * int(ow) * int(oc) * int(kh) * int(kw) * int(in_ch) // int(layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            lead = int(np.prod([int(d) for d in layer.input.shape[1:-1]], dtype=np.int64))
+            total += 2 * lead * int(layer.input.shape[-1]) * int(layer.units)
+    return int(total)
 
 
 def _inference_fn(model, mode: str, batch_size: int):
@@ -187,9 +214,14 @@ def throughput(models_by_name: dict | None = None, n_maps: int = 512, repeats: i
         report[f"throughput_maps_per_s_{name}"] = r["maps_per_s"]
         report[f"throughput_maps_per_s_{name}_ci68"] = r["ci68"]
         report[f"throughput_{name}"] = {k: r[k] for k in ("setting", "rates", "screened")}
+        flops = forward_flops(model)
+        report[f"flops_per_map_{name}"] = flops
+        report[f"gflops_per_s_{name}"] = flops * r["maps_per_s"] / 1e9
         if name in THROUGHPUT_GOALS:
             report[f"throughput_goal_{name}"] = THROUGHPUT_GOALS[name]
             report[f"throughput_goal_met_{name}"] = bool(r["maps_per_s"] >= THROUGHPUT_GOALS[name])
+            # the arithmetic rate the goal asks of this machine's cores, for comparison with their peak
+            report[f"throughput_goal_gflops_per_s_{name}"] = flops * THROUGHPUT_GOALS[name] / 1e9
     report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return report
 
