@@ -76,3 +76,5 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     lines = goals.conclusion("02_cta_cnn_cleaner", cleaner)
     assert "    excess_relerr68_cnn: 0.3 [0.29, 0.31]" in lines and "    excess_relerr68_irf: 0.1" in lines
     assert any(line.startswith("NOT MEASURED: talk's metric") for line in lines)
+    only = goals.conclusion("02_cta_cnn_cleaner", cleaner, only_unmet=True)
+    assert only[0].startswith("NOT MET: true-count excess error") and len(only) == 3
