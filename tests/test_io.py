@@ -133,6 +133,15 @@ def test_cube_with_one_energy_bin_is_squeezed_and_reported(tmp_path, counts):
     assert "squeezed the 3D cube of shape 1×200×200" in description
 
 
+def test_cube_whose_wcs_mixes_a_map_axis_with_a_dropped_one_is_refused(tmp_path):
+    # a 41 x 1 x 25 cube whose PC matrix couples the first axis to the second, length-1 axis: the map axes'
+    # WCS cannot be separated from it (found by the CLI fuzz test: wcslib raised, the command gave a traceback)
+    header = fits.Header({"CTYPE1": "FOO", "CTYPE2": "", "CTYPE3": "", "PC1_2": 0.5, "CDELT2": 0.1})
+    path = write_image(tmp_path / "mixed.fits", np.zeros((25, 1, 41), dtype=np.float32), header)
+    with raises_input_error(path, "cannot be cut to the map axes"):
+        read_counts_map(path)
+
+
 def test_galactic_counts_map_is_accepted(tmp_path, counts):
     header = WCS(naxis=2)
     header.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]

@@ -183,7 +183,11 @@ def _image_and_wcs(data, header: fits.Header, path: Path, label: str):
         raise InputError(f"{path}: HDU {label} has a {wcs.naxis}-axis WCS for "
                          f"{data.ndim}D data; cannot match map axes to sky axes")
     ctypes = [wcs.wcs.ctype[i] for i in wcs_axes]
-    sub = wcs.sub([i + 1 for i in wcs_axes]) if wcs.naxis != 2 or wcs_axes != [0, 1] else wcs
+    try:
+        sub = wcs.sub([i + 1 for i in wcs_axes]) if wcs.naxis != 2 or wcs_axes != [0, 1] else wcs
+    except Exception as err:  # wcslib refuses e.g. a PC/CD matrix that mixes a map axis with a dropped one
+        raise InputError(f"{path}: the WCS of HDU {label} cannot be cut to the map axes "
+                         f"({_one_line(err)})") from err
     if not sub.has_celestial or sub.celestial.naxis != 2 or sub.naxis != 2:
         raise InputError(f"{path}: WCS of HDU {label} is not celestial "
                          f"(map axes have CTYPE {ctypes[0]!r}, {ctypes[1]!r})")
