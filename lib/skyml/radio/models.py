@@ -96,20 +96,26 @@ class TargetScaler:
 
 def build_cnn(n_bins: int, filters: int = 16, dense: int = 128, learning_rate: float = 1e-3,
               name: str = "radio_counts_cnn", hist_mean=None, hist_std=None,
-              hist_noise: float = HIST_NOISE, n_cond: int = 0) -> keras.Model:
+              hist_noise: float = HIST_NOISE, n_cond: int = 0, flip_seed: int | None = None) -> keras.Model:
     """The CNN; with ``hist_mean``/``hist_std`` (per-bin training mean and
     standard deviation of :func:`pixel_histogram`) a second input, the
     context histogram, and its branch, regularised in training by Gaussian
     noise of standard deviation ``hist_noise`` on the normalised histogram;
     with ``n_cond`` > 0 (and a histogram) a third input of ``n_cond``
-    conditioning scalars (module text)."""
+    conditioning scalars (module text). With ``flip_seed`` the image is flipped
+    at random, left–right and up–down, in training (``keras.layers.RandomFlip``,
+    seeded; off at prediction): the counts of a sub-image do not change under a
+    flip, so the flips multiply the training images by four without new
+    simulations and teach the spatial branch that a source's side lobes may
+    point either way."""
     if n_cond and hist_mean is None:
         raise ValueError("conditioning scalars need the context-histogram input (give hist_mean and hist_std)")
     inp = keras.Input(shape=(None, None, 1), name="image_asinh")
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1a")(inp)
     p = layers.Conv2D(2 * filters, 1, activation="relu", name="pix_1x1b")(p)
     p = layers.GlobalAveragePooling2D(name="pix_pool")(p)
-    s = inp
+    s = inp if flip_seed is None else layers.RandomFlip("horizontal_and_vertical", seed=int(flip_seed),
+                                                         name="train_flip")(inp)
     for i, f in enumerate((filters, 2 * filters, 4 * filters)):
         s = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"sp_conv{i}a")(s)
         s = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"sp_conv{i}b")(s)

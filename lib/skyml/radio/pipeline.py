@@ -291,8 +291,8 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
            "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
     randomise = kind == "restored"  # the sky-model network has no instrument: its inputs are as before
     if randomise:
-        key.update(version=11, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
-                   with_nominal=True)
+        key.update(version=12, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
+                   with_nominal=True, flips=True)
 
     def fit():
         import keras
@@ -309,7 +309,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         keras.utils.set_random_seed(int(seed))
         model = models.build_cnn(params.n_bins, filters, learning_rate=learning_rate, name=f"radio_cnn_{kind}",
                                  hist_mean=x[1].mean(0), hist_std=x[1].std(0), hist_noise=hist_noise,
-                                 n_cond=N_COND if randomise else 0)
+                                 n_cond=N_COND if randomise else 0, flip_seed=int(seed) if randomise else None)
         history = models.train(model, x, scaler.transform(c), xv, scaler.transform(cv), epochs=epochs,
                                batch_size=batch_size, patience=patience, seed=seed)
         pred_sub = predict_counts(model, scaler, xv)
