@@ -352,11 +352,6 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
     return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
 
 
-INSTRUMENT_KEYS = ("beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px",
-                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed",
-                   "instrument_clean_depth", "instrument_noise_restored")
-
-
 def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
     """The fields of a split through the nominal instrument followed by the
     same skies through randomised instruments (:func:`fields`), with the

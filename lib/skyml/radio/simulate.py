@@ -444,6 +444,10 @@ DR_MEAN_REMOVED_FRACTION = 0.5
 DR_CLEAN_DEPTH_RANGE = (0.1, 1.0)
 #: weight of the restoring beam in the noise's correlation kernel (the rest: the dirty beam), uniform
 DR_NOISE_RESTORED_RANGE = (0.0, 1.0)
+#: per-field keys of a randomised field's instrument (restoring beam and the draws of :func:`instrument_draw`)
+INSTRUMENT_KEYS = ("beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px",
+                   "instrument_beam_scale", "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed",
+                   "instrument_clean_depth", "instrument_noise_restored")
 #: the random stream of the instrument draws (apart from the fields' own streams)
 DR_STREAM = 7_000_003
 
@@ -554,9 +558,7 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
     area = npix**2 * params.pixel_sr
     per_field = ["skymodel", "restored", "counts", "n_sources"]
     if randomise:
-        per_field += ["beam_fwhm_major_px", "beam_fwhm_minor_px", "beam_bpa_deg", "beam_area_px", "instrument_beam_scale",
-                      "instrument_stretch", "instrument_noise_scale", "instrument_mean_removed",
-                      "instrument_clean_depth", "instrument_noise_restored"]
+        per_field += list(INSTRUMENT_KEYS)
     out = {k: [] for k in per_field + ["expected", "family", "p1", "p2", "density"]}
     for (_, family, p1, p2, d), field in zip(items, fields):
         for k in per_field:
