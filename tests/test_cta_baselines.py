@@ -358,6 +358,27 @@ def test_bootstrap_ci_is_reproducible_and_brackets_the_statistic():
         metrics.bootstrap_ci(np.mean, est, true[:10])
 
 
+def test_unpaired_bootstrap_ci_resamples_each_set_on_its_own():
+    from skyml import metrics
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(3.0, 0.3, 6), rng.normal(2.0, 0.2, 10)  # two independent sets of different sizes
+
+    def ratio(x, y):
+        return np.mean(x) / np.mean(y)
+
+    ci = metrics.bootstrap_ci(ratio, a, b, paired=False, n_resamples=500, seed=4)
+    assert ci[0] < ratio(a, b) < ci[1]
+    assert ci == metrics.bootstrap_ci(ratio, a, b, paired=False, n_resamples=500, seed=4)
+    # the interval widens with the spread of either set alone
+    wide = metrics.bootstrap_ci(ratio, a, 2.0 + 3.0 * (b - 2.0), paired=False, n_resamples=500, seed=4)
+    assert wide[1] - wide[0] > ci[1] - ci[0]
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(ratio, a, b)  # unequal lengths cannot be paired
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(ratio, a, b[:1], paired=False)
+
+
 def test_vectorised_bootstrap_gives_the_same_interval():
     """The localisation intervals, computed on all resamples at once, equal the
     per-resample computation (the same resamples of the same seed)."""

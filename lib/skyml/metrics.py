@@ -182,7 +182,7 @@ def match_sky(det_lon, det_lat, true_lon, true_lat, radius_deg):
 
 
 def bootstrap_ci(statistic: Callable, *samples, n_resamples: int = 1000, level: float = 0.68,
-                 seed: int = 0, vectorized: bool = False) -> list[float]:
+                 seed: int = 0, vectorized: bool = False, paired: bool = True) -> list[float]:
     """Percentile bootstrap interval ``[low, high]`` of ``statistic(*samples)``.
 
     ``samples`` are arrays of equal length whose rows belong together (one row
@@ -194,12 +194,15 @@ def bootstrap_ci(statistic: Callable, *samples, n_resamples: int = 1000, level: 
     ``vectorized=True`` tells scipy that ``statistic`` takes an ``axis``
     keyword and reduces along it (all resamples in one call): the same
     resamples, the same interval, much faster for a cheap statistic.
+    ``paired=False`` is for a statistic of independent test sets (e.g. the
+    ratio of one method's score on two sets of fields): each sample, of any
+    length >= 2, is then resampled on its own.
     """
     from scipy.stats import bootstrap
 
     arrays = [np.asarray(s) for s in samples]
-    if not arrays or len({len(a) for a in arrays}) != 1 or len(arrays[0]) < 2:
-        raise ValueError("bootstrap_ci: give one or more samples of equal length >= 2")
-    res = bootstrap(tuple(arrays), statistic, paired=True, vectorized=bool(vectorized), n_resamples=int(n_resamples),
-                    confidence_level=float(level), method="percentile", rng=np.random.default_rng(seed))
+    if not arrays or min(len(a) for a in arrays) < 2 or (paired and len({len(a) for a in arrays}) != 1):
+        raise ValueError("bootstrap_ci: give one or more samples of length >= 2 (of equal length when paired)")
+    res = bootstrap(tuple(arrays), statistic, paired=bool(paired), vectorized=bool(vectorized),
+                    n_resamples=int(n_resamples), confidence_level=float(level), method="percentile", rng=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
