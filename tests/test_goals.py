@@ -42,6 +42,18 @@ def test_within_bounds_and_non_finite_values():
     assert goal.status({key: "1.0"})[0] == goals.NOT_MEASURED  # only numbers are measurements
 
 
+def test_a_measured_value_is_printed_with_the_digits_its_verdict_needs():
+    goal = goals.Goal("07_radio_counts", "ratio", ("r",), "<=", 1.5)
+    assert goal.value_text(1.5043517) == "1.504"  # not "1.5", which would read as met
+    assert goal.value_text(1.5) == "1.5" and goal.value_text(0.93461) == "0.935" and goal.value_text(None) == "–"
+    assert goal.value_text(1.50000004) == "1.5"  # beyond six digits: the verdict line still says NOT MET
+    lines = goals.conclusion("07_radio_counts", {"counts_rel_residual_shifted": 0.328, "counts_rel_residual": 0.218})
+    assert any(line.startswith("NOT MET: CNN headline residual on the shifted test set") and "measured 1.505," in line
+               for line in lines)
+    within = goals.Goal("05_fermi_characterisation", "pulls", ("p",), "within", (0.9, 1.1))
+    assert within.value_text(1.10004) == "1.10004" and within.value_text(0.8996) == "0.8996"
+
+
 def test_goals_name_known_analyses_and_comparisons():
     for goal in goals.GOALS:
         assert goal.stem in report.ANALYSES

@@ -46,19 +46,31 @@ class Goal:
         value = float(self.value(metrics) if self.value is not None else metrics[self.keys[0]])
         return value if math.isfinite(value) else None
 
+    def meets(self, value: float) -> bool:
+        if self.op == "<=":
+            return value <= self.target
+        if self.op == ">=":
+            return value >= self.target
+        if self.op == "within":
+            return self.target[0] <= value <= self.target[1]
+        raise ValueError(f"unknown comparison {self.op!r}")
+
     def status(self, metrics: dict) -> tuple[str, float | None]:
         value = self.measure(metrics)
         if value is None:
             return NOT_MEASURED, None
-        if self.op == "<=":
-            ok = value <= self.target
-        elif self.op == ">=":
-            ok = value >= self.target
-        elif self.op == "within":
-            ok = self.target[0] <= value <= self.target[1]
-        else:
-            raise ValueError(f"unknown comparison {self.op!r}")
-        return (MET if ok else NOT_MET), value
+        return (MET if self.meets(value) else NOT_MET), value
+
+    def value_text(self, value: float | None) -> str:
+        """``value`` to three significant digits, or to as many more (up to six) as it takes for the printed
+        number to give the same verdict as the value (1.504 against a bound of 1.5 reads 1.504, not 1.5)."""
+        if value is None:
+            return "–"
+        for digits in range(3, 7):
+            text = f"{value:.{digits}g}"
+            if self.meets(float(text)) == self.meets(value):
+                break
+        return text
 
     def target_text(self) -> str:
         if self.op == "within":
@@ -225,7 +237,7 @@ def assess(all_metrics: dict[str, dict]) -> list[dict]:
         metrics = all_metrics.get(goal.stem, {})
         status, value = goal.status(metrics)
         rows.append({"stem": goal.stem, "goal": goal.text, "target": goal.target_text(), "value": value,
-                     "status": status, "commit": metrics.get("git_commit", "–")})
+                     "measured": goal.value_text(value), "status": status, "commit": metrics.get("git_commit", "–")})
     return rows
 
 
@@ -240,8 +252,7 @@ def conclusion(stem: str, metrics: dict, only_unmet: bool = False) -> list[str]:
         status, value = goal.status(metrics)
         if only_unmet and status != NOT_MET:
             continue
-        measured = "–" if value is None else f"{value:.3g}"
-        lines.append(f"{status.upper()}: {goal.text}: measured {measured}, goal {goal.target_text()}")
+        lines.append(f"{status.upper()}: {goal.text}: measured {goal.value_text(value)}, goal {goal.target_text()}")
         if status == NOT_MET:
             # by default the keys compared; a single key only for its interval (its value is on the line above)
             pairs = goal.detail or tuple((key, key) for key in goal.keys
@@ -255,8 +266,7 @@ def conclusion(stem: str, metrics: dict, only_unmet: bool = False) -> list[str]:
 
 def format_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     """Rows as text cells: notebook, goal, target, measured, status, commit."""
-    return [(r["stem"][:2], r["goal"], r["target"], "–" if r["value"] is None else f"{r['value']:.3g}",
-             r["status"], r["commit"]) for r in rows]
+    return [(r["stem"][:2], r["goal"], r["target"], r["measured"], r["status"], r["commit"]) for r in rows]
 
 
 COLUMNS = ("NN", "goal", "target", "measured", "status", "commit")
