@@ -83,10 +83,16 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     # the numbers behind an unmet goal follow it, with their interval where there is one; absent keys are left out
     assert lines[i + 1] == "    depth of P(D) on the same fields: 10"
     assert lines[i + 2].startswith("MET")
-    # a goal without its own detail shows the keys it compares
+    # a goal without its own detail shows the keys it compares, named as on the results page
     cleaner = {"excess_relerr68_cnn": 0.3, "excess_relerr68_cnn_ci68": [0.29, 0.31], "excess_relerr68_irf": 0.1}
     lines = goals.conclusion("02_cta_cnn_cleaner", cleaner)
-    assert "    excess_relerr68_cnn: 0.3 [0.29, 0.31]" in lines and "    excess_relerr68_irf: 0.1" in lines
+    cnn, irf = (report.METRICS[k].label for k in ("excess_relerr68_cnn", "excess_relerr68_irf"))
+    assert cnn != "excess_relerr68_cnn" and f"    {cnn}: 0.3 [0.29, 0.31]" in lines and f"    {irf}: 0.1" in lines
     assert any(line.startswith("NOT MEASURED: talk's metric") for line in lines)
+    # a key the results page does not name is shown by its key
+    assert "frac_err_gt_0p1deg_improved_cnn" not in report.METRICS
+    lines = goals.conclusion("03_cta_cnn_regressor", {"frac_err_gt_0p1deg_improved_cnn": 0.02,
+                                                      "frac_err_gt_0p1deg_improved_cnn_ci68": [0.01, 0.03]})
+    assert "    frac_err_gt_0p1deg_improved_cnn: 0.02 [0.01, 0.03]" in lines
     only = goals.conclusion("02_cta_cnn_cleaner", cleaner, only_unmet=True)
     assert only[0].startswith("NOT MET: true-count excess error") and len(only) == 3

@@ -244,7 +244,10 @@ def assess(all_metrics: dict[str, dict]) -> list[dict]:
 def conclusion(stem: str, metrics: dict, only_unmet: bool = False) -> list[str]:
     """The verdict on each of notebook ``stem``'s goals from its own metrics, one line each; a goal that is not
     met is followed by the numbers behind it (its ``detail``, or the keys it compares), so that a notebook's
-    conclusion states every unreached goal with the measured number. ``only_unmet`` keeps the goals not met."""
+    conclusion states every unreached goal with the measured number. ``only_unmet`` keeps the goals not met.
+    A key compared without a ``detail`` label is named by its label on the results page (``skyml.report``)."""
+    from .report import METRICS
+
     lines = []
     for goal in GOALS:
         if goal.stem != stem:
@@ -255,7 +258,7 @@ def conclusion(stem: str, metrics: dict, only_unmet: bool = False) -> list[str]:
         lines.append(f"{status.upper()}: {goal.text}: measured {goal.value_text(value)}, goal {goal.target_text()}")
         if status == NOT_MET:
             # by default the keys compared; a single key only for its interval (its value is on the line above)
-            pairs = goal.detail or tuple((key, key) for key in goal.keys
+            pairs = goal.detail or tuple((METRICS[key].label if key in METRICS else key, key) for key in goal.keys
                                          if len(goal.keys) > 1 or f"{key}_ci68" in metrics)
             for label, key in pairs:
                 number = _number(metrics, key)
