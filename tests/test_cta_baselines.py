@@ -473,3 +473,9 @@ def test_blind_searches_and_fits_are_cached_by_their_inputs(bright_map, tmp_path
     with pytest.raises(AssertionError, match="computed again"):
         baselines.fit_point_source_batch(counts, m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, init + 0.01,
                                          progress=False)
+    # cached=False computes although the same inputs are cached (a timing must not measure a file read)
+    with pytest.raises(AssertionError, match="computed again"):
+        baselines.blind_search_batch(counts, m["template"], m["geom"], progress=False, cached=False, threshold=8.0)
+    with pytest.raises(AssertionError, match="computed again"):
+        baselines.fit_point_source_batch(counts, m["template"], m["geom"], SIGMAS_DEG, WEIGHTS, init,
+                                         progress=False, cached=False)
