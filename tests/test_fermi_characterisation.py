@@ -259,18 +259,58 @@ def test_flux_network_inputs_see_the_background():
     assert w.mean() == pytest.approx(1.0) and w[-1] / w[0] == pytest.approx(9.0)
 
 
-def _mock_source_rows(n_per_group):
-    sky = cutouts._mock_sky(5, "test", 0, CP.event_types)
+CP_SHIFTED = cutouts.CutoutParams(psf_scale=1.2, exposure_scale=0.8, diffuse_variant=2, density_factor=1.5,
+                                  variability_scale=0.7, index_shift=0.2)
+
+
+def _mock_source_rows(n_per_group, cp=CP):
+    sky = cutouts._mock_sky(5, "test", 0, cp)
     rows = [np.flatnonzero((sky["group"] == g) & (sky["flux1000"] >= 1e-10))[:n_per_group] for g in ("agn", "psr")]
     return sky, np.concatenate(rows)
 
 
-def test_source_model_matches_the_simulation():
-    sky, rows = _mock_source_rows(2)
-    model = flux.SourceModel(CP)
+def test_shift_parameters_keep_the_nominal_keys_and_change_the_sky():
+    assert not set(cutouts.SHIFT_DEFAULTS) & set(CP.to_dict())  # the nominal sets keep their cache keys
+    assert {"psf_scale", "index_shift"} <= set(CP_SHIFTED.to_dict())
+    p = CP_SHIFTED.sim_params()
+    assert (p.psf_scale, p.exposure_scale, p.diffuse_variant, p.density_factor) == (1.2, 0.8, 2, 1.5)
+    nominal, shifted = cutouts._mock_sky(5, "test", 0, CP), cutouts._mock_sky(5, "test", 0, CP_SHIFTED)
+    assert len(shifted["glon"]) == pytest.approx(1.5 * len(nominal["glon"]), rel=0.02)
+    agn_shifted, agn_nominal = (s["sigma"][s["group"] == "agn"] for s in (shifted, nominal))
+    assert np.median(agn_shifted) == pytest.approx(0.7 * np.median(agn_nominal), rel=0.1)
+    assert np.all(shifted["sigma"][shifted["group"] == "psr"] == 0)
+    cp, dp, fit = cutouts.shifted_params(CP, P, psf_scale=1.2, exposure_scale=0.8, diffuse_variant=2,
+                                         density_factor=1.5, variability_scale=0.7, index_shift=0.2)
+    assert cp == CP_SHIFTED
+    assert (dp.psf_scale, dp.exposure_scale, dp.diffuse_variant, dp.npix) == (1.2, 0.8, 2, P.npix)
+    assert fit.psf_scale == 1.0 and fit.exposure_scale == 0.8  # the fit knows the exposure, not the PSF change
+    for bad in ({"psf_scale": 0.0}, {"exposure_scale": -1.0}, {"variability_scale": -0.1},
+                {"index_shift": float("nan")}):
+        with pytest.raises(ValueError, match="must be"):
+            cutouts.CutoutParams(**bad)
+
+
+def test_network_flux_is_corrected_by_a_known_exposure():
+    class Constant:
+        def predict(self, inputs, batch_size, verbose):
+            return np.tile([[0.0, 0.1]], (len(inputs[0]), 1))
+
+    counts, bkg = np.ones((3, 6, 16, 16)), np.ones((3, 6, 16, 16))
+    f1, s1 = flux.predict_flux(Constant(), counts, bkg)
+    f2, s2 = flux.predict_flux(Constant(), counts, bkg, exposure_scale=0.8)
+    np.testing.assert_allclose(f2, f1 / 0.8)
+    np.testing.assert_array_equal(s1, s2)
+    with pytest.raises(ValueError, match="exposure_scale"):
+        flux.predict_flux(Constant(), counts, bkg, exposure_scale=0.0)
+
+
+@pytest.mark.parametrize("cp", [CP, CP_SHIFTED], ids=["nominal", "shifted"])
+def test_source_model_matches_the_simulation(cp):
+    sky, rows = _mock_source_rows(2, cp)
+    model = flux.SourceModel(cp)
     for r in rows:
         rng = np.random.default_rng(int(r))
-        mu, bkg, _, _, x, y = cutouts.simulate_source_cutout(sky, int(r), CP, rng, noise_free=True)
+        mu, bkg, _, _, x, y = cutouts.simulate_source_cutout(sky, int(r), cp, rng, noise_free=True)
         # the fit's model of a source with the catalogue spectrum gives the simulated source counts
         if sky["spectrum_type"][r] == 2:  # PLEC: the shape does not depend on the pivot
             assert abs(sky["exp_index"][r] - flux.PLEC_EXP_INDEX) < 1e-6
@@ -279,7 +319,7 @@ def test_source_model_matches_the_simulation():
             spectrum, b = "logparabola", sky["beta"][r]
             a = sky["index"][r] + 2 * b * np.log(flux.FIT_PIVOT_MEV / sky["pivot_mev"][r])
         src = model.npred(sky["flux1000"][r], spectrum, a, b, x, y)
-        np.testing.assert_allclose(src, flux.source_npred(sky["flux1000"][r], spectrum, a, b, x, y, CP))
+        np.testing.assert_allclose(src, flux.source_npred(sky["flux1000"][r], spectrum, a, b, x, y, cp))
         # the simulated 10-year counts minus the known background are this source's counts
         np.testing.assert_allclose(mu.sum(axis=0) - bkg, src, rtol=1e-5, atol=1e-6 * src.max())
 

@@ -149,9 +149,11 @@ METRICS["accuracy_3class_cnn"] = Metric("AGN/PSR/FAKE accuracy, 3D CNN on yearly
 METRICS["accuracy_3class_trees"] = Metric("AGN/PSR/FAKE accuracy, gradient-boosted trees on catalogue features")
 METRICS["balanced_accuracy_cnn"] = Metric("balanced accuracy, 3D CNN")
 METRICS["balanced_accuracy_trees"] = Metric("balanced accuracy, gradient-boosted trees")
-for method, name in (("cnn", "mean–variance network"), ("fit", "gammapy likelihood fit")):
-    METRICS[f"flux_bias_frac_{method}"] = Metric(f"F(1–100 GeV) median relative bias above 2e-10, {name}")
-    METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation above 2e-10, {name}")
+for method, name in (("cnn", "mean–variance network, sources above 2e-10"),
+                     ("fit", "gammapy likelihood fit, the fitted test sources (every flux)")):
+    METRICS[f"flux_bias_frac_{method}"] = Metric(f"F(1–100 GeV) median relative bias, {name}")
+    METRICS[f"flux_scatter_{method}"] = Metric(f"F(1–100 GeV) relative scatter, {name}")
+    METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation, {name}")
 METRICS["flux_scatter_ratio_cnn_vs_fit"] = Metric("flux scatter, network / likelihood fit (same cut-outs)")
 del method, name
 

@@ -34,6 +34,16 @@ factors, and its pixel position in the cut-out.
 stream ``SeedSequence([seed, split, 100 + c, i])``; mock catalogue ``j`` of a
 split ``[seed, split, 2000 + j]``; the background patches of the FAKE class
 ``[seed, split, 3000 + k]``.
+
+**Shifted sets.** ``psf_scale``, ``exposure_scale``, ``diffuse_variant``,
+``density_factor``, ``variability_scale`` and ``index_shift`` of
+:class:`CutoutParams` draw cut-outs unlike the training ones: PSF widths and
+exposure scaled (sources and background), another Galactic diffuse model,
+denser mock skies, AGN yearly variability widths scaled and every spectral
+index shifted (softer for ``index_shift > 0``). The FAKE cut-outs of a shifted
+set come from the detector run on source-free patches of the shifted
+instrument and diffuse model (``detector_params``). At their defaults these
+parameters leave the cache keys and the arrays of the nominal sets unchanged.
 """
 
 from __future__ import annotations
@@ -66,30 +76,69 @@ class CutoutParams:
     source_margin_deg: float = 3.0
     fake_threshold: float = 0.5
     fake_patches_per_batch: int = 64
+    psf_scale: float = 1.0          # PSF widths x this (1: the P8R3 PSF)
+    exposure_scale: float = 1.0     # exposure (sources and background) x this
+    density_factor: float = 1.0     # mock-sky source density relative to the DR2 distributions
+    variability_scale: float = 1.0  # AGN log-normal yearly variability widths x this
+    index_shift: float = 0.0        # added to every source's spectral index
 
     def __post_init__(self):
         irf.check_event_types(self.event_types)
         if self.npix < 4 or self.npix % 2:
             raise ValueError(f"npix must be even and >= 4, got {self.npix}")
+        if not (self.psf_scale > 0 and self.exposure_scale > 0 and self.density_factor > 0
+                and self.variability_scale >= 0 and np.isfinite(self.index_shift)):
+            raise ValueError("psf_scale, exposure_scale and density_factor must be > 0, variability_scale >= 0 "
+                             "and index_shift finite")
 
     def sim_params(self) -> FermiSimParams:
         """The :class:`FermiSimParams` of a cut-out (one resolution for all bins)."""
         return FermiSimParams(npix=self.npix, patch_deg=self.npix * self.binsz_deg, event_types=self.event_types,
                               downsample=(1,) * irf.N_BINS, source_margin_deg=self.source_margin_deg,
-                              diffuse_variant=self.diffuse_variant)
+                              diffuse_variant=self.diffuse_variant, density_factor=self.density_factor,
+                              psf_scale=self.psf_scale, exposure_scale=self.exposure_scale)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The parameters; those of :data:`SHIFT_DEFAULTS` only where they differ from their
+        default, so that the nominal sets keep the cache keys they always had."""
+        d = asdict(self)
+        for k, default in SHIFT_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
+        return d
+
+
+#: the shift parameters of :class:`CutoutParams` and their nominal values
+SHIFT_DEFAULTS = {"psf_scale": 1.0, "exposure_scale": 1.0, "density_factor": 1.0, "variability_scale": 1.0,
+                  "index_shift": 0.0}
+
+
+def shifted_params(cp: CutoutParams, detector_params: FermiSimParams, *, psf_scale: float, exposure_scale: float,
+                   diffuse_variant: int, density_factor: float, variability_scale: float, index_shift: float):
+    """The parameters of a shifted test set: ``(cut-outs, detector patches, likelihood fit)``.
+
+    The cut-outs get every shift; the source-free patches on which the detector makes the FAKE class get the
+    shifted instrument and diffuse model; the likelihood fit models the sources with the shifted exposure, which
+    an analyst knows, and the nominal PSF, as every method here assumes it (the fit's forward model reads only
+    the geometry, exposure and PSF of its parameters)."""
+    from dataclasses import replace
+
+    instrument = {"psf_scale": psf_scale, "exposure_scale": exposure_scale, "diffuse_variant": diffuse_variant}
+    shifted = replace(cp, **instrument, density_factor=density_factor, variability_scale=variability_scale,
+                      index_shift=index_shift)
+    return shifted, replace(detector_params, **instrument), replace(shifted, psf_scale=1.0)
 
 
 @functools.lru_cache(maxsize=4)
-def _mock_sky(seed: int, split: str, j: int, event_types: str) -> dict:
+def _mock_sky(seed: int, split: str, j: int, cp: "CutoutParams") -> dict:
     s = int(np.random.SeedSequence([int(seed), SPLITS[split], 2000 + j]).generate_state(1)[0])
-    sky = catalog.mock_catalogue(s)
+    sky = catalog.mock_catalogue(s, cp.sim_params().mock_params())
+    sky["index"] = sky["index"] + cp.index_shift
     sky["unit"] = _unit(sky["glon"], sky["glat"])
-    sky["node_counts"] = node_counts({k: sky[k] for k in catalog.SPECTRUM_FIELDS}, event_types)
+    sky["node_counts"] = node_counts({k: sky[k] for k in catalog.SPECTRUM_FIELDS}, cp.event_types) * cp.exposure_scale
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], 2500 + j]))
-    sky["sigma"], sky["yearly"] = variability.draw_light_curves(sky["class1"], rng)
+    sky["sigma"] = variability.draw_sigma(sky["class1"], rng) * cp.variability_scale
+    sky["yearly"] = variability.yearly_factors(sky["sigma"], rng)
     return sky
 
 
@@ -97,6 +146,7 @@ def render_each_source(x_pix, y_pix, counts_nodes, p: FermiSimParams) -> np.ndar
     """Expected counts (n_src, 6, npix, npix) of each point source separately
     (the per-source terms of :func:`skyml.fermi.simulate.render_sources`)."""
     sig_deg, cbins, weights = irf.psf_components(p.event_types)
+    sig_deg = sig_deg * p.psf_scale
     x_pix, y_pix = np.atleast_1d(x_pix).astype(float), np.atleast_1d(y_pix).astype(float)
     out = np.zeros((len(x_pix), irf.N_BINS, p.npix, p.npix))
     if x_pix.size == 0:
@@ -161,7 +211,7 @@ def simulate_source_cutouts(label: int, n: int, seed: int, split: str, cp: Cutou
     out = _empty_arrays(n, cp)
     i, j = 0, 0
     while i < n:
-        sky = _mock_sky(seed, split, j, cp.event_types)
+        sky = _mock_sky(seed, split, j, cp)
         rows = np.flatnonzero((sky["group"] == GROUP_OF_CLASS[label]) & (sky["flux1000"] >= cp.flux_min))
         rng_pick = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], 2700 + j, label]))
         rows = rng_pick.permutation(rows)

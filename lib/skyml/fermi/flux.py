@@ -208,12 +208,17 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
 
 
 def predict_flux(model, counts10: np.ndarray, background10: np.ndarray, binsz_deg: float = 10.0 / 64,
-                 batch_size: int = 256):
+                 batch_size: int = 256, exposure_scale: float = 1.0):
     """(F [ph cm⁻² s⁻¹], sigma of log10 F) of 10-year cut-outs (n, 6, H, W)
-    with their diffuse + isotropic background model."""
+    with their diffuse + isotropic background model. ``exposure_scale``: the
+    data's exposure relative to the training one, when it is known (as it is to
+    the likelihood fit): the network's flux, learned at the training exposure,
+    is divided by it (counts scale with flux × exposure)."""
+    if not exposure_scale > 0:
+        raise ValueError(f"exposure_scale must be > 0, got {exposure_scale}")
     out = np.asarray(model.predict(flux_inputs(counts10, background10, binsz_deg), batch_size=batch_size,
                                    verbose=0), float)
-    return FLUX_SCALE * 10 ** out[:, 0], out[:, 1]
+    return FLUX_SCALE * 10 ** out[:, 0] / exposure_scale, out[:, 1]
 
 
 # --------------------------------------------------------------------------- likelihood baseline
@@ -260,7 +265,7 @@ def source_npred(flux1000, spectrum: str, shape_a, shape_b, x_pix, y_pix, cutout
     from .simulate import node_counts
 
     p = cutout_params.sim_params()
-    nc = node_counts(fit_spectra(flux1000, spectrum, shape_a, shape_b), p.event_types)
+    nc = node_counts(fit_spectra(flux1000, spectrum, shape_a, shape_b), p.event_types) * p.exposure_scale
     return render_each_source([x_pix], [y_pix], nc, p)[0]
 
 
@@ -276,10 +281,10 @@ class SourceModel:
         self.npix = p.npix
         energy, weight, _ = irf.node_grid()
         self.energy = energy
-        self.node_weight = weight * irf.exposure_cm2s(energy, p.event_types)
+        self.node_weight = weight * irf.exposure_cm2s(energy, p.event_types) * p.exposure_scale
         self.band_e, self.band_w = catalog._log_grid(*catalog.FLUX_BAND_MEV, 64)
         sig_deg, cbins, weights = irf.psf_components(p.event_types)
-        self.sig_pix = sig_deg / p.binsz_deg
+        self.sig_pix = sig_deg * p.psf_scale / p.binsz_deg
         self.weights = weights
         self.bin_masks = [cbins == k for k in range(irf.N_BINS)]
 
