@@ -140,6 +140,26 @@ def test_fwhm_fit_recovers_the_psf_and_rl_sharpens():
     assert evaluation.resolved(line, 5, 10) and not evaluation.resolved(np.ones(20), 5, 10)
 
 
+@pytest.mark.parametrize("scale", [0.8, 1.2])
+def test_point_source_through_a_shifted_psf(scale):
+    """The shifted test set's PSF (core x 0.8 or 1.2, tail 3 sigma1 at 10 %): the
+    point-source map takes its kernel, and fwhm_deg of that shape is what the
+    map shows; the default kernel is unchanged bit for bit."""
+    s1 = psf.SIGMA1_DEG[25.0]
+    sigma, ratio, weight = scale * s1, 3.0, 0.1
+    k = psf.kernel(sigma, P.binsz_deg, tail_ratio=ratio, weight=weight)
+    m = sim.point_source_map(np.random.default_rng(4), [(30, 33, 20000.0)], sigma, P, kernel=k)
+    expected = psf.fwhm_deg(sigma, ratio, weight)
+    assert expected == pytest.approx(scale * psf.fwhm_deg(s1), rel=0.05)  # the core sets the half maximum
+    # the tail shows further out
+    assert psf.kernel_r68_deg(k, fraction=0.95) > 1.15 * psf.kernel_r68_deg(psf.kernel(sigma), fraction=0.95)
+    assert evaluation.fwhm_px(m["npred"], 30, 33) == pytest.approx(expected / P.binsz_deg, rel=0.1)
+    assert m["npred"].sum() == pytest.approx(20000.0 + P.background_per_px * P.npix**2, rel=0.02)
+    nominal = sim.point_source_map(np.random.default_rng(4), [(30, 33, 20000.0)], s1, P)
+    same = sim.point_source_map(np.random.default_rng(4), [(30, 33, 20000.0)], s1, P, kernel=psf.kernel(s1))
+    assert np.array_equal(nominal["counts"], same["counts"])
+
+
 @pytest.mark.parametrize("l0, b0", [(30.0, 0.0), (100.0, 9.5), (359.9, -7.0), (0.2, 4.0)])
 def test_map_wcs_is_the_crop_pixel_grid(l0, b0):
     """Sky positions go to the same pixel through map_wcs as through the simulation's offsets

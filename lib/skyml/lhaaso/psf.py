@@ -56,10 +56,12 @@ def profile(r_deg, sigma1_deg: float, tail_ratio: float = TAIL_RATIO, weight: fl
             + w * np.exp(-r**2 / (2 * s2**2)) / (2 * np.pi * s2**2))
 
 
-def fwhm_deg(sigma1_deg: float) -> float:
-    """Full width at half maximum [deg] of the two-Gaussian profile."""
-    peak = profile(0.0, sigma1_deg)
-    return 2 * float(brentq(lambda r: profile(r, sigma1_deg) - peak / 2, 1e-6, 10 * sigma1_deg))
+def fwhm_deg(sigma1_deg: float, tail_ratio: float = TAIL_RATIO, weight: float | None = None) -> float:
+    """Full width at half maximum [deg] of the two-Gaussian profile (``tail_ratio``
+    and ``weight`` as in :func:`profile`)."""
+    peak = profile(0.0, sigma1_deg, tail_ratio, weight)
+    return 2 * float(brentq(lambda r: profile(r, sigma1_deg, tail_ratio, weight) - peak / 2, 1e-6,
+                            10 * sigma1_deg))
 
 
 def kernel(sigma1_deg: float, binsz_deg: float = BINSZ_DEG, half_px: int = KERNEL_HALF_PX,

@@ -432,15 +432,17 @@ def normalise(maps: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def point_source_map(rng: np.random.Generator, sources, sigma1_deg: float, params: LHAASOSimParams,
-                     diffuse_counts: float = 0.0) -> dict:
+                     diffuse_counts: float = 0.0, kernel: np.ndarray | None = None) -> dict:
     """A map of given point sources ``[(x, y, counts), ...]`` (crop pixels) on
-    an optional faint diffuse field: for the resolution tests."""
+    an optional faint diffuse field: for the resolution tests. ``kernel``
+    replaces the KM2A kernel of ``sigma1_deg`` (a shifted PSF, as in
+    :func:`simulate_shifted`)."""
     sky = np.zeros((CANVAS, CANVAS))
     if diffuse_counts > 0:
         sky += diffuse_field(rng, CANVAS, params.diffuse_index) * diffuse_counts * (CANVAS / params.npix) ** 2
     for x, y, c in sources:
         sky[int(y) + PAD, int(x) + PAD] += c
-    npred, counts = observe(rng, sky, sigma1_deg, params.background_per_px, params.binsz_deg)
+    npred, counts = observe(rng, sky, sigma1_deg, params.background_per_px, params.binsz_deg, kernel=kernel)
     return {"truth": target(sky, params), "npred": npred, "counts": counts}
 
 
