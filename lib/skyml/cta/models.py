@@ -39,6 +39,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -996,6 +997,12 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
     version, backend, the machine it was trained on and the git commit) is
     added unless present, and ``"keras_sha256"``, the SHA-256 of the saved
     ``.keras`` file, always. Returns ``path``.
+
+    The optimizer is saved unbuilt, without its state (Adam's moments: twice
+    the weights): no command or notebook resumes training from a saved model
+    (resumable training keeps its own checkpoints, :mod:`skyml.training`), and
+    the published files are a third of the size. Weights, architecture and
+    compile settings are saved as they are.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -1019,8 +1026,15 @@ def save_model(model: keras.Model, path, metadata: Mapping[str, Any]) -> Path:
     fd, tmp_model = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
     os.close(fd)
     fd, tmp_meta = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    optimizer = getattr(model, "optimizer", None)
     try:
-        model.save(tmp_model)
+        if optimizer is not None:
+            model.optimizer = type(optimizer).from_config(optimizer.get_config())
+        try:
+            model.save(tmp_model)
+        finally:
+            if optimizer is not None:
+                model.optimizer = optimizer
         meta[SHA256_KEY] = file_sha256(tmp_model)
         text = json.dumps(meta, indent=1, sort_keys=True, default=_json_default)
         with os.fdopen(fd, "w") as fh:
@@ -1074,7 +1088,9 @@ def load_model(path) -> tuple[keras.Model, dict]:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"corrupt or non-Keras model file {path}: not a .keras (zip) archive")
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        with warnings.catch_warnings():  # the optimizer is saved without its state (save_model)
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # Keras raises several types for a damaged archive
         raise ValueError(f"cannot load Keras model {path}: {type(err).__name__}: {err}") from err
     return model, metadata
