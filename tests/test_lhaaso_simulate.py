@@ -146,7 +146,8 @@ def test_point_source_through_a_shifted_psf(scale):
     point-source map takes its kernel, and fwhm_deg of that shape is what the
     map shows; the default kernel is unchanged bit for bit."""
     s1 = psf.SIGMA1_DEG[25.0]
-    sigma, ratio, weight = scale * s1, 3.0, 0.1
+    assert scale in sim.SHIFT_SIGMA_SCALES
+    sigma, ratio, weight = scale * s1, sim.SHIFT_TAIL_RATIO, sim.SHIFT_TAIL_WEIGHT
     k = psf.kernel(sigma, P.binsz_deg, tail_ratio=ratio, weight=weight)
     m = sim.point_source_map(np.random.default_rng(4), [(30, 33, 20000.0)], sigma, P, kernel=k)
     expected = psf.fwhm_deg(sigma, ratio, weight)

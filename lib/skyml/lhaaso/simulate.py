@@ -377,9 +377,15 @@ def picture_canvas(rng: np.random.Generator, name: str, counts: float, npix: int
     return sky * (counts / inner) if inner > 0 else sky
 
 
-def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=(0.8, 1.2),
-                     tail_ratio: float = 3.0, tail_weight: float = 0.1, counts=(500.0, 4000.0),
-                     images=SHIFTED_IMAGES) -> dict[str, np.ndarray]:
+#: the shifted test set's PSF: core width x one of these, a tail of SHIFT_TAIL_RATIO x the core at SHIFT_TAIL_WEIGHT
+SHIFT_SIGMA_SCALES = (0.8, 1.2)
+SHIFT_TAIL_RATIO = 3.0
+SHIFT_TAIL_WEIGHT = 0.1
+
+
+def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=SHIFT_SIGMA_SCALES,
+                     tail_ratio: float = SHIFT_TAIL_RATIO, tail_weight: float = SHIFT_TAIL_WEIGHT,
+                     counts=(500.0, 4000.0), images=SHIFTED_IMAGES) -> dict[str, np.ndarray]:
     """``n`` test maps outside the training distribution: intrinsic maps cut from
     scikit-image's bundled ``images`` (:func:`picture_canvas` with its defaults, crop counts
     log-uniform in ``counts``), observed through a PSF of core width
