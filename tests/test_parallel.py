@@ -373,3 +373,48 @@ def test_spilled_results_come_back_with_their_types(tmp_path):
     for key, value in result.items():
         if key != "image":
             assert back[key] == value and type(back[key]) is type(value), key
+
+
+SCRIPT = '''
+import numpy as np
+from skyml import cache, parallel
+
+
+def double(x):
+    return 2 * x
+
+
+def main():
+    out = cache.cached_arrays("guard_demo", {"n": 4},
+                              lambda: {"y": np.array(parallel.map_items(double, range(4), progress=False))})
+    print("sum", int(out["y"].sum()))
+
+
+{call}
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_script_without_a_main_guard_fails_with_a_reason_instead_of_waiting(tmp_path, guarded):
+    """SKYML_WORKERS=2 spawns the workers, which import the script again: without
+    `if __name__ == "__main__":` each would reach the cache entry its parent is
+    building and wait for the parent's lock for ever. Now the worker refuses with
+    a line that says what to do, and the script fails in seconds."""
+    import os
+    import subprocess
+    import sys
+
+    call = 'if __name__ == "__main__":\n    main()' if guarded else "main()"
+    script = tmp_path / "fan_out.py"
+    script.write_text(SCRIPT.replace("{call}", call))
+    env = {**os.environ, "SKYML_WORKERS": "2", "SKYML_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(paths.ROOT / "lib"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SKYML_SCHEDULER", None)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
+    if guarded:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "sum 12" in done.stdout
+    else:
+        assert done.returncode != 0
+        assert 'put the script\'s code under `if __name__ == "__main__":`' in done.stderr

@@ -238,6 +238,21 @@ def sweep_stale(folder: Path, max_age_s: float = STALE_SECONDS) -> list[Path]:
     return removed
 
 
+def _refuse_while_bootstrapping(kind: str) -> None:
+    """Refuse a cache access from a process that is still importing its parent's
+    main script (multiprocessing's spawn start method: the check CPython makes
+    before starting a process from there). The dask workers of ``SKYML_WORKERS``
+    are spawned; a script without ``if __name__ == "__main__":`` runs again in
+    each of them, and its first cached step would wait forever for the lock that
+    the parent holds while it builds the same entry."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(f"skyml: a worker process reached the cache ({kind}) while importing its parent's "
+                           "script: with SKYML_WORKERS > 1, put the script's code under "
+                           "`if __name__ == \"__main__\":`")
+
+
 def _lock_path(base: Path, kind: str, name: str) -> Path:
     """The lock file of an entry: ``<root>/.locks/<kind>-<hash>.lock`` (kept
     out of the kind folder, whose listing is the list of entries)."""
@@ -318,6 +333,7 @@ def cached_dir(
     if base is None:
         raise CacheError(f"no writable cache folder for {kind!r}: tried {', '.join(map(str, roots))}; "
                          "set SKYML_CACHE or XDG_CACHE_HOME to a writable folder")
+    _refuse_while_bootstrapping(kind)
     name = param_hash(kind, params)
     parent = base / kind
     parent.mkdir(parents=True, exist_ok=True)  # mode 0o777 & ~umask
