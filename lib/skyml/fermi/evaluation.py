@@ -355,6 +355,28 @@ def recall_above_below(sources: Table, split: float = 10.0) -> tuple[float, floa
             float(sources["matched"][lo].mean()) if lo.any() else np.nan)
 
 
+def recall_above_below_ci(sources: Table, pixels, split: float = 10.0, seed: int = 0) -> tuple[tuple, tuple]:
+    """:func:`recall_above_below` with bootstrap 68 % intervals over the evaluated patches:
+    ``((value, [low, high] or None), (value, interval))`` above and below ``split``.
+    ``sources`` is the table of :func:`dr2_recall`, ``pixels`` the evaluated patches'
+    ``centre_pixel`` (each source is resampled with the patch that owns it)."""
+    pixels = np.asarray(pixels)
+    patch_of_pixel = {int(px): i for i, px in enumerate(pixels)}
+    if len(sources):
+        owners = owner_pixel(np.asarray(sources["glon"], float), np.asarray(sources["glat"], float))
+        patch = np.array([patch_of_pixel[int(q)] for q in owners], int)
+    else:
+        patch = np.zeros(0, int)
+    s = np.asarray(sources["signif_avg"], float)
+    matched = np.asarray(sources["matched"], bool)
+    ok = np.isfinite(s)
+    out = []
+    for sel in (ok & (s > split), ok & (s <= split)):
+        out.append(_ratio_ci(_per_patch(sel & matched, patch, len(pixels)), _per_patch(sel, patch, len(pixels)),
+                             seed))
+    return tuple(out)
+
+
 def loc_err68(truth: Table) -> float:
     """68 % containment of the separations of matched sources [deg]."""
     return metrics.containment(np.asarray(truth["sep_deg"][truth["matched"]]), 0.68)
