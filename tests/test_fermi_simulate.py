@@ -154,3 +154,14 @@ def test_shifted_instrument_psf_and_exposure():
     assert baselines.default_kernel_width_deg(wide) > 1.15 * baselines.default_kernel_width_deg(nominal)
     with pytest.raises(ValueError, match="nominal PSF"):
         healpix.expected_allsky(None, wide, nside=[8] * 6)
+
+
+def test_background_models_of_a_patch_set():
+    """The expected background of each patch: the simulation's own for the instrument that drew the
+    patches, the analyst's (another exposure) scaled by the exposure ratio."""
+    data = S.simulate_patches(2, 7, P, "train")
+    own = S.background_models(data, P)
+    assert own.dtype == np.float32 and own.shape == data["background"].shape
+    np.testing.assert_allclose(own, data["background"], rtol=1e-6)
+    analyst = S.background_models(data, S.FermiSimParams(exposure_scale=0.8))
+    np.testing.assert_allclose(analyst, 0.8 * own, rtol=1e-5)

@@ -167,3 +167,26 @@ def test_pictures_become_bright_regions_on_a_dark_sky():
     assert sky.shape == (sim.CANVAS, sim.CANVAS) and sky.min() == 0.0
     assert 0.45 < np.mean(sky == 0) < 0.55  # below the cut's median: no emission
     assert sim.crop(sky).sum() == pytest.approx(1234.0)
+
+
+def test_point_source_table_ratios_over_each_maps_psf_and_the_summary():
+    rng = np.random.default_rng(5)
+    wide = psf.kernel(1.2 * P.sigma1_deg, P.binsz_deg, tail_ratio=sim.SHIFT_TAIL_RATIO, weight=sim.SHIFT_TAIL_WEIGHT)
+    maps = [sim.point_source_map(rng, [(30, 33, 3000.0)], P.sigma1_deg, P),
+            sim.point_source_map(rng, [(28, 31, 3000.0)], P.sigma1_deg, P, kernel=wide)]
+    psf_px = [psf.fwhm_deg(P.sigma1_deg) / P.binsz_deg,
+              psf.fwhm_deg(1.2 * P.sigma1_deg, sim.SHIFT_TAIL_RATIO, sim.SHIFT_TAIL_WEIGHT) / P.binsz_deg]
+    truth = np.stack([m["truth"] for m in maps])
+    images = {"npred": np.stack([m["npred"] for m in maps]), "target": truth}
+    t = evaluation.point_source_table([3000, 3000], [30, 28], [33, 31], truth, images, psf_px)
+    assert list(t["method"]) == ["npred", "target", "npred", "target"]
+    # the noiseless blurred map's FWHM is its own PSF's, for the nominal and the wider PSF alike
+    np.testing.assert_allclose(t["fwhm_ratio"][t["method"] == "npred"], 1.0, atol=0.1)
+    # divided by one PSF FWHM for both maps, the wider one's ratio is larger by about the FWHM ratio
+    one = evaluation.point_source_table([3000, 3000], [30, 28], [33, 31], truth, images, psf_px[0])
+    r = one["fwhm_ratio"][one["method"] == "npred"]
+    assert r[1] / r[0] == pytest.approx(psf_px[1] / psf_px[0], rel=0.1)
+    np.testing.assert_allclose(t["aperture_flux_err"][t["method"] == "target"], 0.0, atol=1e-12)
+    s = evaluation.point_source_summary(t)
+    assert list(s["method"]) == ["npred", "target"] and list(s["counts"]) == [3000, 3000]
+    assert s["fwhm_ratio_median"][0] == pytest.approx(float(np.median(t["fwhm_ratio"][t["method"] == "npred"])))

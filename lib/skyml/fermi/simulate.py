@@ -322,6 +322,14 @@ def background_model(glon: float, glat: float, p: FermiSimParams, variant: int |
     return out
 
 
+def background_models(data: dict, p: FermiSimParams) -> np.ndarray:
+    """:func:`background_model` of every patch of ``data`` (its ``centre_glon``, ``centre_glat``), float32
+    (n, 6, npix, npix): the background that the instrument and diffuse model ``p`` predict, e.g. an
+    analyst's model of patches that another instrument or sky produced."""
+    return np.stack([background_model(float(lon), float(lat), p).astype(np.float32)
+                     for lon, lat in zip(data["centre_glon"], data["centre_glat"])])
+
+
 # --------------------------------------------------------------------------- skies and patches
 @functools.lru_cache(maxsize=2)
 def _sky_cached(kind: str, seed_seq: tuple, p: FermiSimParams) -> dict:

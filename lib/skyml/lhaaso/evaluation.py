@@ -97,6 +97,35 @@ def aperture_sum(image: np.ndarray, x: float, y: float, radius_px: float) -> flo
     return float(np.asarray(image, np.float64)[np.hypot(xx - x, yy - y) <= radius_px].sum())
 
 
+def point_source_table(counts, x0, y0, truth: np.ndarray, images: dict, fwhm_psf_px, aperture_px: float = 10.0):
+    """Resolution and flux of isolated point sources: one row per map and method (maps outer, methods in the
+    order of ``images``), with the source's ``counts``, the FWHM of :func:`fwhm_px` at (x0, y0) over the FWHM of
+    the PSF that blurred that map (``fwhm_psf_px``: one value, or one per map), and the counts within
+    ``aperture_px`` over the truth's, minus 1. ``images``: {method: (n, ny, nx)}; ``truth``: (n, ny, nx)."""
+    from astropy.table import Table
+
+    n = len(counts)
+    fwhm_psf_px = np.broadcast_to(np.asarray(fwhm_psf_px, np.float64), (n,))
+    rows = []
+    for j in range(n):
+        true_in = aperture_sum(truth[j], x0[j], y0[j], aperture_px)
+        for method, imgs in images.items():
+            rows.append((counts[j], method, fwhm_px(imgs[j], x0[j], y0[j]) / fwhm_psf_px[j],
+                         aperture_sum(imgs[j], x0[j], y0[j], aperture_px) / true_in - 1))
+    return Table(rows=rows, names=("counts", "method", "fwhm_ratio", "aperture_flux_err"))
+
+
+def point_source_summary(table):
+    """Per method and counts level of :func:`point_source_table`: the median FWHM ratio (failed fits left
+    out) and the median aperture flux error."""
+    from astropy.table import Table
+
+    groups = table.group_by(["method", "counts"]).groups
+    return Table({"method": groups.keys["method"], "counts": groups.keys["counts"],
+                  "fwhm_ratio_median": [float(np.nanmedian(g["fwhm_ratio"])) for g in groups],
+                  "flux_err_median": [float(np.median(g["aperture_flux_err"])) for g in groups]})
+
+
 def resolved(profile_line: np.ndarray, i1: int, i2: int, dip: float = 0.8) -> bool:
     """Two peaks at indices i1 < i2 of a 1-D profile are resolved when the
     minimum between them is below ``dip`` × the smaller of the two maxima
