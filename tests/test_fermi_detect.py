@@ -336,3 +336,37 @@ def test_binned_quantiles():
     np.testing.assert_allclose(q[:, 0], [1.0, 2.5, 4.0])
     np.testing.assert_allclose(q[:, 1], [5.0, 5.5, 6.0])
     assert np.all(np.isnan(q[:, 2]))  # one value: fewer than min_count
+
+
+def test_kmeans_tuning_on_validation_patches_picks_the_setting_that_resolves_close_pairs():
+    """Pairs of sources 3 px apart give two peaks: the k-means step resolves
+    them only with a small penalty and a peak distance of at most 3 px; the grid
+    search picks that setting, and its table holds F1 = 2 c q / (c + q)."""
+    from scipy.ndimage import gaussian_filter
+
+    p = S.FermiSimParams()
+    n = 3
+    data = {"centre_glon": np.array([0.0, 40.0, 80.0]), "centre_glat": np.array([30.0, 40.0, -50.0]),
+            "counts": np.zeros((n, 6, 64, 64), np.int32), "background": np.ones((n, 6, 64, 64), np.float32)}
+    src_x = np.tile([30.0, 33.0], n)
+    src_y = np.full(2 * n, 30.0)
+    src_patch = np.repeat(np.arange(n), 2)
+    lon, lat = np.empty(2 * n), np.empty(2 * n)
+    for i in range(n):
+        s = src_patch == i
+        lon[s], lat[s] = S.pix_to_world(S.patch_wcs(data["centre_glon"][i], data["centre_glat"][i], p), src_x[s],
+                                        src_y[s])
+    data.update(src_patch=src_patch, src_x_pix=src_x, src_y_pix=src_y, src_glon=lon, src_glat=lat,
+                src_flux1000=np.full(2 * n, 1e-9), src_in_patch=S.in_patch(src_x, src_y, 64))
+    pair = gaussian_filter(disks([(30.0, 30.0), (33.0, 30.0)], radius=0.5, value=1.0), 1.2) * 15
+    prob = np.repeat(pair[None], n, axis=0)  # one region above 0.5 with two peaks
+    tuned = evaluation.tune_kmeans(prob, data, p, 0.5, 0.3, 0.5, penalties=(5.0, 1e4), peak_distances=(1, 4))
+    scores = tuned["scores"]
+    assert len(scores) == 4 and list(scores["n_sources"]) == [2 * n] * 4
+    assert (tuned["penalty_px2"], tuned["min_peak_distance_px"]) == (5.0, 1)
+    best = scores[0]
+    assert best["completeness"] == 1.0 and best["purity"] == 1.0 and best["n_detections"] == 2 * n
+    c, q = np.asarray(scores["completeness"]), np.asarray(scores["purity"])
+    np.testing.assert_allclose(scores["f1"], 2 * c * q / (c + q))
+    assert np.all(c[1:] == 0.5) and np.all(scores["f1"][1:] < best["f1"])  # merged: one detection of two sources
+    assert not tuned["interior"]  # the chosen penalty is the grid's smallest

@@ -47,9 +47,9 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from .. import metrics, published
+from .. import metrics, parallel, published
 from ..metrics import match_sky as match_sources
-from . import catalog, irf
+from . import catalog, detect, irf
 from .simulate import FermiSimParams, in_patch, owner_pixel, patch_wcs, pix_to_world, render_sources
 
 #: AutoSourceID's differential flux bins: edges 8–12 of ``np.logspace(-12, -7, 20)``
@@ -115,12 +115,14 @@ def in_scored_region(x, y, p: FermiSimParams, margin_deg: float) -> np.ndarray:
     return (x >= -0.5 + m) & (x < p.npix - 0.5 - m) & (y >= -0.5 + m) & (y < p.npix - 0.5 - m)
 
 
-def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.3, margin_deg: float = 0.0):
+def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float = 0.3, margin_deg: float = 0.0,
+                     flux: bool = True):
     """Per-patch matching on a simulated sky. Returns (truth, detections) tables of the
     *scored* sources and detections (on the patch, ``margin_deg`` or more from its edges):
     truth = (patch, glon, glat, flux1000, matched, sep_deg, detection);
     detections = (patch, glon, glat, score, flux_est, matched). Detections are matched to
-    every simulated source near the patch, scored or not (module docstring)."""
+    every simulated source near the patch, scored or not (module docstring). ``flux=False``
+    leaves out the detections' flux estimates (``flux_est``), the slow part."""
     det_lon, det_lat = detections_to_sky(data, det, p)
     det_on = in_patch(det["x_pix"], det["y_pix"], p.npix)
     det_scored = in_scored_region(det["x_pix"], det["y_pix"], p, margin_deg)
@@ -147,8 +149,52 @@ def evaluate_patches(data: dict, det: dict, p: FermiSimParams, radius_deg: float
     dets = Table({"patch": det["patch"].astype(int), "glon": det_lon, "glat": det_lat, "score": score,
                   "on_patch": det_on, "matched": matched_det})[det_scored]
     scored = {k: np.asarray(det[k])[det_scored] for k in ("patch", "x_pix", "y_pix")}
-    dets["flux_est"] = flux_estimates(data, scored, p) if len(dets) else np.empty(0)
+    if flux:
+        dets["flux_est"] = flux_estimates(data, scored, p) if len(dets) else np.empty(0)
     return truth, dets
+
+
+KMEANS_PENALTIES_PX2 = (10.0, 20.0, 30.0, 45.0, 70.0, 100.0, 150.0)
+KMEANS_PEAK_DISTANCES_PX = (1, 2)
+
+
+def _kmeans_detections(setting, prob_maps, threshold):
+    penalty, distance = setting
+    return detect.detect_all(prob_maps, "unet_kmeans", threshold, penalty_px2=penalty,
+                             min_peak_distance_px=distance)
+
+
+def tune_kmeans(prob_maps, data: dict, p: FermiSimParams, threshold: float, radius_deg: float, margin_deg: float,
+                flux_min: float = ASID_BIN_EDGES[0], penalties=KMEANS_PENALTIES_PX2,
+                peak_distances=KMEANS_PEAK_DISTANCES_PX) -> dict:
+    """Grid search of the k-means step (:func:`skyml.fermi.detect.kmeans_positions`)
+    on validation patches with known sources: its penalty per cluster and the
+    minimum distance between the probability peaks that bound k. The chosen
+    setting has the highest F1 of the completeness of the scored sources with
+    F(1–100 GeV) >= ``flux_min`` and the purity over all scored detections.
+    The settings run where :mod:`skyml.parallel` says (the same result for
+    any number of workers).
+
+    Returns ``{"penalty_px2", "min_peak_distance_px", "scores" (a Table, one
+    row per setting), "interior"}``; ``interior`` is True when the penalty lies
+    strictly inside its grid and the peak distance is not the grid's largest
+    (1 px, adjacent pixels, is the smallest distance there is)."""
+    settings = [(float(a), int(b)) for a in penalties for b in peak_distances]
+    found = parallel.map_items(_kmeans_detections, settings, desc="k-means grid", prob_maps=np.asarray(prob_maps),
+                               threshold=float(threshold))
+    rows = []
+    for (penalty, distance), det in zip(settings, found):
+        truth, dets = evaluate_patches(data, det, p, radius_deg, margin_deg, flux=False)
+        bright = np.asarray(truth["flux1000"]) >= flux_min
+        c = float(np.mean(truth["matched"][bright])) if bright.any() else 0.0
+        q = float(np.mean(dets["matched"])) if len(dets) else 0.0
+        rows.append((penalty, distance, int(bright.sum()), len(dets), c, q, 2 * c * q / (c + q) if c + q else 0.0))
+    scores = Table(rows=rows, names=("penalty_px2", "min_peak_distance_px", "n_sources", "n_detections",
+                                     "completeness", "purity", "f1"))
+    best = int(np.argmax(scores["f1"]))  # the first of equal F1s: the smaller penalty and distance
+    penalty, distance = float(scores["penalty_px2"][best]), int(scores["min_peak_distance_px"][best])
+    interior = min(penalties) < penalty < max(penalties) and distance < max(peak_distances)
+    return {"penalty_px2": penalty, "min_peak_distance_px": distance, "scores": scores, "interior": bool(interior)}
 
 
 def purity_completeness(truth: Table, dets: Table, hilat: bool = False, edges=None) -> Table:

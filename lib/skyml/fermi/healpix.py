@@ -483,10 +483,11 @@ def keep_owned(det_glon, det_glat, det_patch, processed) -> np.ndarray:
 
 
 def detect_in_healpix(model, maps, p: FermiSimParams, method: str = "unet_kmeans", threshold: float = 0.5,
-                      batch: int = 64, progress: bool = False, pixels=None) -> dict:
+                      batch: int = 64, progress: bool = False, pixels=None, **detect_kwargs) -> dict:
     """Detections in HEALPix counts maps: patches at the NSIDE-8 centres
     covered by the maps (only those of the NSIDE-8 ``pixels``, if given), U-Net
-    per patch, duplicates removed with :func:`keep_owned`. Returns ``glon``, ``glat``, ``probability``, ``patch``
+    per patch (``detect_kwargs`` go to :func:`skyml.fermi.detect.detect_all`),
+    duplicates removed with :func:`keep_owned`. Returns ``glon``, ``glat``, ``probability``, ``patch``
     (NSIDE-8 pixel), ``x_pix``, ``y_pix`` (in that patch) and ``n_patches``."""
     from tqdm.auto import tqdm
 
@@ -500,7 +501,7 @@ def detect_in_healpix(model, maps, p: FermiSimParams, method: str = "unet_kmeans
     for start in tqdm(range(0, len(todo), batch), desc="HEALPix patches", disable=not progress):
         ids = todo[start:start + batch]
         prob = models.predict(model, patch_inputs([cut_patch(maps, lon[i], lat[i], p) for i in ids], p))
-        det = detect.detect_all(prob, method, threshold)
+        det = detect.detect_all(prob, method, threshold, **detect_kwargs)
         patch = ids[det["patch"].astype(int)]
         for i in np.unique(patch):
             m = patch == i
