@@ -76,6 +76,8 @@ def test_bad_inputs(tmp_path, cube_path, fermi_unet_path, cli_error):
     Map.from_geom(geom.to_image()).write(tmp_path / "image.fits")
     cli_error(["fermi-detect", str(tmp_path / "image.fits"), "-o", out] + model, "no 'energy' axis")
     cli_error(["fermi-detect", str(cube_path), "-o", out, "--threshold", "1.5"] + model, "--threshold")
+    cli_error(["fermi-detect", str(cube_path), "-o", out, "--kmeans-penalty", "nan"] + model, "--kmeans-penalty")
+    cli_error(["fermi-detect", str(cube_path), "-o", out, "--min-peak-distance", "0"] + model, "--min-peak-distance")
     assert not (tmp_path / "s.ecsv").exists()
     del u
 
@@ -92,3 +94,22 @@ def test_model_problems(tmp_path, cube_path, fermi_unet_path, cli_error, monkeyp
     other.with_suffix(".json").write_text('{"task": "cta-clean"}')
     cli_error(["fermi-detect", str(cube_path), "-o", out, "--model", str(other)],
               "trained for the task 'cta-clean'")
+
+
+def test_detect_takes_the_kmeans_settings(tmp_path, cube_path, fermi_unet_path):
+    """--kmeans-penalty and --min-peak-distance reach the k-means step (the
+    setting notebook 04 tunes) and are recorded in the table's metadata."""
+    counts, _, _ = read_counts_cube(cube_path, P)
+    from skyml.cta.models import load_model
+
+    model, _ = load_model(fermi_unet_path)
+    out = tmp_path / "tuned.ecsv"
+    argv = ["fermi-detect", str(cube_path), "-o", str(out), "--model", str(fermi_unet_path), "--threshold", "0.3",
+            "--kmeans-penalty", "45", "--min-peak-distance", "1"]
+    assert cli.main(argv) == 0
+    table = QTable.read(out)
+    x, _, _ = detect_in_cube(model, counts, P, "unet_kmeans", 0.3, penalty_px2=45.0, min_peak_distance_px=1)
+    np.testing.assert_allclose(table["x_pix"], x)
+    assert table.meta["penalty"] == 45.0 and table.meta["peakdist"] == 1
+    assert cli.main(argv[:-4] + ["--method", "unet_log", "-o", str(tmp_path / "log.ecsv")]) == 0
+    assert "penalty" not in QTable.read(tmp_path / "log.ecsv").meta

@@ -40,8 +40,19 @@ class State(LoadedModel):
     extra: dict = field(default_factory=dict)
 
 
+def detect_kwargs(args: argparse.Namespace) -> dict:
+    """The k-means settings of the command line (none for LoG)."""
+    if args.method != "unet_kmeans":
+        return {}
+    return {"penalty_px2": args.kmeans_penalty, "min_peak_distance_px": args.min_peak_distance}
+
+
 def detect_setup(args: argparse.Namespace) -> State:
     check_probability(args.threshold)
+    if not (np.isfinite(args.kmeans_penalty) and args.kmeans_penalty >= 0):
+        raise CommandError(f"--kmeans-penalty must be a finite number >= 0, got {args.kmeans_penalty}")
+    if args.min_peak_distance < 1:
+        raise CommandError(f"--min-peak-distance must be at least 1 pixel, got {args.min_peak_distance}")
     path = model_path(FERMI_UNET, args)
     load_models_quietly("fermi.models")  # registers the U-Net loss
     model, metadata = load_trained_model(path, FERMI_UNET)
@@ -60,7 +71,7 @@ def detect_process(state: State, source: Path, target: Path) -> str:
             if isinstance(maps, (list, tuple)) else np.asarray(getattr(maps, "data", maps), np.float64)
         guards.check_values(source, values[np.isfinite(values)] if values.size else values, counts=True,
                             integer=True, what="HEALPix counts")
-        det = healpix.detect_in_healpix(state.model, maps, params, args.method, args.threshold)
+        det = healpix.detect_in_healpix(state.model, maps, params, args.method, args.threshold, **detect_kwargs(args))
         if det["n_patches"] == 0:
             raise CommandError(f"{source}: the HEALPix map covers none of the 10°×10° patches "
                                f"centred on the NSIDE={healpix.NSIDE} pixel centres")
@@ -70,11 +81,13 @@ def detect_process(state: State, source: Path, target: Path) -> str:
     else:
         counts, wcs, description = read_counts_cube(source, params)
         check_cube(source, counts)
-        x, y, prob = detect_in_cube(state.model, counts, params, args.method, args.threshold)
+        x, y, prob = detect_in_cube(state.model, counts, params, args.method, args.threshold, **detect_kwargs(args))
         table = detections_table(x, y, prob, wcs)
+    settings = detect_kwargs(args)  # FITS keywords: at most 8 characters
+    kmeans_meta = {"penalty": settings["penalty_px2"], "peakdist": settings["min_peak_distance_px"]} if settings else {}
     table.meta.update({"creator": f"skyml {__version__} fermi-detect", "model": str(state.path),
                        "profile": model_profile(args, state.metadata), "method": args.method,
-                       "thresh": float(args.threshold),
+                       "thresh": float(args.threshold), **kmeans_meta,
                        "input": description.replace("×", "x"), **extra})  # FITS headers hold ASCII only
     write_output(io.write_table, target, table, overwrite=args.overwrite)
     return f"wrote {target}: {len(table)} sources (input: {description}, {args.method})"

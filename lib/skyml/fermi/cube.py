@@ -56,8 +56,9 @@ def read_counts_cube(path, p: FermiSimParams):
 
 
 def detect_in_cube(model, counts: np.ndarray, p: FermiSimParams, method: str = "unet_kmeans",
-                   threshold: float = 0.5):
-    """Detections (x_pix, y_pix, probability) of a counts cube tiled in 64×64 patches."""
+                   threshold: float = 0.5, **detect_kwargs):
+    """Detections (x_pix, y_pix, probability) of a counts cube tiled in 64×64 patches
+    (``detect_kwargs`` go to :func:`skyml.fermi.detect.detect_all`)."""
     ny, nx = counts.shape[-2:]
     tiles, origins = [], []
     for y0 in range(0, ny, p.npix):
@@ -65,7 +66,7 @@ def detect_in_cube(model, counts: np.ndarray, p: FermiSimParams, method: str = "
             tiles.append(counts[:, y0:y0 + p.npix, x0:x0 + p.npix])
             origins.append((x0, y0))
     prob = models.predict(model, network_inputs(np.stack(tiles), p))
-    det = detect.detect_all(prob, method, threshold)
+    det = detect.detect_all(prob, method, threshold, **detect_kwargs)
     offsets = np.array(origins, float)[det["patch"].astype(int)] if len(det["patch"]) else np.zeros((0, 2))
     return det["x_pix"] + offsets[:, 0], det["y_pix"] + offsets[:, 1], det["probability"]
 
