@@ -113,3 +113,9 @@ def test_detect_takes_the_kmeans_settings(tmp_path, cube_path, fermi_unet_path):
     assert table.meta["penalty"] == 45.0 and table.meta["peakdist"] == 1
     assert cli.main(argv[:-4] + ["--method", "unet_log", "-o", str(tmp_path / "log.ecsv")]) == 0
     assert "penalty" not in QTable.read(tmp_path / "log.ecsv").meta
+    # without the options, the library's default setting (that of notebook 05's cut-outs)
+    from skyml.fermi import detect
+
+    assert cli.main(argv[:-4] + ["-o", str(tmp_path / "default.ecsv")]) == 0
+    meta = QTable.read(tmp_path / "default.ecsv").meta
+    assert meta["penalty"] == detect.PENALTY_PX2 and meta["peakdist"] == detect.MIN_PEAK_DISTANCE_PX

@@ -553,12 +553,14 @@ file_command(
             help="positions from the probability map by k-means (default) or Laplacian of Gaussian"),
         arg("--threshold", type=float, default=0.5,
             help="probability threshold of source pixels (default: 0.5; Bhattacharyya et al. 2022 used 0.2 on real data)"),
-        arg("--kmeans-penalty", type=float, default=30.0, metavar="PX2",
-            help="k-means: the weighted inertia [px^2] a further cluster must remove (default: 30; notebook 04 tunes "
-                 "it on its validation patches, results key kmeans_penalty_px2_tuned)"),
-        arg("--min-peak-distance", type=int, default=2, metavar="PX",
+        arg("--kmeans-penalty", type=float, metavar="PX2",
+            help="k-means: the weighted inertia [px^2] a further cluster must remove (default: the library's, "
+                 "skyml.fermi.detect.PENALTY_PX2; notebook 04 tunes it on its validation patches, results key "
+                 "kmeans_penalty_px2_tuned)"),
+        arg("--min-peak-distance", type=int, metavar="PX",
             help="k-means: minimum distance [px] between the probability peaks that bound the number of clusters "
-                 "(default: 2; tuned with the penalty, kmeans_min_peak_distance_px_tuned)"),
+                 "(default: skyml.fermi.detect.MIN_PEAK_DISTANCE_PX; tuned with the penalty, "
+                 "kmeans_min_peak_distance_px_tuned)"),
     ),
 )
 

@@ -41,17 +41,21 @@ class State(LoadedModel):
 
 
 def detect_kwargs(args: argparse.Namespace) -> dict:
-    """The k-means settings of the command line (none for LoG)."""
+    """The k-means settings of the command line, the library's where not given (none for LoG)."""
+    from . import detect
+
     if args.method != "unet_kmeans":
         return {}
-    return {"penalty_px2": args.kmeans_penalty, "min_peak_distance_px": args.min_peak_distance}
+    return {"penalty_px2": detect.PENALTY_PX2 if args.kmeans_penalty is None else args.kmeans_penalty,
+            "min_peak_distance_px": detect.MIN_PEAK_DISTANCE_PX if args.min_peak_distance is None
+            else args.min_peak_distance}
 
 
 def detect_setup(args: argparse.Namespace) -> State:
     check_probability(args.threshold)
-    if not (np.isfinite(args.kmeans_penalty) and args.kmeans_penalty >= 0):
+    if args.kmeans_penalty is not None and not (np.isfinite(args.kmeans_penalty) and args.kmeans_penalty >= 0):
         raise CommandError(f"--kmeans-penalty must be a finite number >= 0, got {args.kmeans_penalty}")
-    if args.min_peak_distance < 1:
+    if args.min_peak_distance is not None and args.min_peak_distance < 1:
         raise CommandError(f"--min-peak-distance must be at least 1 pixel, got {args.min_peak_distance}")
     path = model_path(FERMI_UNET, args)
     load_models_quietly("fermi.models")  # registers the U-Net loss

@@ -46,8 +46,15 @@ def choose_k(points: np.ndarray, weights: np.ndarray, k_max: int, penalty_px2: f
     return best[1], best[2], best[3]
 
 
-def kmeans_positions(prob: np.ndarray, threshold: float = 0.5, penalty_px2: float = 30.0,
-                     disk_radius_px: float = 2.5, k_max: int = 6, min_peak_distance_px: int = 2, seed: int = 0):
+#: the k-means step's default setting (notebook 05's FAKE cut-outs and the command line use it;
+#: notebook 04 tunes both on its validation patches)
+PENALTY_PX2 = 30.0
+MIN_PEAK_DISTANCE_PX = 2
+
+
+def kmeans_positions(prob: np.ndarray, threshold: float = 0.5, penalty_px2: float = PENALTY_PX2,
+                     disk_radius_px: float = 2.5, k_max: int = 6, min_peak_distance_px: int = MIN_PEAK_DISTANCE_PX,
+                     seed: int = 0):
     """Positions (x, y) and probabilities of the sources in one probability map."""
     from skimage.feature import peak_local_max
 
