@@ -29,7 +29,7 @@ def test_met_not_met_and_not_measured():
     assert degradation["status"] == goals.NOT_MET and degradation["value"] == pytest.approx(1.8)
     ratio = by_goal(rows, "02_cta_cnn_cleaner", "true-count excess error")
     assert ratio["status"] == goals.NOT_MET and ratio["value"] == pytest.approx(3.0)
-    missing = by_goal(rows, "08_lhaaso_deconvolution", "CNN PSNR gain")
+    missing = by_goal(rows, "08_lhaaso_deconvolution", "U-Net PSNR gain")
     assert missing["status"] == goals.NOT_MEASURED and missing["value"] is None
 
 

@@ -190,3 +190,36 @@ def test_point_source_table_ratios_over_each_maps_psf_and_the_summary():
     s = evaluation.point_source_summary(t)
     assert list(s["method"]) == ["npred", "target"] and list(s["counts"]) == [3000, 3000]
     assert s["fwhm_ratio_median"][0] == pytest.approx(float(np.median(t["fwhm_ratio"][t["method"] == "npred"])))
+
+
+def test_randomised_training_maps_never_use_the_shifted_pictures():
+    assert not set(sim.TRAIN_IMAGES) & set(sim.SHIFTED_IMAGES)
+
+
+def test_randomised_maps_are_reproducible_and_draw_psf_and_pictures_in_their_ranges():
+    a = sim.simulate_randomised(40, 5, P)
+    b = sim.simulate_randomised(40, 5, P)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["counts"].shape == a["truth"].shape == (40, 64, 64)
+    scale = a["sigma1_deg"] / P.sigma1_deg
+    lo, hi = sim.RANDOM_SIGMA_SCALE
+    assert np.all((scale >= lo) & (scale <= hi)) and np.ptp(scale) > 0.2
+    assert np.all((a["tail_ratio"] >= sim.RANDOM_TAIL_RATIO[0]) & (a["tail_ratio"] <= sim.RANDOM_TAIL_RATIO[1]))
+    assert np.all((a["tail_weight"] >= sim.RANDOM_TAIL_WEIGHT[0]) & (a["tail_weight"] <= sim.RANDOM_TAIL_WEIGHT[1]))
+    pictures = a["picture"][a["picture"] >= 0]
+    assert 10 <= len(pictures) <= 30 and np.all(pictures < len(sim.TRAIN_IMAGES))
+    assert np.all(a["counts"] >= 0) and np.all(a["counts"] == np.round(a["counts"]))
+    assert not np.array_equal(a["counts"], sim.simulate_randomised(40, 5, P, "val")["counts"])
+    none = sim.simulate_randomised(10, 5, P, picture_fraction=0.0, sigma_scale=(1.0, 1.0))
+    assert np.all(none["picture"] == -1) and np.allclose(none["sigma1_deg"], P.sigma1_deg)
+
+
+def test_randomised_picture_maps_keep_most_of_their_emission_in_the_crop():
+    p = P.replace(target_sigma_deg=0.0, max_point_sources=0)
+    a = sim.simulate_randomised(30, 8, p, picture_fraction=1.0, picture_counts=(1000.0, 1000.0))
+    kept = a["picture"] >= 0
+    assert kept.sum() >= 25
+    # the crop holds the drawn counts (no point sources), not a sliver of a picture scaled up
+    np.testing.assert_allclose(a["truth"][kept].sum((1, 2)), 1000.0, rtol=1e-4)
+    assert a["npred"].max() < 1000.0

@@ -148,3 +148,32 @@ def test_cli_errors(tmp_path, saved_models, capsys):
     (tmp_path / "exists.fits").write_text("x")
     _error(capsys, base + [str(good), "-o", str(tmp_path / "exists.fits"), "--model", str(cnn)], "--overwrite")
     assert not (tmp_path / "o.fits").exists()
+
+
+def test_unet_is_fully_convolutional_and_conserves_the_input_counts():
+    x = np.random.default_rng(4).poisson(2.0, (2, 32, 48, 1)).astype("float32")
+    unet = models.build_unet(1, (4, 8, 8))
+    out = models.predict(unet, x)
+    assert out.shape == (2, 32, 48) and out.min() >= 0
+    np.testing.assert_allclose(out.sum((1, 2)), x.sum((1, 2, 3)), rtol=1e-4)
+    assert [layer.name for layer in unet.layers if layer.name.startswith("pool")] == ["pool0", "pool1"]
+    with pytest.raises(ValueError, match="two levels"):
+        models.build_unet(1, (8,))
+
+
+def test_minmax_loss_is_the_squared_error_of_lhais_protocol(tmp_path):
+    from skyml.cta.models import load_model, save_model
+    from skyml.lhaaso import evaluation
+
+    rng = np.random.default_rng(5)
+    truth, estimate = rng.gamma(0.5, 3.0, (2, 3, 16, 16)).astype("float32")
+    loss = np.asarray(models.minmax_mse(truth[..., None], estimate[..., None]))
+    np.testing.assert_allclose(loss, evaluation.lhai_per_map(truth, estimate)["mse"], rtol=1e-4)
+    assert np.asarray(models.minmax_mse(truth[..., None], 5 * truth[..., None] + 2)).max() < 1e-9  # scale-free
+    unet = models.build_unet(1, (4, 8), loss="minmax_mse")
+    path = save_model(unet, tmp_path / "unet.keras", {"task": "lhaaso-deconvolve", "profile": "quick"})
+    loaded, _ = load_model(path)
+    x = rng.poisson(2.0, (1, 16, 16, 1)).astype("float32")
+    np.testing.assert_array_equal(models.predict(loaded, x), models.predict(unet, x))
+    with pytest.raises(ValueError, match="unknown loss"):
+        models.build_unet(1, (4, 8), loss="l1")

@@ -123,6 +123,7 @@ for method, name in LHAASO_METHODS.items():
         METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}")
 del method, name, stat, stat_label
 LHAI_PROTOCOL_METHODS = {"input": "blurred counts map", "cnn": "CNN trained for the unsmoothed truth",
+                         "unet": "U-Net trained on a randomised sky and instrument",
                          "cnn_target0p1": "CNN trained for the 0.1° target", "richardson_lucy": "Richardson–Lucy",
                          "jolideco": "Jolideco"}
 for method, name in LHAI_PROTOCOL_METHODS.items():
@@ -275,10 +276,10 @@ HEADLINES = (
              {"psnr_cnn": "CNN", "psnr_vae": "VAE", "psnr_gan": "GAN"},
              {"psnr_richardson_lucy": "Richardson–Lucy", "psnr_jolideco": "Jolideco",
               "psnr_smooth_0p29": "0.29° smoothing", "psnr_wiener": "Wiener", "psnr_input": "blurred counts map"}),
-    Headline("08_lhaaso_deconvolution", "SSIM", "higher",
-             {"ssim_cnn": "CNN", "ssim_vae": "VAE", "ssim_gan": "GAN"},
-             {"ssim_richardson_lucy": "Richardson–Lucy", "ssim_jolideco": "Jolideco",
-              "ssim_smooth_0p29": "0.29° smoothing", "ssim_wiener": "Wiener", "ssim_input": "blurred counts map"}),
+    Headline("08_lhaaso_deconvolution", "PSNR (dB), LHAI's protocol (min-max scaled maps, unsmoothed truth)", "higher",
+             {"psnr_unet_lhai": "U-Net (randomised sky)", "psnr_cnn_lhai": "SRCNN-like CNN"},
+             {"psnr_jolideco_lhai": "Jolideco", "psnr_richardson_lucy_lhai": "Richardson–Lucy",
+              "psnr_input_lhai": "blurred counts map"}),
     Headline("08_lhaaso_deconvolution", "point source: FWHM / PSF FWHM", "lower",
              {"fwhm_ratio_cnn": "CNN"}, {"fwhm_ratio_richardson_lucy": "Richardson–Lucy"}),
 )

@@ -10,6 +10,10 @@ of any size at 0.1°/px).
   map: the encoder maps counts to a 16×16×``latent`` Gaussian latent (KL term
   added with ``add_loss``, weight ``beta``), the decoder maps a latent sample
   to the intrinsic map; prediction uses the latent mean.
+* :func:`build_unet` — a small U-Net (two 3×3 convolutions per level,
+  max-pooling down, bilinear upsampling and skip connections up; widths
+  ``filters`` from the finest level to the bottleneck). Notebook 08 trains it
+  on a randomised sky and instrument for LHAI's protocol (``unet_lhai``).
 * :func:`train_gan` — a small conditional GAN: the generator is the CNN, the
   discriminator sees (observed, intrinsic) pairs; training alternates
   ``train_on_batch`` of the discriminator and of the generator through a
@@ -75,6 +79,55 @@ def build_cnn(channels: int = 1, filters=(32, 16), learning_rate: float = 1e-3, 
 
 
 @keras.saving.register_keras_serializable(package="skyml_lhaaso")
+def minmax_mse(y_true, y_pred):
+    """Per-map mean squared error after scaling each map, target and output on
+    their own, to [0, 1] (min-max): the squared error of LHAI's protocol
+    (:func:`skyml.lhaaso.evaluation.lhai_per_map`), as a training loss."""
+    def scaled(a):
+        lo = ops.min(a, axis=(1, 2, 3), keepdims=True)
+        hi = ops.max(a, axis=(1, 2, 3), keepdims=True)
+        return (a - lo) / (hi - lo + 1e-6)
+
+    return ops.mean(ops.square(scaled(y_pred) - scaled(y_true)), axis=(1, 2, 3))
+
+
+LOSSES = {"mse": "mse", "minmax_mse": minmax_mse}
+
+
+def build_unet(channels: int = 1, filters=(16, 32, 64), learning_rate: float = 1e-3, name: str = "lhaaso_unet",
+               flux_conserving: bool = True, loss: str = "mse"):
+    """U-Net of ``len(filters)`` levels; maps of any size divisible by
+    2^(levels − 1) (64 × 64 with three levels). ``loss``: ``"mse"`` or
+    ``"minmax_mse"`` (:func:`minmax_mse`, LHAI's protocol)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
+    filters = [int(f) for f in filters]
+    if len(filters) < 2:
+        raise ValueError("a U-Net needs at least two levels of filters")
+
+    def block(h, f, prefix):
+        h = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"{prefix}_conv_a")(h)
+        return layers.Conv2D(f, 3, padding="same", activation="relu", name=f"{prefix}_conv_b")(h)
+
+    inp = keras.Input(shape=(None, None, channels), name="counts_norm")
+    skips, h = [], inp
+    for i, f in enumerate(filters[:-1]):
+        h = block(h, f, f"down{i}")
+        skips.append(h)
+        h = layers.MaxPooling2D(2, name=f"pool{i}")(h)
+    h = block(h, filters[-1], "bottleneck")
+    for i in reversed(range(len(filters) - 1)):
+        h = layers.UpSampling2D(2, interpolation="bilinear", name=f"upsample{i}")(h)
+        h = layers.Concatenate(name=f"skip{i}")([h, skips[i]])
+        h = block(h, filters[i], f"up{i}")
+    raw = layers.Conv2D(1, 1, activation="softplus", name="unet_out")(h)  # positive: never a dead (all-zero) output
+    out = FluxConserving(name="unet_flux")([inp, raw]) if flux_conserving else raw
+    model = keras.Model(inp, out, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSSES[loss])
+    return model
+
+
+@keras.saving.register_keras_serializable(package="skyml_lhaaso")
 class GaussianSampling(layers.Layer):
     """z = mean + exp(logvar / 2) ε while training (mean otherwise); adds
     ``beta`` × the mean KL divergence to N(0, 1) as a loss."""
@@ -130,12 +183,19 @@ def build_discriminator(filters: int = 16, name: str = "discriminator"):
     return keras.Model(inp, out, name=name)
 
 
-def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=0, verbose=2) -> dict:
-    """Fit with early stopping on ``val_loss`` (best weights restored)."""
+def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=0, verbose=2,
+          reduce_lr_patience: int | None = None) -> dict:
+    """Fit with early stopping on ``val_loss`` (best weights restored); with
+    ``reduce_lr_patience``, the learning rate is halved after that many epochs
+    without a lower ``val_loss``."""
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
+    own = [stop]
+    if reduce_lr_patience is not None:
+        own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=int(reduce_lr_patience),
+                                                     min_lr=1e-5))
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                        shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
+                        shuffle=True, callbacks=[*own, *training.fit_callbacks(*own)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -9,12 +9,23 @@ import numpy as np
 
 from ..training import train_cached
 from . import models
-from .simulate import LHAASOSimParams, load_maps, map_scale, normalise
+from .simulate import (
+    RANDOM_SIGMA_SCALE,
+    RANDOM_TAIL_RATIO,
+    RANDOM_TAIL_WEIGHT,
+    TRAIN_IMAGES,
+    LHAASOSimParams,
+    load_maps,
+    load_randomised,
+    map_scale,
+    normalise,
+)
 
 CNN_FILE = "lhaaso_cnn.keras"
 PSF_CNN_FILE = "lhaaso_psf_conditioned.keras"
 TASK = "lhaaso-deconvolve"
-PSF_TRAIN_SIGMAS = (0.168, 0.265)  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held out
+PSF_TRAIN_SIGMAS = (0.168, 0.265)
+UNET_REDUCE_LR_PATIENCE = 2  # epochs without a lower validation loss before the U-Net's learning rate is halved  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held out
 
 
 def xy(maps: dict, conditioned: bool = False):
@@ -33,27 +44,42 @@ def _meta(kind, params, n_train, profile, **extra):
 
 def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSimParams, *, epochs: int = 10,
                 gan_steps: int = 200, batch_size: int = 32, patience: int = 3, learning_rate: float = 1e-3,
-                filters=(32, 16), profile: str = "quick"):
-    """Train (or load) ``kind`` in cnn, vae, gan, psf_conditioned, cnn_lhai;
-    returns (model, metadata, history, seconds or None if loaded). ``cnn_lhai``
-    is the CNN trained for the intrinsic map without smoothing
+                filters=(32, 16), unet_filters=(16, 32, 64), unet_epochs: int | None = None, profile: str = "quick"):
+    """Train (or load) ``kind`` in cnn, vae, gan, psf_conditioned, cnn_lhai,
+    unet_lhai; returns (model, metadata, history, seconds or None if loaded).
+    ``cnn_lhai`` is the CNN trained for the intrinsic map without smoothing
     (``target_sigma_deg`` = 0, whatever ``params`` says), the truth of the LHAI
-    repository's evaluation."""
-    if kind == "cnn_lhai":
+    repository's evaluation. ``unet_lhai`` is the U-Net of widths
+    ``unet_filters`` trained for the same truth on the randomised sky and
+    instrument of :func:`skyml.lhaaso.simulate.simulate_randomised` (training
+    and validation maps alike), so that it meets other PSFs and morphologies,
+    with the loss of that protocol (:func:`skyml.lhaaso.models.minmax_mse`),
+    ``unet_epochs`` (default ``epochs``) and the learning rate halved after 2
+    epochs without progress on validation."""
+    if kind in ("cnn_lhai", "unet_lhai"):
         params = params.replace(target_sigma_deg=0.0)
+    randomised = kind == "unet_lhai"
     conditioned = kind == "psf_conditioned"
     choices = PSF_TRAIN_SIGMAS if conditioned else None
+    randomisation = {"sigma_scale": list(RANDOM_SIGMA_SCALE), "tail_ratio": list(RANDOM_TAIL_RATIO),
+                     "tail_weight": list(RANDOM_TAIL_WEIGHT), "pictures": list(TRAIN_IMAGES)}
+
+    def maps_of(n, split):
+        return load_randomised(n, seed, params, split) if randomised else load_maps(n, seed, params, split, choices)
     key = {"kind": kind, "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict(),
            "epochs": int(epochs), "batch_size": int(batch_size), "patience": int(patience),
            "learning_rate": float(learning_rate), "filters": [int(f) for f in filters], "version": 3}
     if kind == "gan":
         key["gan_steps"] = int(gan_steps)
+    if randomised:
+        epochs = epochs if unet_epochs is None else unet_epochs
+        key.update(filters=[int(f) for f in unet_filters], randomisation=randomisation, epochs=int(epochs),
+                   loss="minmax_mse", reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=4)
 
     def fit():
         import keras
 
-        train = load_maps(n_train, seed, params, "train", choices)
-        val = load_maps(n_val, seed, params, "val", choices)
+        train, val = maps_of(n_train, "train"), maps_of(n_val, "val")
         x, y = xy(train, conditioned)
         xv, yv = xy(val, conditioned)
         keras.utils.set_random_seed(int(seed))
@@ -61,13 +87,19 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             model, history = models.train_gan(x, y, xv, yv, steps=gan_steps, batch_size=batch_size,
                                               filters=filters, learning_rate=learning_rate, seed=seed)
         else:
-            model = (models.build_vae(filters=filters[0], learning_rate=learning_rate, seed=seed) if kind == "vae"
-                     else models.build_cnn(2 if conditioned else 1, filters, learning_rate,
-                                           name=f"lhaaso_{kind}"))
-            history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size,
-                                   patience=patience, seed=seed)
+            if kind == "vae":
+                model = models.build_vae(filters=filters[0], learning_rate=learning_rate, seed=seed)
+            elif randomised:
+                model = models.build_unet(1, unet_filters, learning_rate, name=f"lhaaso_{kind}", loss="minmax_mse")
+            else:
+                model = models.build_cnn(2 if conditioned else 1, filters, learning_rate, name=f"lhaaso_{kind}")
+            history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
+                                   seed=seed, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE if randomised else None)
         extra = {"psf_train_sigma1_deg": list(PSF_TRAIN_SIGMAS)} if conditioned else \
             {"sigma1_deg": params.sigma1_deg}
+        if randomised:
+            extra.update(randomisation=randomisation, architecture="U-Net", unet_filters=[int(f) for f in unet_filters],
+                         loss="minmax_mse")
         return model, _meta(kind, params, n_train, profile, **extra), history
 
     install = {"cnn": CNN_FILE, "psf_conditioned": PSF_CNN_FILE}.get(kind, f"lhaaso_{kind}.keras")

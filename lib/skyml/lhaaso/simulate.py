@@ -414,6 +414,80 @@ def simulate_shifted(n: int, seed: int, params: LHAASOSimParams, sigma_scales=SH
     return arrays
 
 
+#: scikit-image's bundled pictures that randomised training maps may be cut from: none of :data:`SHIFTED_IMAGES`
+TRAIN_IMAGES = ("astronaut", "brick", "chelsea", "clock", "coffee", "grass", "gravel", "immunohistochemistry",
+                "page", "retina", "rocket", "text")
+#: ranges of the randomised training instrument (uniform draws): core-width factor, tail width over core, tail weight
+RANDOM_SIGMA_SCALE = (0.7, 1.3)
+RANDOM_TAIL_RATIO = (1.5, 4.0)
+RANDOM_TAIL_WEIGHT = (0.0, 0.2)
+#: a picture cut is kept when at least this share of its emission lies in the central crop (else drawn again)
+MIN_CROP_SHARE = 0.2
+MAX_PICTURE_DRAWS = 10
+
+
+def simulate_randomised(n: int, seed: int, params: LHAASOSimParams, split: str = "train",
+                        picture_fraction: float = 0.5, sigma_scale=RANDOM_SIGMA_SCALE,
+                        tail_ratio=RANDOM_TAIL_RATIO, tail_weight=RANDOM_TAIL_WEIGHT,
+                        picture_counts=(300.0, 5000.0), images=TRAIN_IMAGES,
+                        picture_point_sources: float = 0.5) -> dict[str, np.ndarray]:
+    """``n`` training maps of a randomised sky and instrument (domain
+    randomisation): each map is the sky of :func:`simulate` (diffuse field,
+    extended templates, point sources); with probability ``picture_fraction``
+    its diffuse field and templates are replaced by a cut of one of ``images``
+    (:func:`picture_canvas`, expected counts log-uniform in ``picture_counts``;
+    a cut with less than ``MIN_CROP_SHARE`` of its emission inside the crop is
+    drawn again), its point sources kept with probability
+    ``picture_point_sources`` (so that some maps' brightest pixels are extended
+    emission, as in a picture with no point source). Every map is observed through its own
+    two-Gaussian PSF: core width ``params.sigma1_deg`` × a factor uniform in
+    ``sigma_scale``, tail width × a ratio uniform in ``tail_ratio``, tail weight
+    uniform in ``tail_weight``. Arrays as :func:`simulate` (``truth`` at
+    ``params.target_sigma_deg``), plus ``tail_ratio``, ``tail_weight`` and
+    ``picture`` (index into ``images``, −1 for the plane sky)."""
+    split_offset = {"train": 4_000_037, "val": 5_000_011}[split]
+    rng = np.random.default_rng([int(seed), split_offset])
+    l_c, b_c = plane_centres(params)
+    out = {k: [] for k in ("truth", "npred", "counts", "sigma1_deg", "tail_ratio", "tail_weight", "picture")}
+    for _ in range(int(n)):
+        j = int(rng.integers(len(l_c)))
+        comp = intrinsic_canvas(rng, params, l_c[j], b_c[j])
+        sky, pic = comp["canvas"], -1
+        if rng.random() < picture_fraction:
+            for _ in range(MAX_PICTURE_DRAWS):  # a cut nearly empty inside the crop is drawn again
+                pic = int(rng.integers(len(images)))
+                cut = picture_canvas(rng, images[pic], float(_loguniform(rng, picture_counts)), params.npix)
+                if crop(cut).sum() >= MIN_CROP_SHARE * cut.sum() > 0:
+                    sky = cut
+                    break
+            else:
+                pic = -1
+            if pic >= 0 and rng.random() < picture_point_sources:
+                for x, y, c in zip(comp["src_x"].astype(int), comp["src_y"].astype(int), comp["src_counts"]):
+                    sky[y + PAD, x + PAD] += c
+        sigma = params.sigma1_deg * float(rng.uniform(*sigma_scale))
+        ratio, weight = float(rng.uniform(*tail_ratio)), float(rng.uniform(*tail_weight))
+        k = psf.kernel(sigma, params.binsz_deg, tail_ratio=ratio, weight=weight)
+        npred, counts = observe(rng, sky, sigma, params.background_per_px, params.binsz_deg, kernel=k)
+        if counts.sum() == 0:
+            counts[params.npix // 2, params.npix // 2] = 1.0  # never an empty map
+        for key, v in (("truth", target(sky, params)), ("npred", npred), ("counts", counts), ("sigma1_deg", sigma),
+                       ("tail_ratio", ratio), ("tail_weight", weight), ("picture", pic)):
+            out[key].append(v)
+    arrays = {k: np.asarray(v, dtype=np.int64 if k == "picture" else np.float64) for k, v in out.items()}
+    for k in ("truth", "npred", "counts"):
+        arrays[k] = arrays[k].astype(np.float32)
+    return arrays
+
+
+def load_randomised(n: int, seed: int, params: LHAASOSimParams, split: str = "train", **kwargs) -> dict:
+    """:func:`simulate_randomised`, cached in ``data/cache/lhaaso_randomised/``."""
+    key = {"n": int(n), "seed": int(seed), "split": split, "sim": params.to_dict(), "version": 2,
+           **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return cache.cached_arrays("lhaaso_randomised", key,
+                               lambda: simulate_randomised(n, seed, params, split, **kwargs))
+
+
 def load_shifted(n: int, seed: int, params: LHAASOSimParams, **kwargs) -> dict:
     """:func:`simulate_shifted`, cached in ``data/cache/lhaaso_shifted/``."""
     key = {"n": int(n), "seed": int(seed), "sim": params.to_dict(), "version": 2,
