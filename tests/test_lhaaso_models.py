@@ -177,3 +177,15 @@ def test_minmax_loss_is_the_squared_error_of_lhais_protocol(tmp_path):
     np.testing.assert_array_equal(models.predict(loaded, x), models.predict(unet, x))
     with pytest.raises(ValueError, match="unknown loss"):
         models.build_unet(1, (4, 8), loss="l1")
+
+
+def test_dihedral_readout_is_the_mean_over_the_eight_orientations():
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(3.0, (2, 16, 24)).astype("float64")
+    unet = models.build_unet(1, (4, 8))
+    plain = pipeline.deconvolve(unet, counts)
+    mean = pipeline.deconvolve(unet, counts, dihedral=True)
+    assert mean.shape == counts.shape and not np.allclose(mean, plain)
+    np.testing.assert_allclose(mean.sum((1, 2)), counts.sum((1, 2)), rtol=1e-4)  # each estimate keeps the counts
+    turned = pipeline.deconvolve(unet, np.rot90(counts, 1, axes=(1, 2)).copy(), dihedral=True)
+    np.testing.assert_allclose(np.rot90(turned, -1, axes=(1, 2)), mean, rtol=1e-4, atol=1e-6)  # equivariant

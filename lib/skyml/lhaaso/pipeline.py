@@ -106,9 +106,22 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     return train_cached(f"lhaaso_{kind}", key, fit, profile, install)
 
 
-def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64) -> np.ndarray:
-    """Intrinsic-counts estimate (n, ny, nx) of counts maps, in counts per pixel."""
+def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64, dihedral: bool = False) -> np.ndarray:
+    """Intrinsic-counts estimate (n, ny, nx) of counts maps, in counts per pixel.
+    ``dihedral``: the mean of the estimates of the map's 8 rotations by 90° and
+    flips, each turned back (test-time augmentation; the PSF is round, so each
+    is as valid an input as the map itself)."""
     counts = np.asarray(counts, dtype=np.float64)
     scale = map_scale(counts)
-    out = models.predict(model, models.as_input(normalise(counts, scale), sigma1_deg), batch_size)
-    return out * scale[:, None, None]
+    x = normalise(counts, scale)
+    if not dihedral:
+        return models.predict(model, models.as_input(x, sigma1_deg), batch_size) * scale[:, None, None]
+    total = np.zeros(x.shape, np.float64)
+    for k in range(4):
+        for flip in (False, True):
+            xt = np.rot90(x, k, axes=(1, 2))
+            xt = xt[:, :, ::-1] if flip else xt
+            out = models.predict(model, models.as_input(np.ascontiguousarray(xt), sigma1_deg), batch_size)
+            out = out[:, :, ::-1] if flip else out
+            total += np.rot90(out, -k, axes=(1, 2))
+    return total / 8 * scale[:, None, None]
