@@ -189,3 +189,44 @@ def test_dihedral_readout_is_the_mean_over_the_eight_orientations():
     np.testing.assert_allclose(mean.sum((1, 2)), counts.sum((1, 2)), rtol=1e-4)  # each estimate keeps the counts
     turned = pipeline.deconvolve(unet, np.rot90(counts, 1, axes=(1, 2)).copy(), dihedral=True)
     np.testing.assert_allclose(np.rot90(turned, -1, axes=(1, 2)), mean, rtol=1e-4, atol=1e-6)  # equivariant
+
+
+def test_unet_tiles_give_the_one_pass_estimate_on_any_map_size():
+    from skyml.lhaaso import command
+
+    unet = models.build_unet(1, (4, 8, 8))
+    counts = np.random.default_rng(9).poisson(2.0, (70, 90)).astype(float)  # not a multiple of 4
+    one_pass = command.deconvolve_unet_tiled(unet, counts, tile=128, halo=48)
+    tiled = command.deconvolve_unet_tiled(unet, counts, tile=32, halo=48)
+    assert one_pass.shape == counts.shape and one_pass.min() >= 0
+    np.testing.assert_allclose(tiled, one_pass, rtol=1e-4, atol=1e-6)
+    assert tiled.sum() == pytest.approx(counts.sum(), rel=1e-4)
+    # a map of a multiple of 4 px: the plain network pass of the notebook
+    square = counts[:64, :64]
+    np.testing.assert_allclose(command.deconvolve_unet_tiled(unet, square, tile=32),
+                               pipeline.deconvolve(unet, square[None])[0], rtol=1e-4, atol=1e-6)
+    turned = command.deconvolve_map(unet, square, dihedral=True)
+    np.testing.assert_allclose(turned, pipeline.deconvolve(unet, square[None], dihedral=True)[0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        command.deconvolve_unet_tiled(unet, counts, tile=30)
+
+
+def test_cli_deconvolves_with_the_unet(tmp_path, saved_models, capsys):
+    from skyml.cta.models import save_model
+
+    cnn, _ = saved_models
+    unet = save_model(models.build_unet(1, (4, 8, 8)), tmp_path / "lhaaso_unet_lhai.keras",
+                      {"task": "lhaaso-deconvolve", "binsz_deg": 0.1, "target_sigma_deg": 0.0, "profile": "quick"})
+    counts = np.random.default_rng(2).poisson(2.0, (42, 50)).astype(float)
+    src = write_fits_map(tmp_path / "counts.fits", counts, _wcs())
+    out = tmp_path / "out.fits"
+    assert cli.main(["lhaaso-deconvolve", str(src), "-o", str(out), "--model", str(unet), "--unet",
+                     "--dihedral"]) == 0
+    with fits.open(out) as hdul:
+        h = hdul[0].header
+        assert hdul[0].data.shape == (42, 50) and h["NETWORK"] == "U-Net" and h["DIHEDRAL"] is True
+        assert h["TARGSIG"] == 0.0 and float(hdul[0].data.sum()) == pytest.approx(counts.sum(), rel=1e-4)
+    base = ["lhaaso-deconvolve", str(src), "-o", str(tmp_path / "o.fits")]
+    _error(capsys, base + ["--model", str(cnn), "--unet"], "--unet needs the U-Net")
+    _error(capsys, base + ["--model", str(unet), "--unet", "--psf-sigma-deg", "0.2"], "exclude each other")
+    assert not (tmp_path / "o.fits").exists()

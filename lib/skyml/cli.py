@@ -579,7 +579,13 @@ file_command(
     target resolution (a Gaussian of 0.1° sigma), written with the input's
     WCS. The networks keep the total counts of the input, so the map should
     be free of a flat background (subtract it first; non-integer values are
-    accepted for that reason).""",
+    accepted for that reason). With --unet, the U-Net that notebook 08
+    trained on a randomised sky and PSF (pictures, other PSF widths and
+    tails) is used instead: for maps unlike the simulated Galactic plane or
+    a PSF off the 25 TeV one; it is not told the PSF, and its output is the
+    intrinsic counts per pixel without the 0.1° smoothing (header TARGSIG).
+    --dihedral averages the estimates of the map's 8 rotations and flips
+    (the readout notebook 08 chooses for the U-Net on validation maps).""",
     "counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16",
     ".fits", "intensity map (FITS image)", "_deconvolved.fits", "skyml.lhaaso.command:deconvolve",
     options=(
@@ -587,6 +593,10 @@ file_command(
             help="core Gaussian sigma of the KM2A PSF; given, the PSF-conditioned CNN is used "
                  f"({LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg); default: the CNN "
                  "trained at 25 TeV (0.265 deg)"),
+        arg("--unet", action="store_true",
+            help="use the U-Net trained on a randomised sky and PSF (notebook 08, lhaaso_unet_lhai.keras)"),
+        arg("--dihedral", action="store_true",
+            help="average the estimates of the map's 8 rotations by 90 degrees and flips (8 times the work)"),
     ),
 )
 

@@ -12,6 +12,15 @@ each tile's inner part is kept, and the global flux rescaling is applied once
 to the stitched map. The result equals the one-pass result (to float32
 rounding) while the memory of the network's feature maps is bounded by the
 tile size.
+
+The U-Net of LHAI's protocol (``--unet``; :func:`deconvolve_unet_tiled`)
+halves the map twice, so its input is zero-padded at the far edges to a
+multiple of 4 px; its tiles start on that grid and overlap by
+:data:`UNET_HALO_PX` (more than its receptive-field radius), so they too
+give the one-pass result. With ``--dihedral`` the estimate is the mean over
+the map's 8 rotations by 90° and flips, each turned back (notebook 08
+chooses this readout for the U-Net on validation maps: results key
+``unet_lhai_dihedral``).
 """
 
 from __future__ import annotations
@@ -29,8 +38,12 @@ from ..cli import (LoadedModel, LHAASO_PSF_RANGE_DEG, CommandError, TrainedModel
 LHAASO_CNN = TrainedModel("lhaaso_cnn.keras", "08", "LHAASO deconvolution CNN", "lhaaso-deconvolve")
 LHAASO_PSF_CNN = TrainedModel("lhaaso_psf_conditioned.keras", "08", "LHAASO PSF-conditioned CNN",
                               "lhaaso-deconvolve")
+LHAASO_UNET = TrainedModel("lhaaso_unet_lhai.keras", "08", "LHAASO U-Net (randomised sky and PSF)",
+                           "lhaaso-deconvolve")
 #: Inner side (px) of the tiles of :func:`deconvolve_tiled`.
 TILE_PX = 512
+#: Overlap (px) of the U-Net's tiles on each side: a multiple of 4 above its receptive-field radius (about 30 px)
+UNET_HALO_PX = 48
 
 
 def raw_submodel(model):
@@ -87,6 +100,73 @@ def deconvolve_tiled(model, counts: np.ndarray, sigma1_deg=None, tile: int = TIL
     return out.astype(np.float64) * scale[0]
 
 
+def unet_factor(model) -> int:
+    """2^(number of pooling layers) of a model: 1 for the stride-1 CNNs, 4 for the U-Net."""
+    import keras
+
+    return 2 ** sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers)
+
+
+def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: int = UNET_HALO_PX) -> np.ndarray:
+    """The U-Net's estimate of one map (ny, nx) in counts per pixel: the map
+    normalised by its mean counts, zero-padded at the far edges to a multiple
+    of the network's pooling factor, passed through the network up to its
+    flux-conserving layer in overlapping tiles (see the module text), cropped,
+    and rescaled once to the input's total counts."""
+    import keras
+
+    from .models import FluxConserving
+    from .simulate import map_scale, normalise
+
+    last = model.layers[-1]
+    if not isinstance(last, FluxConserving):
+        raise CommandError("the U-Net model does not end in its flux-conserving layer")
+    raw_model = keras.Model(model.inputs[0], last.input[1])
+    m = unet_factor(model)
+    if tile % m or halo % m:
+        raise ValueError(f"tile ({tile}) and halo ({halo}) must be multiples of {m}")
+    counts = np.asarray(counts, dtype=np.float64)
+    ny, nx = counts.shape
+    py, px = -(-ny // m) * m, -(-nx // m) * m
+    scale = map_scale(counts[None])
+    norm = np.zeros((py, px), np.float32)
+    norm[:ny, :nx] = normalise(counts[None], scale)[0]
+    raw = np.empty((py, px), np.float32)
+    for y0 in range(0, py, tile):
+        for x0 in range(0, px, tile):
+            y1, x1 = min(y0 + tile, py), min(x0 + tile, px)
+            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+            yb, xb = min(py, y1 + halo), min(px, x1 + halo)
+            out = np.asarray(raw_model(norm[None, ya:yb, xa:xb, None], training=False))[0, ..., 0]
+            raw[y0:y1, x0:x1] = out[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    out = np.maximum(raw[:ny, :nx], 0.0)
+    total_in, total_out = np.float32(norm.sum(dtype=np.float32)), np.float32(out.sum(dtype=np.float32))
+    out = out * (total_in / (total_out + np.float32(1e-6)))
+    return out.astype(np.float64) * scale[0]
+
+
+def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = False) -> np.ndarray:
+    """One map through the CNN (:func:`deconvolve_tiled`) or the U-Net
+    (:func:`deconvolve_unet_tiled`); with ``dihedral``, the mean over its 8
+    rotations and flips, each turned back."""
+    unet = unet_factor(model) > 1
+
+    def once(c):
+        return deconvolve_unet_tiled(model, c) if unet else deconvolve_tiled(model, c, sigma1_deg)
+
+    if not dihedral:
+        return once(counts)
+    total = np.zeros(np.shape(counts), np.float64)
+    for k in range(4):
+        for flip in (False, True):
+            c = np.rot90(counts, k)
+            c = c[:, ::-1] if flip else c
+            out = once(np.ascontiguousarray(c))
+            out = out[:, ::-1] if flip else out
+            total += np.rot90(out, -k)
+    return total / 8
+
+
 @dataclass
 class State(LoadedModel):
     conditioned: bool
@@ -97,10 +177,15 @@ def deconvolve_setup(args: argparse.Namespace) -> State:
     if conditioned and not LHAASO_PSF_RANGE_DEG[0] <= args.psf_sigma_deg <= LHAASO_PSF_RANGE_DEG[1]:
         raise CommandError(f"--psf-sigma-deg {args.psf_sigma_deg} is outside the PSF-conditioned CNN's "
                            f"range {LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg")
-    trained = LHAASO_PSF_CNN if conditioned else LHAASO_CNN
+    if conditioned and args.unet:
+        raise CommandError("--unet and --psf-sigma-deg exclude each other: the U-Net is not told the PSF")
+    trained = LHAASO_PSF_CNN if conditioned else LHAASO_UNET if args.unet else LHAASO_CNN
     path = model_path(trained, args)
     load_models_quietly("lhaaso.models")  # registers the custom layers
     model, metadata = load_trained_model(path, trained)
+    if args.unet and unet_factor(model) == 1:
+        raise CommandError(f"{path}: --unet needs the U-Net of notebook 08 (lhaaso_unet_lhai.keras), "
+                           "not a CNN without pooling layers")
     channels = int(model.input_shape[-1])
     if channels != (2 if conditioned else 1):
         raise CommandError(f"{path}: model has {channels} input channel(s); "
@@ -119,7 +204,7 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
                            "(at least 16×16 px)")
     # background-subtracted counts are not whole numbers: integer values are not required here
     guards.check_values(source, counts, counts=True, integer=False, what="counts map")
-    intensity = deconvolve_tiled(state.model, counts, args.psf_sigma_deg)
+    intensity = deconvolve_map(state.model, counts, args.psf_sigma_deg, dihedral=args.dihedral)
     header = {
         "BUNIT": ("count", "estimated intrinsic counts per pixel"),
         "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
@@ -129,6 +214,9 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
         "PSFSIG": (float(args.psf_sigma_deg if state.conditioned else metadata.get("sigma1_deg", 0.265)),
                    "[deg] core sigma of the KM2A PSF"),
         "INCOUNTS": (float(counts.sum()), "[count] total counts of the input"),
+        "NETWORK": ("U-Net" if unet_factor(state.model) > 1 else "CNN", "network of notebook 08"),
+        "TARGSIG": (float(metadata.get("target_sigma_deg", 0.1)), "[deg] Gaussian sigma of the output resolution"),
+        "DIHEDRAL": (bool(args.dihedral), "mean over the map's 8 rotations and flips"),
     }
     write_output(io.write_fits_map, target, intensity.astype(np.float32), wcs, header, overwrite=args.overwrite)
     return (f"wrote {target}: intensity map of {intensity.sum():.1f} counts from {counts.sum():.0f} "
