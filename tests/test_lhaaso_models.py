@@ -230,3 +230,14 @@ def test_cli_deconvolves_with_the_unet(tmp_path, saved_models, capsys):
     _error(capsys, base + ["--model", str(cnn), "--unet"], "--unet needs the U-Net")
     _error(capsys, base + ["--model", str(unet), "--unet", "--psf-sigma-deg", "0.2"], "exclude each other")
     assert not (tmp_path / "o.fits").exists()
+
+
+def test_log_loss_is_minus_a_tenth_of_each_maps_psnr():
+    from skyml.lhaaso import evaluation
+
+    rng = np.random.default_rng(6)
+    truth, estimate = rng.gamma(0.5, 3.0, (2, 4, 16, 16)).astype("float32")
+    loss = np.asarray(models.minmax_log_mse(truth[..., None], estimate[..., None]))
+    psnr = 10 * np.log10(1 / evaluation.lhai_per_map(truth, estimate)["mse"])
+    np.testing.assert_allclose(loss, -psnr / 10, rtol=1e-4)
+    assert pipeline.UNET_LOSS in models.LOSSES

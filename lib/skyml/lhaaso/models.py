@@ -91,7 +91,15 @@ def minmax_mse(y_true, y_pred):
     return ops.mean(ops.square(scaled(y_pred) - scaled(y_true)), axis=(1, 2, 3))
 
 
-LOSSES = {"mse": "mse", "minmax_mse": minmax_mse}
+@keras.saving.register_keras_serializable(package="skyml_lhaaso")
+def minmax_log_mse(y_true, y_pred):
+    """log10 of :func:`minmax_mse` per map: minus a tenth of the map's PSNR
+    on LHAI's protocol, so that every map counts by its PSNR (a map of point
+    sources, whose squared error is small, as much as a picture's)."""
+    return ops.log10(minmax_mse(y_true, y_pred) + 1e-10)
+
+
+LOSSES = {"mse": "mse", "minmax_mse": minmax_mse, "minmax_log_mse": minmax_log_mse}
 
 
 def build_unet(channels: int = 1, filters=(16, 32, 64), learning_rate: float = 1e-3, name: str = "lhaaso_unet",

@@ -24,8 +24,9 @@ from .simulate import (
 CNN_FILE = "lhaaso_cnn.keras"
 PSF_CNN_FILE = "lhaaso_psf_conditioned.keras"
 TASK = "lhaaso-deconvolve"
-PSF_TRAIN_SIGMAS = (0.168, 0.265)
-UNET_REDUCE_LR_PATIENCE = 2  # epochs without a lower validation loss before the U-Net's learning rate is halved  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held out
+PSF_TRAIN_SIGMAS = (0.168, 0.265)  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held out
+UNET_REDUCE_LR_PATIENCE = 2  # epochs without a lower validation loss before the U-Net's learning rate is halved
+UNET_LOSS = "minmax_log_mse"  # the U-Net's loss, one of skyml.lhaaso.models.LOSSES
 
 
 def xy(maps: dict, conditioned: bool = False):
@@ -53,7 +54,8 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     ``unet_filters`` trained for the same truth on the randomised sky and
     instrument of :func:`skyml.lhaaso.simulate.simulate_randomised` (training
     and validation maps alike), so that it meets other PSFs and morphologies,
-    with the loss of that protocol (:func:`skyml.lhaaso.models.minmax_mse`),
+    with the loss of that protocol, per map the log of its squared error
+    (:func:`skyml.lhaaso.models.minmax_log_mse`: each map counts by its PSNR),
     ``unet_epochs`` (default ``epochs``) and the learning rate halved after 2
     epochs without progress on validation."""
     if kind in ("cnn_lhai", "unet_lhai"):
@@ -74,7 +76,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     if randomised:
         epochs = epochs if unet_epochs is None else unet_epochs
         key.update(filters=[int(f) for f in unet_filters], randomisation=randomisation, epochs=int(epochs),
-                   loss="minmax_mse", reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=4)
+                   loss=UNET_LOSS, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=4)
 
     def fit():
         import keras
@@ -90,7 +92,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             if kind == "vae":
                 model = models.build_vae(filters=filters[0], learning_rate=learning_rate, seed=seed)
             elif randomised:
-                model = models.build_unet(1, unet_filters, learning_rate, name=f"lhaaso_{kind}", loss="minmax_mse")
+                model = models.build_unet(1, unet_filters, learning_rate, name=f"lhaaso_{kind}", loss=UNET_LOSS)
             else:
                 model = models.build_cnn(2 if conditioned else 1, filters, learning_rate, name=f"lhaaso_{kind}")
             history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
@@ -99,7 +101,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             {"sigma1_deg": params.sigma1_deg}
         if randomised:
             extra.update(randomisation=randomisation, architecture="U-Net", unet_filters=[int(f) for f in unet_filters],
-                         loss="minmax_mse")
+                         loss=UNET_LOSS)
         return model, _meta(kind, params, n_train, profile, **extra), history
 
     install = {"cnn": CNN_FILE, "psf_conditioned": PSF_CNN_FILE}.get(kind, f"lhaaso_{kind}.keras")
