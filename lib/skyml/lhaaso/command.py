@@ -84,20 +84,32 @@ def deconvolve_tiled(model, counts: np.ndarray, sigma1_deg=None, tile: int = TIL
         return deconvolve(model, counts[None], sigma1_deg)[0]
     scale = map_scale(counts[None])
     norm = normalise(counts[None], scale)[0]
+    raw = _stitched(lambda block: np.asarray(sub(models.as_input(block[None], sigma1_deg), training=False))[0, ..., 0],
+                    norm, tile, halo)
+    return _flux_conserved(raw, norm) * scale[0]
+
+
+def _stitched(raw_of, norm: np.ndarray, tile: int, halo: int) -> np.ndarray:
+    """The raw output ``raw_of(block)`` of a map computed tile by tile: each
+    tile of ``tile`` px with ``halo`` px of its neighbours around it (clipped
+    at the map borders), of which the inner part is kept."""
+    ny, nx = norm.shape
     raw = np.empty((ny, nx), np.float32)
     for y0 in range(0, ny, tile):
         for x0 in range(0, nx, tile):
             y1, x1 = min(y0 + tile, ny), min(x0 + tile, nx)
             ya, xa = max(0, y0 - halo), max(0, x0 - halo)
             yb, xb = min(ny, y1 + halo), min(nx, x1 + halo)
-            x = models.as_input(norm[None, ya:yb, xa:xb], sigma1_deg)
-            out = np.asarray(sub(x, training=False))[0, ..., 0]
-            raw[y0:y1, x0:x1] = out[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
-    # FluxConserving, once, on the stitched map (as the layer does on the whole map)
+            raw[y0:y1, x0:x1] = raw_of(norm[ya:yb, xa:xb])[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return raw
+
+
+def _flux_conserved(raw: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """:class:`skyml.lhaaso.models.FluxConserving` once, on a stitched raw output
+    (as the layer does on the whole map): ReLU, then the total of ``norm``."""
     out = np.maximum(raw, 0.0)
     total_in, total_out = np.float32(norm.sum(dtype=np.float32)), np.float32(out.sum(dtype=np.float32))
-    out = out * (total_in / (total_out + np.float32(1e-6)))
-    return out.astype(np.float64) * scale[0]
+    return (out * (total_in / (total_out + np.float32(1e-6)))).astype(np.float64)
 
 
 def unet_factor(model) -> int:
@@ -131,18 +143,9 @@ def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: 
     scale = map_scale(counts[None])
     norm = np.zeros((py, px), np.float32)
     norm[:ny, :nx] = normalise(counts[None], scale)[0]
-    raw = np.empty((py, px), np.float32)
-    for y0 in range(0, py, tile):
-        for x0 in range(0, px, tile):
-            y1, x1 = min(y0 + tile, py), min(x0 + tile, px)
-            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
-            yb, xb = min(py, y1 + halo), min(px, x1 + halo)
-            out = np.asarray(raw_model(norm[None, ya:yb, xa:xb, None], training=False))[0, ..., 0]
-            raw[y0:y1, x0:x1] = out[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
-    out = np.maximum(raw[:ny, :nx], 0.0)
-    total_in, total_out = np.float32(norm.sum(dtype=np.float32)), np.float32(out.sum(dtype=np.float32))
-    out = out * (total_in / (total_out + np.float32(1e-6)))
-    return out.astype(np.float64) * scale[0]
+    raw = _stitched(lambda block: np.asarray(raw_model(block[None, ..., None], training=False))[0, ..., 0],
+                    norm, tile, halo)
+    return _flux_conserved(raw[:ny, :nx], norm) * scale[0]
 
 
 def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = False) -> np.ndarray:
