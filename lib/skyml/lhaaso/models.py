@@ -13,7 +13,9 @@ of any size at 0.1°/px).
 * :func:`build_unet` — a small U-Net (two 3×3 convolutions per level,
   max-pooling down, bilinear upsampling and skip connections up; widths
   ``filters`` from the finest level to the bottleneck). Notebook 08 trains it
-  on a randomised sky and instrument for LHAI's protocol (``unet_lhai``).
+  on a randomised sky and instrument for LHAI's protocol (``unet_lhai``),
+  told each map's two-Gaussian PSF in :data:`PSF_CONDITIONS` constant input
+  channels (:func:`psf_conditions`), or told that the PSF is unknown.
 * :func:`train_gan` — a small conditional GAN: the generator is the CNN, the
   discriminator sees (observed, intrinsic) pairs; training alternates
   ``train_on_batch`` of the discriminator and of the generator through a
@@ -37,12 +39,48 @@ from keras import layers, ops
 from .. import training
 
 PSF_REF_DEG = 0.265
+TAIL_RATIO_REF = 2.0   # sigma2 / sigma1 of the nominal KM2A PSF (skyml.lhaaso.psf.TAIL_RATIO)
+TAIL_WEIGHT_REF = 0.1  # the scale of the tail weight in the condition channels
+#: condition channels of the PSF-told U-Net: known (1 or 0), then, times known, sigma1 / 0.265°,
+#: (sigma2 / sigma1) / 2 and the tail weight / 0.1
+PSF_CONDITIONS = 4
 
 
-def as_input(maps: np.ndarray, sigma1_deg=None) -> np.ndarray:
+def psf_conditions(n: int, sigma1_deg=None, tail_ratio=None, tail_weight=None, known=None) -> np.ndarray:
+    """(n, :data:`PSF_CONDITIONS`) condition values of ``n`` maps observed
+    through a two-Gaussian PSF (core width ``sigma1_deg``, tail width
+    ``tail_ratio`` × the core, tail weight ``tail_weight``; scalars or (n,)
+    arrays). ``sigma1_deg=None`` means unknown (all zeros); ``known``, a
+    boolean (n,) array, marks the maps told their PSF (the others get zeros)."""
+    out = np.zeros((int(n), PSF_CONDITIONS), np.float32)
+    if sigma1_deg is None:
+        return out
+    if tail_ratio is None or tail_weight is None:
+        raise ValueError("a known PSF needs sigma1_deg, tail_ratio and tail_weight")
+    values = [np.broadcast_to(np.asarray(v, np.float64), (int(n),)) for v in (sigma1_deg, tail_ratio, tail_weight)]
+    if np.any(values[0] <= 0) or np.any(values[1] < 1) or np.any((values[2] < 0) | (values[2] > 1)):
+        raise ValueError("a two-Gaussian PSF needs sigma1 > 0, tail ratio >= 1 and a tail weight in [0, 1]")
+    out[:, 0] = 1.0
+    out[:, 1] = values[0] / PSF_REF_DEG
+    out[:, 2] = values[1] / TAIL_RATIO_REF
+    out[:, 3] = values[2] / TAIL_WEIGHT_REF
+    if known is not None:
+        out *= np.asarray(known, bool)[:, None]
+    return out
+
+
+def as_input(maps: np.ndarray, sigma1_deg=None, conditions=None) -> np.ndarray:
     """(n, ny, nx) normalised maps -> (n, ny, nx, 1), or 2 channels with the
-    PSF-width channel sigma1 / 0.265° when ``sigma1_deg`` (scalar or (n,)) is given."""
+    PSF-width channel sigma1 / 0.265° when ``sigma1_deg`` (scalar or (n,)) is
+    given, or 1 + k channels when ``conditions`` ((n, k) or (k,), e.g.
+    :func:`psf_conditions`) is given, each condition a constant channel."""
     x = np.asarray(maps, dtype=np.float32)[..., None]
+    if conditions is not None:
+        if sigma1_deg is not None:
+            raise ValueError("pass sigma1_deg or conditions, not both")
+        c = np.asarray(conditions, np.float32)
+        c = np.broadcast_to(c if c.ndim == 2 else c[None], (len(x), c.shape[-1]))
+        return np.concatenate([x, np.broadcast_to(c[:, None, None, :], (*x.shape[:3], c.shape[-1]))], axis=-1)
     if sigma1_deg is None:
         return x
     s = np.broadcast_to(np.asarray(sigma1_deg, dtype=np.float32) / PSF_REF_DEG, (len(x),))

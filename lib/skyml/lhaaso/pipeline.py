@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..training import train_cached
-from . import models
+from . import models, psf
 from .simulate import (
     RANDOM_SIGMA_SCALE,
     RANDOM_TAIL_RATIO,
@@ -27,12 +27,29 @@ TASK = "lhaaso-deconvolve"
 PSF_TRAIN_SIGMAS = (0.168, 0.265)  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held out
 UNET_REDUCE_LR_PATIENCE = 2  # epochs without a lower validation loss before the U-Net's learning rate is halved
 UNET_LOSS = "minmax_log_mse"  # the U-Net's loss, one of skyml.lhaaso.models.LOSSES
+UNET_PSF_UNKNOWN_FRACTION = 0.25  # share of the U-Net's training and validation maps told that their PSF is unknown
 
 
-def xy(maps: dict, conditioned: bool = False):
-    """(network input, target) of a map set: normalised counts (and PSF channel), normalised truth."""
+def nominal_psf(params: LHAASOSimParams) -> tuple[float, float, float]:
+    """(core width [deg], tail ratio, tail weight) of the simulations' nominal KM2A PSF."""
+    return float(params.sigma1_deg), float(psf.TAIL_RATIO), float(psf.tail_weight())
+
+
+def unet_conditions(maps: dict, seed: int, split: str) -> np.ndarray:
+    """The U-Net's condition channels for randomised maps: each map's own PSF,
+    except a share :data:`UNET_PSF_UNKNOWN_FRACTION` of the maps, drawn from
+    ``seed`` and ``split``, told that the PSF is unknown."""
+    n = len(maps["counts"])
+    rng = np.random.default_rng([int(seed), {"train": 7_000_003, "val": 7_000_019}[split]])
+    known = rng.random(n) >= UNET_PSF_UNKNOWN_FRACTION
+    return models.psf_conditions(n, maps["sigma1_deg"], maps["tail_ratio"], maps["tail_weight"], known)
+
+
+def xy(maps: dict, conditioned: bool = False, conditions=None):
+    """(network input, target) of a map set: normalised counts (and PSF channel,
+    or the ``conditions`` channels), normalised truth."""
     scale = map_scale(maps["counts"])
-    x = models.as_input(normalise(maps["counts"], scale), maps["sigma1_deg"] if conditioned else None)
+    x = models.as_input(normalise(maps["counts"], scale), maps["sigma1_deg"] if conditioned else None, conditions)
     return x, normalise(maps["truth"], scale)[..., None]
 
 
@@ -54,7 +71,8 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     ``unet_filters`` trained for the same truth on the randomised sky and
     instrument of :func:`skyml.lhaaso.simulate.simulate_randomised` (training
     and validation maps alike), so that it meets other PSFs and morphologies,
-    with the loss of that protocol, per map the log of its squared error
+    told each map's PSF (:func:`unet_conditions`: three quarters of the maps
+    their own PSF, the others that it is unknown), with the loss of that protocol, per map the log of its squared error
     (:func:`skyml.lhaaso.models.minmax_log_mse`: each map counts by its PSNR),
     ``unet_epochs`` (default ``epochs``) and the learning rate halved after 2
     epochs without progress on validation."""
@@ -76,14 +94,15 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     if randomised:
         epochs = epochs if unet_epochs is None else unet_epochs
         key.update(filters=[int(f) for f in unet_filters], randomisation=randomisation, epochs=int(epochs),
-                   loss=UNET_LOSS, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=4)
+                   loss=UNET_LOSS, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=5,
+                   psf_conditions=models.PSF_CONDITIONS, psf_unknown_fraction=UNET_PSF_UNKNOWN_FRACTION)
 
     def fit():
         import keras
 
         train, val = maps_of(n_train, "train"), maps_of(n_val, "val")
-        x, y = xy(train, conditioned)
-        xv, yv = xy(val, conditioned)
+        x, y = xy(train, conditioned, unet_conditions(train, seed, "train") if randomised else None)
+        xv, yv = xy(val, conditioned, unet_conditions(val, seed, "val") if randomised else None)
         keras.utils.set_random_seed(int(seed))
         if kind == "gan":
             model, history = models.train_gan(x, y, xv, yv, steps=gan_steps, batch_size=batch_size,
@@ -92,7 +111,8 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             if kind == "vae":
                 model = models.build_vae(filters=filters[0], learning_rate=learning_rate, seed=seed)
             elif randomised:
-                model = models.build_unet(1, unet_filters, learning_rate, name=f"lhaaso_{kind}", loss=UNET_LOSS)
+                model = models.build_unet(1 + models.PSF_CONDITIONS, unet_filters, learning_rate,
+                                          name=f"lhaaso_{kind}", loss=UNET_LOSS)
             else:
                 model = models.build_cnn(2 if conditioned else 1, filters, learning_rate, name=f"lhaaso_{kind}")
             history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
@@ -101,15 +121,19 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             {"sigma1_deg": params.sigma1_deg}
         if randomised:
             extra.update(randomisation=randomisation, architecture="U-Net", unet_filters=[int(f) for f in unet_filters],
-                         loss=UNET_LOSS)
+                         loss=UNET_LOSS, psf_conditions="known, sigma1/0.265 deg, (sigma2/sigma1)/2, tail weight/0.1",
+                         psf_unknown_fraction=UNET_PSF_UNKNOWN_FRACTION)
         return model, _meta(kind, params, n_train, profile, **extra), history
 
     install = {"cnn": CNN_FILE, "psf_conditioned": PSF_CNN_FILE}.get(kind, f"lhaaso_{kind}.keras")
     return train_cached(f"lhaaso_{kind}", key, fit, profile, install)
 
 
-def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64, dihedral: bool = False) -> np.ndarray:
+def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64, dihedral: bool = False,
+               conditions=None) -> np.ndarray:
     """Intrinsic-counts estimate (n, ny, nx) of counts maps, in counts per pixel.
+    ``sigma1_deg``: the PSF-conditioned CNN's PSF width; ``conditions``: the
+    U-Net's condition channels (:func:`skyml.lhaaso.models.psf_conditions`).
     ``dihedral``: the mean of the estimates of the map's 8 rotations by 90° and
     flips, each turned back (test-time augmentation; the PSF is round, so each
     is as valid an input as the map itself)."""
@@ -117,13 +141,13 @@ def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64,
     scale = map_scale(counts)
     x = normalise(counts, scale)
     if not dihedral:
-        return models.predict(model, models.as_input(x, sigma1_deg), batch_size) * scale[:, None, None]
+        return models.predict(model, models.as_input(x, sigma1_deg, conditions), batch_size) * scale[:, None, None]
     total = np.zeros(x.shape, np.float64)
     for k in range(4):
         for flip in (False, True):
             xt = np.rot90(x, k, axes=(1, 2))
             xt = xt[:, :, ::-1] if flip else xt
-            out = models.predict(model, models.as_input(np.ascontiguousarray(xt), sigma1_deg), batch_size)
+            out = models.predict(model, models.as_input(np.ascontiguousarray(xt), sigma1_deg, conditions), batch_size)
             out = out[:, :, ::-1] if flip else out
             total += np.rot90(out, -k, axes=(1, 2))
     return total / 8 * scale[:, None, None]
