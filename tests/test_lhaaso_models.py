@@ -228,8 +228,75 @@ def test_cli_deconvolves_with_the_unet(tmp_path, saved_models, capsys):
         assert h["TARGSIG"] == 0.0 and float(hdul[0].data.sum()) == pytest.approx(counts.sum(), rel=1e-4)
     base = ["lhaaso-deconvolve", str(src), "-o", str(tmp_path / "o.fits")]
     _error(capsys, base + ["--model", str(cnn), "--unet"], "--unet needs the U-Net")
-    _error(capsys, base + ["--model", str(unet), "--unet", "--psf-sigma-deg", "0.2"], "exclude each other")
+    _error(capsys, base + ["--model", str(unet), "--unet", "--psf-sigma-deg", "0.2"], "has no PSF input")
     assert not (tmp_path / "o.fits").exists()
+
+
+def test_cli_tells_the_unet_the_psf(tmp_path, capsys):
+    from skyml.cta.models import save_model
+    from skyml.lhaaso import command, psf
+
+    meta = {"task": "lhaaso-deconvolve", "binsz_deg": 0.1, "target_sigma_deg": 0.0, "profile": "quick",
+            "sigma1_deg": 0.265, "randomisation": {"sigma_scale": [0.7, 1.3], "tail_ratio": [1.5, 4.0],
+                                                   "tail_weight": [0.0, 0.2]}}
+    keras_unet = models.build_unet(1 + models.PSF_CONDITIONS, (4, 8, 8))
+    unet = save_model(keras_unet, tmp_path / "lhaaso_unet_lhai.keras", meta)
+    counts = np.random.default_rng(4).poisson(2.0, (36, 44)).astype(float)
+    src = write_fits_map(tmp_path / "counts.fits", counts, _wcs())
+    runs = {"told": ["--psf-sigma-deg", "0.24", "--psf-tail-ratio", "2.5", "--psf-tail-weight", "0.08"],
+            "nominal_tail": ["--psf-sigma-deg", "0.3"], "unknown": []}
+    data = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.fits"
+        assert cli.main(["lhaaso-deconvolve", str(src), "-o", str(out), "--model", str(unet), "--unet", *extra]) == 0
+        with fits.open(out) as hdul:
+            data[name], h = hdul[0].data.astype(float), hdul[0].header
+        assert h["PSFTOLD"] is (name != "unknown")
+        if name == "told":
+            assert (h["PSFSIG"], h["PSFTAILR"], h["PSFTAILW"]) == (0.24, 2.5, 0.08)
+        elif name == "nominal_tail":
+            assert h["PSFTAILR"] == psf.TAIL_RATIO and h["PSFTAILW"] == pytest.approx(psf.tail_weight())
+        else:
+            assert "PSFSIG" not in h
+    # the command's output is the network told the same PSF, map by map (one tile here)
+    cond = models.psf_conditions(1, 0.24, 2.5, 0.08)[0]
+    np.testing.assert_allclose(data["told"], command.deconvolve_unet_tiled(keras_unet, counts, conditions=cond),
+                               rtol=1e-5, atol=1e-8)
+    assert not np.allclose(data["told"], data["unknown"])
+    base = ["lhaaso-deconvolve", str(src), "-o", str(tmp_path / "o.fits"), "--model", str(unet)]
+    _error(capsys, base + ["--unet", "--psf-sigma-deg", "0.4"], "outside the U-Net's training range")
+    _error(capsys, base + ["--unet", "--psf-sigma-deg", "0.25", "--psf-tail-ratio", "5"], "--psf-tail-ratio 5 is outside")
+    _error(capsys, base + ["--unet", "--psf-tail-weight", "0.1"], "use them with --unet and --psf-sigma-deg")
+    _error(capsys, base + ["--psf-sigma-deg", "0.2", "--psf-tail-ratio", "2"], "use them with --unet")
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_psf_conditions_channels():
+    c = models.psf_conditions(3, 0.265, [2.0, 3.0, 1.5], 0.1, known=[True, False, True])
+    np.testing.assert_allclose(c, [[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0.75, 1]], rtol=1e-6)
+    assert not models.psf_conditions(2).any()
+    x = models.as_input(np.ones((3, 8, 8)), conditions=c)
+    assert x.shape == (3, 8, 8, 1 + models.PSF_CONDITIONS) and np.array_equal(x[1, :, :, 1:], np.zeros((8, 8, 4)))
+    np.testing.assert_allclose(x[2, 5, 3, 1:], c[2])
+    np.testing.assert_allclose(models.as_input(np.ones((2, 4, 4)), conditions=c[0])[..., 1:], np.broadcast_to(c[0], (2, 4, 4, 4)))
+    with pytest.raises(ValueError, match="needs sigma1_deg"):
+        models.psf_conditions(1, 0.2)
+    with pytest.raises(ValueError, match="tail ratio >= 1"):
+        models.psf_conditions(1, 0.2, 0.5, 0.1)
+    with pytest.raises(ValueError, match="not both"):
+        models.as_input(np.ones((1, 4, 4)), 0.2, c[:1])
+
+
+def test_unet_conditions_tell_three_quarters_their_own_psf():
+    maps = {"counts": np.ones((400, 2, 2)), "sigma1_deg": np.full(400, 0.2), "tail_ratio": np.full(400, 3.0),
+            "tail_weight": np.full(400, 0.05)}
+    c = pipeline.unet_conditions(maps, 1, "train")
+    np.testing.assert_array_equal(c, pipeline.unet_conditions(maps, 1, "train"))  # seeded
+    assert not np.array_equal(c, pipeline.unet_conditions(maps, 1, "val"))
+    known = c[:, 0] == 1
+    assert abs(known.mean() - (1 - pipeline.UNET_PSF_UNKNOWN_FRACTION)) < 0.06
+    np.testing.assert_allclose(c[known][0], [1, 0.2 / 0.265, 1.5, 0.5], rtol=1e-6)
+    assert not c[~known].any()
 
 
 def test_log_loss_is_minus_a_tenth_of_each_maps_psnr():

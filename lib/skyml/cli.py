@@ -582,8 +582,11 @@ file_command(
     accepted for that reason). With --unet, the U-Net that notebook 08
     trained on a randomised sky and PSF (pictures, other PSF widths and
     tails) is used instead: for maps unlike the simulated Galactic plane or
-    a PSF off the 25 TeV one; it is not told the PSF, and its output is the
-    intrinsic counts per pixel without the 0.1° smoothing (header TARGSIG).
+    a PSF off the 25 TeV one. It is told the PSF with --psf-sigma-deg
+    (and --psf-tail-ratio, --psf-tail-weight for the second Gaussian; by
+    default the KM2A tail), within the ranges of its training, and that the
+    PSF is unknown without it (header PSFTOLD); its output is the intrinsic
+    counts per pixel without the 0.1° smoothing (header TARGSIG).
     --dihedral averages the estimates of the map's 8 rotations and flips
     (the readout notebook 08 chooses for the U-Net on validation maps).""",
     "counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16",
@@ -591,8 +594,15 @@ file_command(
     options=(
         arg("--psf-sigma-deg", type=float, default=None, metavar="DEG",
             help="core Gaussian sigma of the KM2A PSF; given, the PSF-conditioned CNN is used "
-                 f"({LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg); default: the CNN "
-                 "trained at 25 TeV (0.265 deg)"),
+                 f"({LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg), or with --unet the U-Net is told "
+                 "the PSF (0.1855-0.3445 deg); default: the CNN trained at 25 TeV (0.265 deg), or a U-Net not "
+                 "told the PSF"),
+        arg("--psf-tail-ratio", type=float, default=None, metavar="R",
+            help="with --unet and --psf-sigma-deg: the PSF's second Gaussian sigma over the core's "
+                 "(1.5-4; default 2, the KM2A PSF)"),
+        arg("--psf-tail-weight", type=float, default=None, metavar="W",
+            help="with --unet and --psf-sigma-deg: the weight of that second Gaussian (0-0.2; default 0.0407, "
+                 "the KM2A PSF)"),
         arg("--unet", action="store_true",
             help="use the U-Net trained on a randomised sky and PSF (notebook 08, lhaaso_unet_lhai.keras)"),
         arg("--dihedral", action="store_true",

@@ -123,7 +123,8 @@ for method, name in LHAASO_METHODS.items():
         METRICS[f"{stat}_{method}"] = Metric(f"{stat_label}, {name}")
 del method, name, stat, stat_label
 LHAI_PROTOCOL_METHODS = {"input": "blurred counts map", "cnn": "CNN trained for the unsmoothed truth",
-                         "unet": "U-Net trained on a randomised sky and instrument",
+                         "unet": "U-Net trained on a randomised sky and instrument, told the nominal PSF",
+                         "unet_blind": "the same U-Net told that the PSF is unknown",
                          "cnn_target0p1": "CNN trained for the 0.1° target", "richardson_lucy": "Richardson–Lucy",
                          "jolideco": "Jolideco"}
 for method, name in LHAI_PROTOCOL_METHODS.items():
@@ -132,6 +133,10 @@ for method, name in LHAI_PROTOCOL_METHODS.items():
         if method != "cnn_target0p1":
             METRICS[f"{stat}_{method}_lhai_shifted"] = Metric(
                 f"{stat_label}, LHAI's protocol, shifted test set (pictures, another PSF), {name}")
+for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):
+    METRICS[f"{stat}_unet_psf_true_lhai_shifted"] = Metric(
+        f"{stat_label}, LHAI's protocol, shifted test set, the U-Net told the shifted maps' own PSF "
+        "(no classical method is given it)")
 for method, name in (("input", "blurred counts map"), ("cnn", "CNN"), ("richardson_lucy", "Richardson–Lucy"),
                      ("jolideco", "Jolideco")):
     for stat, stat_label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("nrmse", "NRMSE")):

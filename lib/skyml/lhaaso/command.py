@@ -17,7 +17,12 @@ The U-Net of LHAI's protocol (``--unet``; :func:`deconvolve_unet_tiled`)
 halves the map twice, so its input is zero-padded at the far edges to a
 multiple of 4 px; its tiles start on that grid and overlap by
 :data:`UNET_HALO_PX` (more than its receptive-field radius), so they too
-give the one-pass result. With ``--dihedral`` the estimate is the mean over
+give the one-pass result. It is told the PSF (``--psf-sigma-deg`` with
+``--psf-tail-ratio`` and ``--psf-tail-weight``, the nominal KM2A tail by
+default) in constant condition channels, or that the PSF is unknown when no
+``--psf-sigma-deg`` is given (:func:`skyml.lhaaso.models.psf_conditions`);
+the values must lie in the ranges it was trained on (its metadata's
+``randomisation``). With ``--dihedral`` the estimate is the mean over
 the map's 8 rotations by 90° and flips, each turned back (notebook 08
 chooses this readout for the U-Net on validation maps: results key
 ``unet_lhai_dihedral``).
@@ -119,15 +124,18 @@ def unet_factor(model) -> int:
     return 2 ** sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers)
 
 
-def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: int = UNET_HALO_PX) -> np.ndarray:
+def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: int = UNET_HALO_PX,
+                          conditions=None) -> np.ndarray:
     """The U-Net's estimate of one map (ny, nx) in counts per pixel: the map
     normalised by its mean counts, zero-padded at the far edges to a multiple
     of the network's pooling factor, passed through the network up to its
     flux-conserving layer in overlapping tiles (see the module text), cropped,
-    and rescaled once to the input's total counts."""
+    and rescaled once to the input's total counts. ``conditions``: the values
+    of its condition channels (:func:`skyml.lhaaso.models.psf_conditions`),
+    for a U-Net that has them."""
     import keras
 
-    from .models import FluxConserving
+    from .models import FluxConserving, as_input
     from .simulate import map_scale, normalise
 
     last = model.layers[-1]
@@ -143,19 +151,20 @@ def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: 
     scale = map_scale(counts[None])
     norm = np.zeros((py, px), np.float32)
     norm[:ny, :nx] = normalise(counts[None], scale)[0]
-    raw = _stitched(lambda block: np.asarray(raw_model(block[None, ..., None], training=False))[0, ..., 0],
-                    norm, tile, halo)
+    raw = _stitched(lambda block: np.asarray(raw_model(as_input(block[None], conditions=conditions),
+                                                       training=False))[0, ..., 0], norm, tile, halo)
     return _flux_conserved(raw[:ny, :nx], norm) * scale[0]
 
 
-def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = False) -> np.ndarray:
-    """One map through the CNN (:func:`deconvolve_tiled`) or the U-Net
-    (:func:`deconvolve_unet_tiled`); with ``dihedral``, the mean over its 8
-    rotations and flips, each turned back."""
+def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = False, conditions=None) -> np.ndarray:
+    """One map through the CNN (:func:`deconvolve_tiled`, with the PSF width
+    ``sigma1_deg`` of the PSF-conditioned CNN) or the U-Net
+    (:func:`deconvolve_unet_tiled`, with its ``conditions``); with
+    ``dihedral``, the mean over its 8 rotations and flips, each turned back."""
     unet = unet_factor(model) > 1
 
     def once(c):
-        return deconvolve_unet_tiled(model, c) if unet else deconvolve_tiled(model, c, sigma1_deg)
+        return deconvolve_unet_tiled(model, c, conditions=conditions) if unet else deconvolve_tiled(model, c, sigma1_deg)
 
     if not dihedral:
         return once(counts)
@@ -173,15 +182,50 @@ def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = 
 @dataclass
 class State(LoadedModel):
     conditioned: bool
+    psf: tuple | None = None  # (core sigma [deg], tail ratio, tail weight) the U-Net is told; None: unknown
+    conditions: np.ndarray | None = None  # the U-Net's condition channels
+
+
+def _unet_psf(args: argparse.Namespace, path: Path, metadata: dict, channels: int):
+    """(told PSF or None, condition values or None) of the U-Net from the
+    options, checked against the ranges of its training (metadata)."""
+    from . import models, psf
+
+    told = args.psf_sigma_deg is not None
+    if channels == 1:  # a U-Net without condition channels is never told the PSF
+        if told:
+            raise CommandError(f"{path}: this U-Net has no PSF input; leave out --psf-sigma-deg")
+        return None, None
+    if channels != 1 + models.PSF_CONDITIONS:
+        raise CommandError(f"{path}: model has {channels} input channel(s); the U-Net of notebook 08 has "
+                           f"{1 + models.PSF_CONDITIONS} (the counts and its PSF conditions)")
+    if not told:
+        return None, models.psf_conditions(1)[0]
+    nominal = float(metadata.get("sigma1_deg", psf.SIGMA1_DEG[25.0]))
+    rand = metadata.get("randomisation") or {}
+    scale = rand.get("sigma_scale", [0.7, 1.3])
+    told_psf = (float(args.psf_sigma_deg),
+                psf.TAIL_RATIO if args.psf_tail_ratio is None else float(args.psf_tail_ratio),
+                psf.tail_weight() if args.psf_tail_weight is None else float(args.psf_tail_weight))
+    ranges = (("--psf-sigma-deg", told_psf[0], (scale[0] * nominal, scale[1] * nominal), " deg"),
+              ("--psf-tail-ratio", told_psf[1], tuple(rand.get("tail_ratio", [1.5, 4.0])), ""),
+              ("--psf-tail-weight", told_psf[2], tuple(rand.get("tail_weight", [0.0, 0.2])), ""))
+    for flag, value, (lo, hi), unit in ranges:
+        if not lo <= value <= hi:
+            raise CommandError(f"{flag} {value:g} is outside the U-Net's training range {lo:.4g}-{hi:.4g}{unit}")
+    return told_psf, models.psf_conditions(1, *told_psf)[0]
 
 
 def deconvolve_setup(args: argparse.Namespace) -> State:
-    conditioned = args.psf_sigma_deg is not None
+    told = args.psf_sigma_deg is not None
+    tail = args.psf_tail_ratio is not None or args.psf_tail_weight is not None
+    if tail and not (args.unet and told):
+        raise CommandError("--psf-tail-ratio and --psf-tail-weight describe the PSF told to the U-Net: "
+                           "use them with --unet and --psf-sigma-deg")
+    conditioned = told and not args.unet
     if conditioned and not LHAASO_PSF_RANGE_DEG[0] <= args.psf_sigma_deg <= LHAASO_PSF_RANGE_DEG[1]:
         raise CommandError(f"--psf-sigma-deg {args.psf_sigma_deg} is outside the PSF-conditioned CNN's "
                            f"range {LHAASO_PSF_RANGE_DEG[0]}-{LHAASO_PSF_RANGE_DEG[1]} deg")
-    if conditioned and args.unet:
-        raise CommandError("--unet and --psf-sigma-deg exclude each other: the U-Net is not told the PSF")
     trained = LHAASO_PSF_CNN if conditioned else LHAASO_UNET if args.unet else LHAASO_CNN
     path = model_path(trained, args)
     load_models_quietly("lhaaso.models")  # registers the custom layers
@@ -190,6 +234,9 @@ def deconvolve_setup(args: argparse.Namespace) -> State:
         raise CommandError(f"{path}: --unet needs the U-Net of notebook 08 (lhaaso_unet_lhai.keras), "
                            "not a CNN without pooling layers")
     channels = int(model.input_shape[-1])
+    if args.unet:
+        told_psf, conditions = _unet_psf(args, path, metadata, channels)
+        return State(args, path, model, metadata, False, told_psf, conditions)
     if channels != (2 if conditioned else 1):
         raise CommandError(f"{path}: model has {channels} input channel(s); "
                            + ("--psf-sigma-deg needs the PSF-conditioned CNN (2 channels)" if conditioned
@@ -207,7 +254,8 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
                            "(at least 16×16 px)")
     # background-subtracted counts are not whole numbers: integer values are not required here
     guards.check_values(source, counts, counts=True, integer=False, what="counts map")
-    intensity = deconvolve_map(state.model, counts, args.psf_sigma_deg, dihedral=args.dihedral)
+    intensity = deconvolve_map(state.model, counts, args.psf_sigma_deg if state.conditioned else None,
+                               dihedral=args.dihedral, conditions=state.conditions)
     header = {
         "BUNIT": ("count", "estimated intrinsic counts per pixel"),
         "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
@@ -221,6 +269,13 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
         "TARGSIG": (float(metadata.get("target_sigma_deg", 0.1)), "[deg] Gaussian sigma of the output resolution"),
         "DIHEDRAL": (bool(args.dihedral), "mean over the map's 8 rotations and flips"),
     }
+    if args.unet:  # the PSF the U-Net was told, or none
+        del header["PSFSIG"]
+        header["PSFTOLD"] = (state.psf is not None, "U-Net told the PSF (else: unknown to it)")
+        if state.psf is not None:
+            header["PSFSIG"] = (state.psf[0], "[deg] core sigma of the PSF told to the U-Net")
+            header["PSFTAILR"] = (state.psf[1], "tail sigma / core sigma, PSF told to the U-Net")
+            header["PSFTAILW"] = (state.psf[2], "tail weight of the PSF told to the U-Net")
     write_output(io.write_fits_map, target, intensity.astype(np.float32), wcs, header, overwrite=args.overwrite)
     return (f"wrote {target}: intensity map of {intensity.sum():.1f} counts from {counts.sum():.0f} "
             f"input counts ({counts.shape[0]}×{counts.shape[1]} px)")
