@@ -214,3 +214,23 @@ def test_peak_parabola_locates_on_one_map_and_refines_on_another():
     same = m.PeakParabola()([fine[None, ..., None].astype("float32")] * 2)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(same),
                                _readout(m.SpatialSoftArgmax(readout="parabola"), fine[None]), atol=1e-6)
+
+
+def test_continued_training_starts_from_the_first_one_and_keeps_its_key(tmp_path, monkeypatch):
+    from skyml import paths
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    params = simulate.CTASimParams(npix=32)
+    kw = dict(epochs=1, full_resolution_head=True, profile="quick")
+    first, first_meta, first_history, _ = pipeline.train_improved_localiser(8, 4, 1, params, **kw)
+    more, meta, history, seconds = pipeline.train_improved_localiser(8, 4, 1, params, continue_epochs=2, **kw)
+    assert seconds is not None and len(history["loss"]) == 3 and history["loss"][0] == first_history["loss"][0]
+    assert meta["continued_from"]["keras_sha256"] == first_meta["keras_sha256"] and meta["continue_epochs"] == 2
+    assert meta["cache_key"]["continue_epochs"] == 2 and "continue_epochs" not in first_meta["cache_key"]
+    # the kept weights are those of the lowest validation loss, the first training's epoch included
+    x = np.random.default_rng(3).poisson(1.0, (2, 32, 32, 1)).astype(np.float32)
+    same = np.array_equal(more.predict(x, verbose=0), first.predict(x, verbose=0))
+    assert same == (min(history["val_loss"][1:]) >= history["val_loss"][0])
+    # the first training stays cached under its own key: asking for it again trains nothing
+    assert pipeline.train_improved_localiser(8, 4, 1, params, **kw)[3] is None

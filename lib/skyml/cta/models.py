@@ -927,8 +927,11 @@ def train(
     patience: int = 3,
     seed: int = 0,
     verbose="auto",
+    reduce_lr_patience: int | None = None,
 ) -> dict[str, list[float]]:
     """Fit a compiled model with early stopping; return its history.
+    With ``reduce_lr_patience``, the learning rate is halved after that many
+    epochs without a lower ``val_loss``.
 
     Maps of shape ``(N, ny, nx)`` (inputs, and cleaner targets) get their
     channel axis added; labels of shape ``(N, 2)`` are used as given.
@@ -948,6 +951,10 @@ def train(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=int(patience), mode="min", restore_best_weights=True
     )
+    own = [stop]
+    if reduce_lr_patience is not None:
+        own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                     patience=int(reduce_lr_patience), min_lr=1e-5))
     history = model.fit(
         _as_input(x),
         _as_target(y),
@@ -955,7 +962,7 @@ def train(
         epochs=int(epochs),
         batch_size=int(batch_size),
         shuffle=True,
-        callbacks=[stop, *training.fit_callbacks(stop)],
+        callbacks=[*own, *training.fit_callbacks(*own)],
         verbose=verbose,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

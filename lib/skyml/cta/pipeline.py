@@ -199,7 +199,7 @@ def localiser_training_maps(n_maps, seed, params: CTASimParams, split: str, shif
 def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
                              patience=3, learning_rate=1e-3, subcell_offsets=True, full_resolution_head=False,
                              window=0, readout="softmax", dihedral_augment=False, matched_filter_size=0,
-                             train_shift=None, profile="quick"):
+                             train_shift=None, continue_epochs=0, continue_lr_patience=2, profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
     trained on the maps of ``params`` (see :func:`localiser_params`).
 
@@ -211,7 +211,14 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     before they existed are found again. ``window`` and ``readout`` act at
     inference only (:func:`skyml.cta.models.with_readout`): they are not part
     of the cache key, the cached and installed model keeps the soft-argmax of
-    its training, and the model returned reads its heat map with them."""
+    its training, and the model returned reads its heat map with them.
+
+    ``continue_epochs`` > 0: the model of ``epochs`` epochs (cached, or the
+    published one) trains on for up to that many more epochs, its optimizer
+    state kept, the learning rate halved after ``continue_lr_patience``
+    epochs without a lower validation loss; the weights of the epoch with the
+    lowest validation loss, the first ``epochs`` included, are kept. A
+    separate cache key, so the shorter training stays as it was."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate),
            "subcell_offsets": bool(subcell_offsets), "version": 2}
@@ -241,7 +248,33 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    model, meta, history, seconds = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    def fit_more():
+        import keras
+
+        base, base_meta, base_history, _ = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+        train = localiser_training_maps(n_train, seed, params, "train", train_shift)
+        val = localiser_training_maps(n_val, seed, params, "val", train_shift)
+        kept = base.get_weights()
+        more = models.train(base, models.preprocess_localiser_input(train["counts"]), position_labels(train),
+                            models.preprocess_localiser_input(val["counts"]), position_labels(val),
+                            epochs=continue_epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2,
+                            reduce_lr_patience=continue_lr_patience)
+        if min(more["val_loss"]) >= min(base_history["val_loss"]):
+            base.set_weights(kept)  # no continued epoch beat the first training on validation
+        history = {k: list(base_history.get(k, [])) + v for k, v in more.items()}
+        dropped = ("train_seconds", "cache_key", "saved_with", "keras_sha256", "history", "adopted_from")
+        meta = {**{k: v for k, v in base_meta.items() if k not in dropped},
+                "continued_from": {"epochs": len(base_history["loss"]),
+                                   "keras_sha256": base_meta.get("keras_sha256"),
+                                   "train_seconds": base_meta.get("train_seconds")},
+                "continue_epochs": int(continue_epochs), "continue_lr_patience": int(continue_lr_patience)}
+        return base, meta, history
+
+    if continue_epochs:
+        more_key = {**key, "continue_epochs": int(continue_epochs), "continue_lr_patience": int(continue_lr_patience)}
+        model, meta, history, seconds = train_cached("cta_localiser", more_key, fit_more, profile, LOCALISER_FILE)
+    else:
+        model, meta, history, seconds = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
     if (readout, int(window)) != ("softmax", 0):
         model = models.with_readout(model, int(window), readout)
     return model, meta, history, seconds
