@@ -227,7 +227,8 @@ def test_continued_training_starts_from_the_first_one_and_keeps_its_key(tmp_path
     more, meta, history, seconds = pipeline.train_improved_localiser(8, 4, 1, params, continue_epochs=2, **kw)
     assert seconds is not None and len(history["loss"]) == 3 and history["loss"][0] == first_history["loss"][0]
     assert meta["continued_from"]["keras_sha256"] == first_meta["keras_sha256"] and meta["continue_epochs"] == 2
-    assert meta["cache_key"]["continue_epochs"] == 2 and "continue_epochs" not in first_meta["cache_key"]
+    assert history["learning_rate"][0] == pytest.approx(2.5e-4)  # the fine-tuning rate, not the first training's
+    assert meta["cache_key"]["continue_epochs"] == 2 and meta["continue_learning_rate"] == 2.5e-4 and "continue_epochs" not in first_meta["cache_key"]
     # the kept weights are those of the lowest validation loss, the first training's epoch included
     x = np.random.default_rng(3).poisson(1.0, (2, 32, 32, 1)).astype(np.float32)
     same = np.array_equal(more.predict(x, verbose=0), first.predict(x, verbose=0))

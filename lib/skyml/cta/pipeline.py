@@ -199,7 +199,8 @@ def localiser_training_maps(n_maps, seed, params: CTASimParams, split: str, shif
 def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epochs, batch_size=32,
                              patience=3, learning_rate=1e-3, subcell_offsets=True, full_resolution_head=False,
                              window=0, readout="softmax", dihedral_augment=False, matched_filter_size=0,
-                             train_shift=None, continue_epochs=0, continue_lr_patience=2, profile="quick"):
+                             train_shift=None, continue_epochs=0, continue_learning_rate=2.5e-4,
+                             continue_lr_patience=1, profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
     trained on the maps of ``params`` (see :func:`localiser_params`).
 
@@ -215,8 +216,9 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
 
     ``continue_epochs`` > 0: the model of ``epochs`` epochs (cached, or the
     published one) trains on for up to that many more epochs, its optimizer
-    state kept, the learning rate halved after ``continue_lr_patience``
-    epochs without a lower validation loss; the weights of the epoch with the
+    state kept but its learning rate set to ``continue_learning_rate``, and
+    halved after ``continue_lr_patience`` epochs without a lower validation
+    loss (fine-tuning at a lower rate); the weights of the epoch with the
     lowest validation loss, the first ``epochs`` included, are kept. A
     separate cache key, so the shorter training stays as it was."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
@@ -255,6 +257,7 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         train = localiser_training_maps(n_train, seed, params, "train", train_shift)
         val = localiser_training_maps(n_val, seed, params, "val", train_shift)
         kept = base.get_weights()
+        base.optimizer.learning_rate.assign(float(continue_learning_rate))
         more = models.train(base, models.preprocess_localiser_input(train["counts"]), position_labels(train),
                             models.preprocess_localiser_input(val["counts"]), position_labels(val),
                             epochs=continue_epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2,
@@ -267,11 +270,13 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "continued_from": {"epochs": len(base_history["loss"]),
                                    "keras_sha256": base_meta.get("keras_sha256"),
                                    "train_seconds": base_meta.get("train_seconds")},
-                "continue_epochs": int(continue_epochs), "continue_lr_patience": int(continue_lr_patience)}
+                "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
+                "continue_lr_patience": int(continue_lr_patience)}
         return base, meta, history
 
     if continue_epochs:
-        more_key = {**key, "continue_epochs": int(continue_epochs), "continue_lr_patience": int(continue_lr_patience)}
+        more_key = {**key, "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
+                    "continue_lr_patience": int(continue_lr_patience)}
         model, meta, history, seconds = train_cached("cta_localiser", more_key, fit_more, profile, LOCALISER_FILE)
     else:
         model, meta, history, seconds = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
