@@ -282,7 +282,7 @@ HEADLINES = (
              {"psnr_richardson_lucy": "Richardson–Lucy", "psnr_jolideco": "Jolideco",
               "psnr_smooth_0p29": "0.29° smoothing", "psnr_wiener": "Wiener", "psnr_input": "blurred counts map"}),
     Headline("08_lhaaso_deconvolution", "PSNR (dB), LHAI's protocol (min-max scaled maps, unsmoothed truth)", "higher",
-             {"psnr_unet_lhai": "U-Net (randomised sky)", "psnr_cnn_lhai": "SRCNN-like CNN"},
+             {"psnr_unet_lhai": "U-Net (randomised sky, told the nominal PSF)", "psnr_cnn_lhai": "SRCNN-like CNN"},
              {"psnr_jolideco_lhai": "Jolideco", "psnr_richardson_lucy_lhai": "Richardson–Lucy",
               "psnr_input_lhai": "blurred counts map"}),
     Headline("08_lhaaso_deconvolution", "point source: FWHM / PSF FWHM", "lower",
