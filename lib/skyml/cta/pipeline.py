@@ -230,11 +230,15 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "train_shift": None}
     key.update({k: v for k, v in extra.items() if v != defaults[k]})
 
-    def fit():
+    def data():
+        """(inputs, labels, validation inputs, validation labels)"""
         train = localiser_training_maps(n_train, seed, params, "train", train_shift)
         val = localiser_training_maps(n_val, seed, params, "val", train_shift)
-        x = models.preprocess_localiser_input(train["counts"])
-        xv = models.preprocess_localiser_input(val["counts"])
+        return (models.preprocess_localiser_input(train["counts"]), position_labels(train),
+                models.preprocess_localiser_input(val["counts"]), position_labels(val))
+
+    def fit():
+        x, y, xv, yv = data()
         import keras
 
         keras.utils.set_random_seed(int(seed))
@@ -243,8 +247,8 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                                                 full_resolution_head=full_resolution_head,
                                                 dihedral_augment=dihedral_augment,
                                                 matched_filter_size=matched_filter_size, seed=seed)
-        history = models.train(model, x, position_labels(train), xv, position_labels(val),
-                               epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2)
+        history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
+                               seed=seed, verbose=2)
         meta = {"task": "cta-localise", "input": models.LOCALISER_INPUT, "n_train": int(n_train),
                 "subcell_offsets": bool(subcell_offsets), **extra,
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
@@ -254,14 +258,10 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         import keras
 
         base, base_meta, base_history, _ = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
-        train = localiser_training_maps(n_train, seed, params, "train", train_shift)
-        val = localiser_training_maps(n_val, seed, params, "val", train_shift)
         kept = base.get_weights()
         base.optimizer.learning_rate.assign(float(continue_learning_rate))
-        more = models.train(base, models.preprocess_localiser_input(train["counts"]), position_labels(train),
-                            models.preprocess_localiser_input(val["counts"]), position_labels(val),
-                            epochs=continue_epochs, batch_size=batch_size, patience=patience, seed=seed, verbose=2,
-                            reduce_lr_patience=continue_lr_patience)
+        more = models.train(base, *data(), epochs=continue_epochs, batch_size=batch_size, patience=patience,
+                            seed=seed, verbose=2, reduce_lr_patience=continue_lr_patience)
         if min(more["val_loss"]) >= min(base_history["val_loss"]):
             base.set_weights(kept)  # no continued epoch beat the first training on validation
         history = {k: list(base_history.get(k, [])) + v for k, v in more.items()}
