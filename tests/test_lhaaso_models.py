@@ -308,3 +308,15 @@ def test_log_loss_is_minus_a_tenth_of_each_maps_psnr():
     psnr = 10 * np.log10(1 / evaluation.lhai_per_map(truth, estimate)["mse"])
     np.testing.assert_allclose(loss, -psnr / 10, rtol=1e-4)
     assert pipeline.UNET_LOSS in models.LOSSES
+
+
+def test_cli_help_states_the_unet_psf_ranges_of_the_simulation(capsys):
+    from skyml.lhaaso import psf
+
+    assert cli.main(["lhaaso-deconvolve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    lo, hi = (s * psf.SIGMA1_DEG[25.0] for s in sim.RANDOM_SIGMA_SCALE)
+    assert f"the U-Net is told the PSF ({lo:.4g}-{hi:.4g} deg)" in text
+    assert f"({sim.RANDOM_TAIL_RATIO[0]:g}-{sim.RANDOM_TAIL_RATIO[1]:g}; default {psf.TAIL_RATIO:g}, the KM2A PSF)" in text
+    assert (f"({sim.RANDOM_TAIL_WEIGHT[0]:g}-{sim.RANDOM_TAIL_WEIGHT[1]:g}; default {psf.tail_weight():.3g}, "
+            "the KM2A PSF)") in text
