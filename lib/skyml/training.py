@@ -67,6 +67,14 @@ def backup_root() -> Path:
 STATE_ATTRIBUTES = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 
 
+def halve_on_plateau(patience: int):
+    """The learning-rate schedule the notebooks' networks share: halved after
+    ``patience`` epochs without a lower ``val_loss``, down to 1e-5."""
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=int(patience), min_lr=1e-5)
+
+
 def fit_callbacks(*stateful) -> list:
     """Callbacks that make a Keras ``fit()`` inside :func:`train_cached`
     resumable (see the module text); put them after the call's own callbacks,

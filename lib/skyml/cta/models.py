@@ -953,8 +953,7 @@ def train(
     )
     own = [stop]
     if reduce_lr_patience is not None:
-        own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                     patience=int(reduce_lr_patience), min_lr=1e-5))
+        own.append(training.halve_on_plateau(reduce_lr_patience))
     history = model.fit(
         _as_input(x),
         _as_target(y),

@@ -190,6 +190,7 @@ def _unet_psf(args: argparse.Namespace, path: Path, metadata: dict, channels: in
     """(told PSF or None, condition values or None) of the U-Net from the
     options, checked against the ranges of its training (metadata)."""
     from . import models, psf
+    from . import simulate as sim
 
     told = args.psf_sigma_deg is not None
     if channels == 1:  # a U-Net without condition channels is never told the PSF
@@ -203,13 +204,13 @@ def _unet_psf(args: argparse.Namespace, path: Path, metadata: dict, channels: in
         return None, models.psf_conditions(1)[0]
     nominal = float(metadata.get("sigma1_deg", psf.SIGMA1_DEG[25.0]))
     rand = metadata.get("randomisation") or {}
-    scale = rand.get("sigma_scale", [0.7, 1.3])
+    scale = rand.get("sigma_scale", sim.RANDOM_SIGMA_SCALE)
     told_psf = (float(args.psf_sigma_deg),
                 psf.TAIL_RATIO if args.psf_tail_ratio is None else float(args.psf_tail_ratio),
                 psf.tail_weight() if args.psf_tail_weight is None else float(args.psf_tail_weight))
     ranges = (("--psf-sigma-deg", told_psf[0], (scale[0] * nominal, scale[1] * nominal), " deg"),
-              ("--psf-tail-ratio", told_psf[1], tuple(rand.get("tail_ratio", [1.5, 4.0])), ""),
-              ("--psf-tail-weight", told_psf[2], tuple(rand.get("tail_weight", [0.0, 0.2])), ""))
+              ("--psf-tail-ratio", told_psf[1], tuple(rand.get("tail_ratio", sim.RANDOM_TAIL_RATIO)), ""),
+              ("--psf-tail-weight", told_psf[2], tuple(rand.get("tail_weight", sim.RANDOM_TAIL_WEIGHT)), ""))
     for flag, value, (lo, hi), unit in ranges:
         if not lo <= value <= hi:
             raise CommandError(f"{flag} {value:g} is outside the U-Net's training range {lo:.4g}-{hi:.4g}{unit}")

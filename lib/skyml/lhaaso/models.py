@@ -238,8 +238,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
     own = [stop]
     if reduce_lr_patience is not None:
-        own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=int(reduce_lr_patience),
-                                                     min_lr=1e-5))
+        own.append(training.halve_on_plateau(reduce_lr_patience))
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
                         shuffle=True, callbacks=[*own, *training.fit_callbacks(*own)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
