@@ -181,13 +181,31 @@ def test_cta_localise_counts_map(tmp_path, counts_path, models, capsys):
     assert table["input"][0] == "counts.fits"
     assert table.meta["model"] == str(models[1]) and table.meta["profile"] == "quick"
 
+    assert table.meta["orientations"] == 8
+
     counts, wcs = read_counts_map(counts_path)
     model, _ = load_model(models[1])
     model = with_readout(model, 0, "parabola")  # notebook 03's readout, not the training soft-argmax
-    label = model.predict(preprocess_localiser_input(counts[None]), verbose=0)[0]
-    x_exp, y_exp = label_to_pix(label, (200, 200))
+    x = preprocess_localiser_input(counts[None])
+    labels = []  # the map read in its 8 orientations, each position mapped back by hand
+    for k in range(8):
+        xk = np.swapaxes(x, 1, 2) if k & 1 else x
+        xk = xk[:, :, ::-1] if k & 2 else xk
+        xk = xk[:, ::-1] if k & 4 else xk
+        lx, ly = model.predict(np.ascontiguousarray(xk), verbose=0)[0]
+        ly = 1 - ly if k & 4 else ly
+        lx = 1 - lx if k & 2 else lx
+        labels.append((ly, lx) if k & 1 else (lx, ly))
+    x_exp, y_exp = label_to_pix(np.mean(labels, axis=0), (200, 200))
     row = table[0]
     np.testing.assert_allclose([row["x_pix"], row["y_pix"]], [x_exp, y_exp], atol=1e-4)
+
+    one = tmp_path / "one.ecsv"
+    assert cli.main(["cta-localise", str(counts_path), "-o", str(one), "--model", str(models[1]),
+                     "--orientations", "1"]) == 0
+    x1, y1 = label_to_pix(labels[0], (200, 200))
+    row = QTable.read(one)[0]
+    np.testing.assert_allclose([row["x_pix"], row["y_pix"]], [x1, y1], atol=1e-4)
     position = SkyCoord(row["ra"], row["dec"], frame="icrs")
     assert wcs.footprint_contains(position)
     x_back, y_back = wcs.world_to_pixel(position)

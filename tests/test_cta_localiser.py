@@ -127,6 +127,46 @@ def test_dihedral_augmentation_round_trip_is_exact():
     assert not zero.any()
 
 
+def test_orientations_round_trip_and_readout_mean():
+    """pipeline.orient / unorient_labels map a pixel of each of the 8 orientations back exactly; the
+    8-orientation readout of an equivariant localiser (a parabola readout of the map itself) is its plain
+    readout, and of a localiser with a fixed shift, the shift cancels."""
+    side, n = 16, 24
+    rng = np.random.default_rng(1)
+    xs, ys = rng.integers(0, side, (2, n))
+    maps = np.zeros((n, side, side), "float32")
+    maps[np.arange(n), ys, xs] = 1.0
+    orientations = set()
+    for k in range(8):
+        moved = pipeline.orient(maps, k)
+        orientations.add(moved.tobytes())
+        flat = moved.reshape(n, -1).argmax(1)
+        back = pipeline.unorient_labels(m.pix_to_label(flat % side, flat // side, shape=(side, side)), k)
+        np.testing.assert_allclose(back, m.pix_to_label(xs, ys, shape=(side, side)), atol=1e-6)
+    assert len(orientations) == 8
+
+    counts = rng.poisson(0.5, (n, side, side)).astype("float32")
+    yy, xx = np.mgrid[0:side, 0:side]
+    for i, (x0, y0) in enumerate(rng.uniform(4, side - 5, (n, 2))):
+        counts[i] += rng.poisson(40 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / 4.0))
+    counts += rng.uniform(0, 0.1, counts.shape).astype("float32")  # no tied peaks, whose pick follows the scan order
+    inp = keras.Input((side, side, 1))
+    equivariant = keras.Model(inp, m.SpatialSoftArgmax(initial_beta=1.0, readout="parabola")(keras.ops.log1p(inp)))
+    one = pipeline.localise(equivariant, counts, 1)
+    np.testing.assert_allclose(pipeline.localise(equivariant, counts, 8), one, atol=1e-5)
+    shifted = keras.Model(inp, equivariant(inp) + keras.ops.convert_to_tensor([[0.03, -0.02]]))
+    np.testing.assert_allclose(pipeline.localise(shifted, counts, 1), one + [0.03, -0.02], atol=1e-5)
+    np.testing.assert_allclose(pipeline.localise(shifted, counts, 8), one, atol=1e-5)
+    both = keras.Model(inp, [equivariant(inp), shifted(inp)])
+    a, b = pipeline.localise(both, counts, 8)
+    np.testing.assert_allclose(a, one, atol=1e-5)
+    np.testing.assert_allclose(b, one, atol=1e-5)
+    with pytest.raises(ValueError, match="orientations"):
+        pipeline.localise(equivariant, counts, 4)
+    with pytest.raises(ValueError, match="square"):
+        pipeline.orient(np.zeros((1, 4, 5)), 1)
+
+
 def _blobs(n, side, rng):
     yy, xx = np.mgrid[0:side, 0:side]
     x0, y0 = rng.uniform(6, side - 7, (2, n))
@@ -157,6 +197,13 @@ def test_full_resolution_localiser_is_deterministic_and_round_trips(tmp_path):
     x = _blobs(4, 32, np.random.default_rng(9))[0]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_allclose(m.with_readout(model, 3).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    # notebook 03's readout and its two ablations as the outputs of one model sharing the heat map
+    readout = m.with_readout(model, 0, "parabola")
+    ablations = (m.without_offsets(readout), m.with_readout(readout, 0, "softmax"))
+    assert all(m._readout_head(a).readout == r for a, r in zip((readout, *ablations), ("parabola", "parabola", "softmax")))
+    joint = keras.Model(readout.inputs, [a.outputs[0] for a in (readout, *ablations)])
+    for out, alone in zip(joint.predict(x, verbose=0), (readout, *ablations)):
+        np.testing.assert_allclose(out, alone.predict(x, verbose=0), atol=1e-6)
 
 
 def test_full_resolution_head_parameter_count():

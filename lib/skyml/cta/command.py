@@ -121,10 +121,11 @@ def localise_process(state: State, source: Path, target: Path) -> str:
     import astropy.units as u
     from astropy.table import QTable
 
-    from .models import label_to_pix, preprocess_localiser_input
+    from .models import label_to_pix
+    from .pipeline import localise
 
     counts, wcs, description = read_counts(source, state.params)
-    label = np.asarray(state.model.predict(preprocess_localiser_input(counts[None]), verbose=0))[0]
+    label = np.asarray(localise(state.model, counts[None], state.args.orientations))[0]
     x_pix, y_pix = (float(v) for v in label_to_pix(label, counts.shape))
     position = wcs.pixel_to_world(x_pix, y_pix).icrs
     table = QTable({"ra": [position.ra.deg] * u.deg, "dec": [position.dec.deg] * u.deg,
@@ -134,7 +135,8 @@ def localise_process(state: State, source: Path, target: Path) -> str:
     table["ra"].description = "source right ascension (ICRS)"
     table["dec"].description = "source declination (ICRS)"
     table.meta.update({"creator": f"skyml {__version__} cta-localise", "model": str(state.path),
-                       "profile": model_profile(state.args, state.metadata), "input_description": description})
+                       "profile": model_profile(state.args, state.metadata), "input_description": description,
+                       "orientations": int(state.args.orientations)})
     write_output(io.write_table, target, table, overwrite=state.args.overwrite, format="ascii.ecsv")
     return (f"wrote {target}: source at RA {position.ra.deg:.4f}°, Dec {position.dec.deg:.4f}° "
             f"(x {x_pix:.2f}, y {y_pix:.2f} px; input: {description})")

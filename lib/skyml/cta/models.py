@@ -851,9 +851,12 @@ def heatmap_model(localiser: keras.Model) -> keras.Model:
 
 
 def _readout_head(localiser: keras.Model):
-    """The soft-argmax layer of a localiser, or of one wrapped by :func:`with_readout`."""
-    names = {layer.name for layer in localiser.layers}
-    return localiser.get_layer("soft_argmax" if "soft_argmax" in names else "soft_argmax_readout")
+    """The soft-argmax layer of a localiser, or of one wrapped by :func:`with_readout` or
+    :func:`without_offsets` (the one layer of the model that is a :class:`SpatialSoftArgmax`)."""
+    heads = [layer for layer in localiser.layers if isinstance(layer, SpatialSoftArgmax)]
+    if len(heads) != 1:
+        raise ValueError(f"{localiser.name}: {len(heads)} soft-argmax readouts, expected one")
+    return heads[0]
 
 
 def without_offsets(localiser: keras.Model) -> keras.Model:
@@ -885,8 +888,11 @@ def with_readout(localiser: keras.Model, window: int = 0, readout: str = "softma
     head = _readout_head(localiser)
     beta = float(np.exp(keras.ops.convert_to_numpy(head.log_beta)))
     logits = localiser.get_layer("heatmap_logits").output
+    name = "soft_argmax_readout"
+    if name in {layer.name for layer in localiser.layers}:  # a readout of a readout: unique names, so that
+        name = f"{name}_{readout}{int(window)}"  # both can be outputs of one model
     kwargs = {"initial_beta": beta, "trainable_beta": False, "window": window, "readout": readout,
-              "name": "soft_argmax_readout"}
+              "name": name}
     if isinstance(head, SoftArgmaxWithOffsets):
         outputs = SoftArgmaxWithOffsets(**kwargs)([logits, localiser.get_layer("subcell_offsets").output])
     else:
@@ -931,7 +937,8 @@ def train(
 ) -> dict[str, list[float]]:
     """Fit a compiled model with early stopping; return its history.
     With ``reduce_lr_patience``, the learning rate is halved after that many
-    epochs without a lower ``val_loss``.
+    epochs without a ``val_loss`` 1e-4 below the best
+    (:func:`skyml.training.halve_on_plateau`).
 
     Maps of shape ``(N, ny, nx)`` (inputs, and cleaner targets) get their
     channel axis added; labels of shape ``(N, 2)`` are used as given.

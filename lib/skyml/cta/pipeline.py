@@ -57,6 +57,62 @@ def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
     return ra, dec
 
 
+ORIENTATIONS = (1, 8)  # readouts of the localiser: the map as given, or the mean over its 8 orientations
+
+
+def orient(maps: np.ndarray, k: int) -> np.ndarray:
+    """Orientation ``k`` (0-7) of square maps ``(n, ny, nx[, c])``: bit 0 of
+    ``k`` transposes them, bit 1 flips them left-right, bit 2 up-down, in that
+    order (the convention of :class:`skyml.cta.models.RandomDihedral`)."""
+    if not 0 <= int(k) < 8:
+        raise ValueError(f"orientation {k} is not one of 0-7")
+    out = np.asarray(maps)
+    if out.shape[1] != out.shape[2]:
+        raise ValueError(f"orientations need square maps, got {out.shape[1]} x {out.shape[2]}")
+    if k & 1:
+        out = np.swapaxes(out, 1, 2)
+    if k & 2:
+        out = out[:, :, ::-1]
+    if k & 4:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def unorient_labels(labels: np.ndarray, k: int) -> np.ndarray:
+    """Normalised ``(x, y)`` labels found on maps in orientation ``k``
+    (:func:`orient`), mapped back to the frame of the maps as given (through
+    :class:`skyml.cta.models.UndoDihedral`, so training and readout share one
+    convention)."""
+    import keras
+
+    labels = np.asarray(labels, np.float32)
+    choice = np.broadcast_to(np.array([k & 1, (k >> 1) & 1, (k >> 2) & 1], np.float32), (len(labels), 3))
+    return keras.ops.convert_to_numpy(models.UndoDihedral()([labels, choice])).astype(np.float32)
+
+
+def localise(model, counts: np.ndarray, orientations: int = 1, batch_size: int = 64):
+    """Normalised ``(x, y)`` source positions ``(n, 2)`` of the heat-map
+    localiser ``model`` on counts maps ``(n, ny, nx)`` (a list of them for a
+    model with several outputs, e.g. readouts sharing one heat map).
+
+    ``orientations=8``: the mean of the positions found on the map's 8
+    rotations by 90 degrees and flips (:func:`orient`), each mapped back
+    (test-time augmentation: the PSF and background of the simulation are
+    symmetric under these operations, so each is as valid a view of the
+    sky as the map itself, and the network's errors on them are partly
+    independent). ``orientations=1``: the map as given."""
+    if orientations not in ORIENTATIONS:
+        raise ValueError(f"orientations must be one of {ORIENTATIONS}, got {orientations!r}")
+    x = models.preprocess_localiser_input(counts)
+    total = None
+    for k in range(orientations):
+        out = model.predict(orient(x, k), batch_size=batch_size, verbose=0)
+        outs = [unorient_labels(o, k) for o in (out if isinstance(out, list) else [out])]
+        total = outs if total is None else [t + o for t, o in zip(total, outs)]
+    means = [t / orientations for t in total]
+    return means if isinstance(out, list) else means[0]
+
+
 def _sim_key(n_train, n_val, seed, params: CTASimParams):
     return {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": params.to_dict()}
 
@@ -217,8 +273,10 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     ``continue_epochs`` > 0: the model of ``epochs`` epochs (cached, or the
     published one) trains on for up to that many more epochs, its optimizer
     state kept but its learning rate set to ``continue_learning_rate``, and
-    halved after ``continue_lr_patience`` epochs without a lower validation
-    loss (fine-tuning at a lower rate); the weights of the epoch with the
+    halved after ``continue_lr_patience`` epochs without a validation loss
+    1e-4 below the best (:func:`skyml.training.halve_on_plateau`; at this
+    network's loss of about 0.004, after nearly every epoch: an annealing
+    of the rate); the weights of the epoch with the
     lowest validation loss, the first ``epochs`` included, are kept. A
     separate cache key, so the shorter training stays as it was."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),

@@ -233,7 +233,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=
           reduce_lr_patience: int | None = None) -> dict:
     """Fit with early stopping on ``val_loss`` (best weights restored); with
     ``reduce_lr_patience``, the learning rate is halved after that many epochs
-    without a lower ``val_loss``."""
+    without a ``val_loss`` 1e-4 below the best (:func:`skyml.training.halve_on_plateau`)."""
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
     own = [stop]
