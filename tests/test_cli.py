@@ -212,6 +212,14 @@ def test_cta_localise_counts_map(tmp_path, counts_path, models, capsys):
     np.testing.assert_allclose([x_back, y_back], [row["x_pix"], row["y_pix"]], atol=1e-6)
 
 
+def test_cta_localise_default_orientations_are_the_published_choice():
+    """The command's default readout is the one notebook 03's published run chose on validation."""
+    from skyml import results
+
+    default = cli.build_parser().parse_args(["cta-localise", "obs.fits", "-o", "p.ecsv"]).orientations
+    assert default == results.read_metrics("03_cta_cnn_regressor", "full")["improved_orientations"]
+
+
 def test_cta_localise_dl3(tmp_path, dl3_path, models):
     out = tmp_path / "position.ecsv"
     assert cli.main(["cta-localise", str(dl3_path), "-o", str(out), "--model", str(models[1])]) == 0
