@@ -530,7 +530,7 @@ file_command(
     the 200×200 counts map of 0.025° pixels centred on its pointing. The heat
     map is read as in notebook 03, by the vertex of a parabola through its
     peak (sub-pixel), on the map and its 7 rotations by 90° and flips, and
-    the 8 positions, mapped back, are averaged (the readout notebook 03
+    the median of the 8 positions, mapped back, is taken (the readout notebook 03
     chose on its validation maps; --orientations 1 reads the map as given,
     8 times faster). The predicted position is written as an ECSV table of one row: ra, dec (ICRS,
     deg), x_pix, y_pix (0-based, pixel centres at integers, x = column) and
@@ -538,7 +538,7 @@ file_command(
     CTA_INPUT, ".ecsv", "position table (ECSV)", "_position.ecsv", "skyml.cta.command:localise",
     options=(
         arg("--orientations", type=int, choices=(1, 8), default=8,
-            help="read the map as given (1) or average over its 8 orientations (default: 8, notebook 03's choice)"),
+            help="read the map as given (1) or take the median over its 8 orientations (default: 8, notebook 03's choice)"),
     ),
 )
 
