@@ -57,7 +57,7 @@ def labels_to_sky(maps: dict, labels: np.ndarray, index=slice(None)):
     return ra, dec
 
 
-ORIENTATIONS = (1, 8)  # readouts of the localiser: the map as given, or the mean over its 8 orientations
+ORIENTATIONS = (1, 8)  # readouts of the localiser: the map as given, or the median over its 8 orientations
 
 
 def orient(maps: np.ndarray, k: int) -> np.ndarray:
