@@ -154,7 +154,8 @@ class EpochCrops(keras.utils.PyDataset):
         return self.x[sl], self.y[sl]
 
 
-def _epoch_setter(data: EpochCrops):
+def epoch_setter(data: EpochCrops):
+    """The callback that sets ``data``'s epoch at the start of each epoch of a ``fit``."""
     class SetEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             data.set_epoch(epoch)
@@ -173,7 +174,7 @@ def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=
         if y is not None:
             raise ValueError("give the targets through the EpochCrops, not as y")
         history = model.fit(x, validation_data=(x_val, y_val), epochs=int(epochs),
-                            callbacks=[_epoch_setter(x), stop, *training.fit_callbacks(stop)], verbose=verbose)
+                            callbacks=[epoch_setter(x), stop, *training.fit_callbacks(stop)], verbose=verbose)
     else:
         history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
                             shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)

@@ -37,6 +37,7 @@ import numpy as np
 from keras import layers, ops
 
 from .. import training
+from ..ctao.models import EpochCrops, epoch_setter
 
 PSF_REF_DEG = 0.265
 TAIL_RATIO_REF = 2.0   # sigma2 / sigma1 of the nominal KM2A PSF (skyml.lhaaso.psf.TAIL_RATIO)
@@ -229,18 +230,48 @@ def build_discriminator(filters: int = 16, name: str = "discriminator"):
     return keras.Model(inp, out, name=name)
 
 
+def dihedral_pairs(x: np.ndarray, y: np.ndarray, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Each (input, target) pair of maps (n, ny, nx, c) turned by its own
+    random element of the square's symmetry group (k rotations by 90°, then
+    a flip of the columns for k ≥ 4; 8 elements), drawn from ``seed``; input
+    and target alike, so that a pair stays a pair. For round PSFs (the
+    condition channels are constant planes) each turned map is as valid a
+    training map as the original. Returns new arrays."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape[1] != x.shape[2]:
+        raise ValueError(f"dihedral turns need square maps, got {x.shape[1]} x {x.shape[2]}")
+    ks = np.random.default_rng(np.random.SeedSequence([*(int(s) for s in np.atleast_1d(seed)), 83])).integers(
+        0, 8, size=len(x))
+    xo, yo = np.empty_like(x), np.empty_like(y)
+    for k in range(8):
+        idx = np.flatnonzero(ks == k)
+        for src, dst in ((x, xo), (y, yo)):
+            turned = np.rot90(src[idx], k % 4, axes=(1, 2))
+            dst[idx] = turned[:, :, ::-1] if k >= 4 else turned
+    return xo, yo
+
+
 def train(model, x, y, x_val, y_val, *, epochs, batch_size=32, patience=3, seed=0, verbose=2,
-          reduce_lr_patience: int | None = None) -> dict:
+          reduce_lr_patience: int | None = None, dihedral: bool = False) -> dict:
     """Fit with early stopping on ``val_loss`` (best weights restored); with
     ``reduce_lr_patience``, the learning rate is halved after that many epochs
-    without a ``val_loss`` 1e-4 below the best (:func:`skyml.training.halve_on_plateau`)."""
+    without a ``val_loss`` 1e-4 below the best (:func:`skyml.training.halve_on_plateau`).
+    ``dihedral``: every epoch turns each training pair anew (:func:`dihedral_pairs`,
+    drawn from ``seed`` and the epoch, so that a resumed training draws what an
+    uninterrupted one does; :class:`skyml.ctao.models.EpochCrops`); the
+    validation maps stay as they are."""
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
     own = [stop]
     if reduce_lr_patience is not None:
         own.append(training.halve_on_plateau(reduce_lr_patience))
-    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                        shuffle=True, callbacks=[*own, *training.fit_callbacks(*own)], verbose=verbose)
+    if dihedral:
+        data = EpochCrops(lambda epoch: dihedral_pairs(x, y, (seed, epoch)), batch_size, seed)
+        history = model.fit(data, validation_data=(x_val, y_val), epochs=int(epochs),
+                            callbacks=[epoch_setter(data), *own, *training.fit_callbacks(*own)], verbose=verbose)
+    else:
+        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
+                            shuffle=True, callbacks=[*own, *training.fit_callbacks(*own)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -28,6 +28,7 @@ PSF_TRAIN_SIGMAS = (0.168, 0.265)  # 100 TeV and 25 TeV; 0.239 (40 TeV) is held 
 UNET_REDUCE_LR_PATIENCE = 2  # epochs without a lower validation loss before the U-Net's learning rate is halved
 UNET_LOSS = "minmax_log_mse"  # the U-Net's loss, one of skyml.lhaaso.models.LOSSES
 UNET_PSF_UNKNOWN_FRACTION = 0.25  # share of the U-Net's training and validation maps told that their PSF is unknown
+UNET_AUGMENT = "dihedral"  # every epoch turns each training pair by a random rotation/flip (models.dihedral_pairs)
 
 
 def nominal_psf(params: LHAASOSimParams) -> tuple[float, float, float]:
@@ -62,7 +63,8 @@ def _meta(kind, params, n_train, profile, **extra):
 
 def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSimParams, *, epochs: int = 10,
                 gan_steps: int = 200, batch_size: int = 32, patience: int = 3, learning_rate: float = 1e-3,
-                filters=(32, 16), unet_filters=(16, 32, 64), unet_epochs: int | None = None, profile: str = "quick"):
+                filters=(32, 16), unet_filters=(16, 32, 64), unet_epochs: int | None = None,
+                unet_n_train: int | None = None, profile: str = "quick"):
     """Train (or load) ``kind`` in cnn, vae, gan, psf_conditioned, cnn_lhai,
     unet_lhai; returns (model, metadata, history, seconds or None if loaded).
     ``cnn_lhai`` is the CNN trained for the intrinsic map without smoothing
@@ -75,10 +77,16 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     their own PSF, the others that it is unknown), with the loss of that protocol, per map the log of its squared error
     (:func:`skyml.lhaaso.models.minmax_log_mse`: each map counts by its PSNR),
     ``unet_epochs`` (default ``epochs``) and the learning rate halved after 2
-    epochs without progress on validation."""
+    epochs without progress on validation, on ``unet_n_train`` training maps
+    (default ``n_train``), each turned anew every epoch by a random rotation
+    or flip (:data:`UNET_AUGMENT`; a network of 118,561 weights learnt 7,000
+    fixed maps partly by heart: its training loss ended 0.24 below its
+    validation loss)."""
     if kind in ("cnn_lhai", "unet_lhai"):
         params = params.replace(target_sigma_deg=0.0)
     randomised = kind == "unet_lhai"
+    if randomised and unet_n_train is not None:
+        n_train = int(unet_n_train)
     conditioned = kind == "psf_conditioned"
     choices = PSF_TRAIN_SIGMAS if conditioned else None
     randomisation = {"sigma_scale": list(RANDOM_SIGMA_SCALE), "tail_ratio": list(RANDOM_TAIL_RATIO),
@@ -94,7 +102,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
     if randomised:
         epochs = epochs if unet_epochs is None else unet_epochs
         key.update(filters=[int(f) for f in unet_filters], randomisation=randomisation, epochs=int(epochs),
-                   loss=UNET_LOSS, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=5,
+                   loss=UNET_LOSS, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE, version=6, augment=UNET_AUGMENT,
                    psf_conditions=models.PSF_CONDITIONS, psf_unknown_fraction=UNET_PSF_UNKNOWN_FRACTION)
 
     def fit():
@@ -116,13 +124,14 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, params: LHAASOSi
             else:
                 model = models.build_cnn(2 if conditioned else 1, filters, learning_rate, name=f"lhaaso_{kind}")
             history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
-                                   seed=seed, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE if randomised else None)
+                                   seed=seed, reduce_lr_patience=UNET_REDUCE_LR_PATIENCE if randomised else None,
+                                   dihedral=randomised and UNET_AUGMENT == "dihedral")
         extra = {"psf_train_sigma1_deg": list(PSF_TRAIN_SIGMAS)} if conditioned else \
             {"sigma1_deg": params.sigma1_deg}
         if randomised:
             extra.update(randomisation=randomisation, architecture="U-Net", unet_filters=[int(f) for f in unet_filters],
                          loss=UNET_LOSS, psf_conditions="known, sigma1/0.265 deg, (sigma2/sigma1)/2, tail weight/0.1",
-                         psf_unknown_fraction=UNET_PSF_UNKNOWN_FRACTION)
+                         psf_unknown_fraction=UNET_PSF_UNKNOWN_FRACTION, augment=UNET_AUGMENT)
         return model, _meta(kind, params, n_train, profile, **extra), history
 
     install = {"cnn": CNN_FILE, "psf_conditioned": PSF_CNN_FILE}.get(kind, f"lhaaso_{kind}.keras")
