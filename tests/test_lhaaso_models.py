@@ -320,3 +320,50 @@ def test_cli_help_states_the_unet_psf_ranges_of_the_simulation(capsys):
     assert f"({sim.RANDOM_TAIL_RATIO[0]:g}-{sim.RANDOM_TAIL_RATIO[1]:g}; default {psf.TAIL_RATIO:g}, the KM2A PSF)" in text
     assert (f"({sim.RANDOM_TAIL_WEIGHT[0]:g}-{sim.RANDOM_TAIL_WEIGHT[1]:g}; default {psf.tail_weight():.3g}, "
             "the KM2A PSF)") in text
+
+
+def _turns(a):
+    """The 8 rotations and flips of (ny, nx, c) in the order of models.dihedral_pairs."""
+    out = []
+    for k in range(8):
+        t = np.rot90(a, k % 4, axes=(0, 1))
+        out.append(t[:, ::-1] if k >= 4 else t)
+    return out
+
+
+def test_dihedral_pairs_turn_input_and_target_together():
+    rng = np.random.default_rng(4)
+    x = rng.random((64, 6, 6, 5)).astype("float32")
+    y = rng.random((64, 6, 6, 1)).astype("float32")
+    xo, yo = models.dihedral_pairs(x, y, (1, 0))
+    used = []
+    for i in range(len(x)):
+        k = [j for j, t in enumerate(_turns(x[i])) if np.array_equal(t, xo[i])]
+        assert len(k) == 1 and np.array_equal(_turns(y[i])[k[0]], yo[i])  # the same turn for the pair
+        used.append(k[0])
+    assert set(used) == set(range(8))
+    again, _ = models.dihedral_pairs(x, y, (1, 0))
+    assert np.array_equal(again, xo)
+    assert not np.array_equal(models.dihedral_pairs(x, y, (1, 1))[0], xo)  # another epoch, other turns
+    assert np.array_equal(x, np.random.default_rng(4).random((64, 6, 6, 5)).astype("float32"))  # input untouched
+    with pytest.raises(ValueError, match="square"):
+        models.dihedral_pairs(x[:, :4], y[:, :4], 0)
+
+
+def test_unet_training_on_turned_maps_repeats_bit_for_bit_for_a_seed():
+    import keras
+
+    data = sim.simulate(20, 5, P, "train")
+    x, y = pipeline.xy(data)
+
+    def fit(seed):
+        keras.utils.set_random_seed(seed)
+        unet = models.build_unet(1, (4, 8), loss="minmax_log_mse")
+        history = models.train(unet, x[:16], y[:16], x[16:], y[16:], epochs=2, batch_size=8, patience=2, seed=seed,
+                               verbose=0, dihedral=True)
+        assert len(history["val_loss"]) == 2
+        return np.concatenate([w.ravel() for w in unet.get_weights()])
+
+    first = fit(3)
+    assert np.array_equal(first, fit(3))
+    assert not np.array_equal(first, fit(4))
