@@ -223,3 +223,23 @@ def test_randomised_picture_maps_keep_most_of_their_emission_in_the_crop():
     # the crop holds the drawn counts (no point sources), not a sliver of a picture scaled up
     np.testing.assert_allclose(a["truth"][kept].sum((1, 2)), 1000.0, rtol=1e-4)
     assert a["npred"].max() < 1000.0
+
+
+def test_psnr_difference_is_that_of_the_two_psnrs_with_a_paired_interval():
+    rng = np.random.default_rng(5)
+    truth = rng.random((40, 12, 12))
+    # method b errs 1.5 times as much as method a, on the same maps: the difference is nearly fixed,
+    # while each method's own PSNR spreads with how hard each map is
+    noise = rng.normal(size=truth.shape) * rng.uniform(0.01, 0.2, size=(40, 1, 1))
+    a, b = truth + noise, truth + 1.5 * noise
+    value, (low, high) = evaluation.lhai_psnr_difference(truth, a, b)
+    assert value == pytest.approx(evaluation.lhai_metrics(truth, a)["psnr"] - evaluation.lhai_metrics(truth, b)["psnr"],
+                                  abs=1e-9)
+    assert low <= value <= high
+    mse_a = evaluation.lhai_per_map(truth, a)["mse"]
+    from skyml.metrics import bootstrap_ci
+
+    own = bootstrap_ci(lambda m: evaluation.lhai_from_per_map(m)["psnr"], mse_a)
+    assert high - low < 0.5 * (own[1] - own[0])
+    assert evaluation.lhai_psnr_difference(truth, a, b) == (value, [low, high])  # seeded
+    assert evaluation.lhai_psnr_difference(truth, b, a)[0] == pytest.approx(-value)
