@@ -63,11 +63,14 @@ def test_goals_name_known_analyses_and_comparisons():
 def test_results_page_has_the_goals_table(tmp_path):
     folder = tmp_path / "full"
     folder.mkdir()
-    (folder / "04_fermi_unet_kmeans.json").write_text(f'{{"{F}": 0.916, "git_commit": "abc1234"}}')
+    (folder / "04_fermi_unet_kmeans.json").write_text(
+        f'{{"{F}": 0.916, "git_commit": "abc1234", "purity_all_detections_unet_kmeans": 0.95, '
+        f'"purity_all_detections_unet_kmeans_ci68": [0.94, 0.96]}}')
     page = report.results_page(tmp_path)
     section = page[page.index("## Goals, full profile"):]
     assert "| 04 | U-Net + k-means completeness" in section
     assert "| 0.916 | met | abc1234 |" in section
+    assert "| 0.95 [0.94, 0.96] | met | abc1234 |" in section  # a goal that reads one key, with its interval
 
 
 def test_conclusion_states_each_unmet_goal_with_its_numbers():
@@ -79,7 +82,7 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     assert len(heads) == sum(g.stem == "07_radio_counts" for g in goals.GOALS)
     assert heads[0].startswith("MET: flux bins") and heads[2].startswith("MET: the same on the shifted")
     i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: depth below"))
-    assert "measured 5.62, goal ≥ 10" in lines[i]
+    assert "measured 5.62 [3.16, 10], goal ≥ 10" in lines[i]  # its key's interval beside it
     # the numbers behind an unmet goal follow it, with their interval where there is one; absent keys are left out
     assert lines[i + 1] == "    depth of P(D) on the same fields: 10"
     assert lines[i + 2].startswith("MET")
@@ -89,10 +92,17 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     cnn, irf = (report.METRICS[k].label for k in ("excess_relerr68_cnn", "excess_relerr68_irf"))
     assert cnn != "excess_relerr68_cnn" and f"    {cnn}: 0.3 [0.29, 0.31]" in lines and f"    {irf}: 0.1" in lines
     assert any(line.startswith("NOT MEASURED: talk's metric") for line in lines)
-    # a key the results page does not name is shown by its key
-    assert "frac_err_gt_0p1deg_improved_cnn" not in report.METRICS
+    # a goal that reads one key states its interval on its own line, and no detail line repeats it
     lines = goals.conclusion("03_cta_cnn_regressor", {"frac_err_gt_0p1deg_improved_cnn": 0.02,
                                                       "frac_err_gt_0p1deg_improved_cnn_ci68": [0.01, 0.03]})
-    assert "    frac_err_gt_0p1deg_improved_cnn: 0.02 [0.01, 0.03]" in lines
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: heat-map CNN: fraction of maps"))
+    assert "measured 0.02 [0.01, 0.03], goal ≤ 0.01" in lines[i]
+    assert not any("frac_err_gt_0p1deg_improved_cnn" in line for line in lines)
+    # the numbers behind a paired difference: both methods' values with their intervals
+    lhaaso = {"psnr_unet_minus_jolideco_lhai": -0.5, "psnr_unet_minus_jolideco_lhai_ci68": [-1.0, 0.1],
+              "psnr_unet_lhai": 39.0, "psnr_unet_lhai_ci68": [38.0, 40.0], "psnr_jolideco_lhai": 39.5}
+    lines = goals.conclusion("08_lhaaso_deconvolution", lhaaso, only_unmet=True)
+    assert lines == ["NOT MET: U-Net PSNR minus tuned Jolideco's (dB), LHAI's protocol: measured -0.5 [-1, 0.1], goal ≥ 0",
+                     "    U-Net: 39 [38, 40]", "    Jolideco: 39.5"]
     only = goals.conclusion("02_cta_cnn_cleaner", cleaner, only_unmet=True)
     assert only[0].startswith("NOT MET: true-count excess error") and len(only) == 3
