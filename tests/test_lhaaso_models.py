@@ -243,7 +243,7 @@ def test_cli_tells_the_unet_the_psf(tmp_path, capsys):
     unet = save_model(keras_unet, tmp_path / "lhaaso_unet_lhai.keras", meta)
     counts = np.random.default_rng(4).poisson(2.0, (36, 44)).astype(float)
     src = write_fits_map(tmp_path / "counts.fits", counts, _wcs())
-    runs = {"told": ["--psf-sigma-deg", "0.24", "--psf-tail-ratio", "2.5", "--psf-tail-weight", "0.08"],
+    runs = {"told": ["--psf-sigma-deg", "0.24", "--psf-tail-ratio", "2.5", "--psf-tail-weight", "0.08", "--no-dihedral"],
             "nominal_tail": ["--psf-sigma-deg", "0.3"], "unknown": []}
     data = {}
     for name, extra in runs.items():
@@ -258,10 +258,14 @@ def test_cli_tells_the_unet_the_psf(tmp_path, capsys):
             assert h["PSFTAILR"] == psf.TAIL_RATIO and h["PSFTAILW"] == pytest.approx(psf.tail_weight())
         else:
             assert "PSFSIG" not in h
-    # the command's output is the network told the same PSF, map by map (one tile here)
+    # the command's output is the network told the same PSF, map by map (one tile here), read as given with
+    # --no-dihedral, and by default over the 8 orientations (notebook 08's choice)
     cond = models.psf_conditions(1, 0.24, 2.5, 0.08)[0]
     np.testing.assert_allclose(data["told"], command.deconvolve_unet_tiled(keras_unet, counts, conditions=cond),
                                rtol=1e-5, atol=1e-8)
+    nominal = models.psf_conditions(1, 0.3, psf.TAIL_RATIO, psf.tail_weight())[0]
+    np.testing.assert_allclose(data["nominal_tail"], command.deconvolve_map(keras_unet, counts, dihedral=True,
+                                                                            conditions=nominal), rtol=1e-5, atol=1e-8)
     assert not np.allclose(data["told"], data["unknown"])
     base = ["lhaaso-deconvolve", str(src), "-o", str(tmp_path / "o.fits"), "--model", str(unet)]
     _error(capsys, base + ["--unet", "--psf-sigma-deg", "0.4"], "outside the U-Net's training range")
@@ -269,6 +273,19 @@ def test_cli_tells_the_unet_the_psf(tmp_path, capsys):
     _error(capsys, base + ["--unet", "--psf-tail-weight", "0.1"], "use them with --unet and --psf-sigma-deg")
     _error(capsys, base + ["--psf-sigma-deg", "0.2", "--psf-tail-ratio", "2"], "use them with --unet")
     assert not (tmp_path / "o.fits").exists()
+
+
+def test_cli_reads_the_unet_as_notebook_08_chose_by_default(tmp_path):
+    from skyml import results
+    from skyml.lhaaso import command
+
+    assert command.UNET_DIHEDRAL == bool(results.read_metrics("08_lhaaso_deconvolution", "full")["unet_lhai_dihedral"])
+    parser = cli.build_parser()
+    base = ["lhaaso-deconvolve", "c.fits", "-o", str(tmp_path / "o.fits")]
+    readout = {tuple(extra): command.dihedral_readout(parser.parse_args(base + extra))
+               for extra in ([], ["--unet"], ["--unet", "--no-dihedral"], ["--dihedral"], ["--unet", "--dihedral"])}
+    assert readout == {(): False, ("--unet",): command.UNET_DIHEDRAL, ("--unet", "--no-dihedral"): False,
+                       ("--dihedral",): True, ("--unet", "--dihedral"): True}
 
 
 def test_psf_conditions_channels():

@@ -594,8 +594,10 @@ file_command(
     default the KM2A tail), within the ranges of its training, and that the
     PSF is unknown without it (header PSFTOLD); its output is the intrinsic
     counts per pixel without the 0.1° smoothing (header TARGSIG).
-    --dihedral averages the estimates of the map's 8 rotations and flips
-    (the readout notebook 08 chooses for the U-Net on validation maps).""",
+    --dihedral averages the estimates of the map's 8 rotations and flips,
+    --no-dihedral reads the map as given; by default the U-Net is read as
+    notebook 08 chose on its validation maps (the 8 orientations) and the
+    CNNs as given.""",
     "counts map: a FITS image with a celestial WCS, 0.1° pixels, at least 16×16",
     ".fits", "intensity map (FITS image)", "_deconvolved.fits", "skyml.lhaaso.command:deconvolve",
     options=(
@@ -612,8 +614,9 @@ file_command(
                  "the KM2A PSF)"),
         arg("--unet", action="store_true",
             help="use the U-Net trained on a randomised sky and PSF (notebook 08, lhaaso_unet_lhai.keras)"),
-        arg("--dihedral", action="store_true",
-            help="average the estimates of the map's 8 rotations by 90 degrees and flips (8 times the work)"),
+        arg("--dihedral", action=argparse.BooleanOptionalAction, default=None,
+            help="average the estimates of the map's 8 rotations by 90 degrees and flips (8 times the work), or "
+                 "not; default: yes for the U-Net (notebook 08's choice), no for the CNNs"),
     ),
 )
 

@@ -23,9 +23,10 @@ default) in constant condition channels, or that the PSF is unknown when no
 ``--psf-sigma-deg`` is given (:func:`skyml.lhaaso.models.psf_conditions`);
 the values must lie in the ranges it was trained on (its metadata's
 ``randomisation``). With ``--dihedral`` the estimate is the mean over
-the map's 8 rotations by 90° and flips, each turned back (notebook 08
-chooses this readout for the U-Net on validation maps: results key
-``unet_lhai_dihedral``).
+the map's 8 rotations by 90° and flips, each turned back; ``--no-dihedral``
+reads the map as given. Without either, the U-Net is read as notebook 08
+chose on its validation maps (:data:`UNET_DIHEDRAL`, results key
+``unet_lhai_dihedral``) and the CNNs as given.
 """
 
 from __future__ import annotations
@@ -156,6 +157,16 @@ def deconvolve_unet_tiled(model, counts: np.ndarray, tile: int = TILE_PX, halo: 
     return _flux_conserved(raw[:ny, :nx], norm) * scale[0]
 
 
+#: the U-Net's readout by default: the one notebook 08 chose for the published U-Net on its validation maps
+#: (the mean over the 8 orientations; results key ``unet_lhai_dihedral``, which a test holds this to)
+UNET_DIHEDRAL = True
+
+
+def dihedral_readout(args) -> bool:
+    """``--dihedral`` / ``--no-dihedral`` as given, else :data:`UNET_DIHEDRAL` for the U-Net and plain for the CNNs."""
+    return bool(args.dihedral) if args.dihedral is not None else bool(args.unet and UNET_DIHEDRAL)
+
+
 def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = False, conditions=None) -> np.ndarray:
     """One map through the CNN (:func:`deconvolve_tiled`, with the PSF width
     ``sigma1_deg`` of the PSF-conditioned CNN) or the U-Net
@@ -256,7 +267,7 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
     # background-subtracted counts are not whole numbers: integer values are not required here
     guards.check_values(source, counts, counts=True, integer=False, what="counts map")
     intensity = deconvolve_map(state.model, counts, args.psf_sigma_deg if state.conditioned else None,
-                               dihedral=args.dihedral, conditions=state.conditions)
+                               dihedral=dihedral_readout(args), conditions=state.conditions)
     header = {
         "BUNIT": ("count", "estimated intrinsic counts per pixel"),
         "CREATOR": (f"skyml {__version__} lhaaso-deconvolve", "software that made this file"),
@@ -268,7 +279,7 @@ def deconvolve_process(state: State, source: Path, target: Path) -> str:
         "INCOUNTS": (float(counts.sum()), "[count] total counts of the input"),
         "NETWORK": ("U-Net" if unet_factor(state.model) > 1 else "CNN", "network of notebook 08"),
         "TARGSIG": (float(metadata.get("target_sigma_deg", 0.1)), "[deg] Gaussian sigma of the output resolution"),
-        "DIHEDRAL": (bool(args.dihedral), "mean over the map's 8 rotations and flips"),
+        "DIHEDRAL": (dihedral_readout(args), "mean over the map's 8 rotations and flips"),
     }
     if args.unet:  # the PSF the U-Net was told, or none
         del header["PSFSIG"]
