@@ -80,6 +80,14 @@ def halve_on_plateau(patience: int):
                                              min_lr=1e-5)
 
 
+def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations (k = 0…7) of the last two (sky) axes:
+    k mod 4 rotations by 90°, then a flip of the last axis for k ≥ 4 (the
+    training augmentations of notebooks 05 and 08 draw from these)."""
+    out = np.rot90(cube, k % 4, axes=(-2, -1))
+    return np.flip(out, axis=-1) if k >= 4 else out
+
+
 def fit_callbacks(*stateful) -> list:
     """Callbacks that make a Keras ``fit()`` inside :func:`train_cached`
     resumable (see the module text); put them after the call's own callbacks,

@@ -88,10 +88,7 @@ def one_hot(labels, n_classes: int = N_CLASSES) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- imbalance
-def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips/rotations (k = 0…7) of the last two (sky) axes."""
-    out = np.rot90(cube, k % 4, axes=(-2, -1))
-    return np.flip(out, axis=-1) if k >= 4 else out
+dihedral = training.dihedral  # one of the 8 flips/rotations of the last two (sky) axes
 
 
 def augment_minority(counts: np.ndarray, labels: np.ndarray, rng: np.random.Generator, augment_to: float = 1.0):

@@ -232,8 +232,8 @@ def build_discriminator(filters: int = 16, name: str = "discriminator"):
 
 def dihedral_pairs(x: np.ndarray, y: np.ndarray, seed) -> tuple[np.ndarray, np.ndarray]:
     """Each (input, target) pair of maps (n, ny, nx, c) turned by its own
-    random element of the square's symmetry group (k rotations by 90°, then
-    a flip of the columns for k ≥ 4; 8 elements), drawn from ``seed``; input
+    random element of the square's symmetry group (:func:`skyml.training.dihedral`
+    of the sky axes, 8 elements), drawn from ``seed``; input
     and target alike, so that a pair stays a pair. For round PSFs (the
     condition channels are constant planes) each turned map is as valid a
     training map as the original. Returns new arrays."""
@@ -245,9 +245,8 @@ def dihedral_pairs(x: np.ndarray, y: np.ndarray, seed) -> tuple[np.ndarray, np.n
     xo, yo = np.empty_like(x), np.empty_like(y)
     for k in range(8):
         idx = np.flatnonzero(ks == k)
-        for src, dst in ((x, xo), (y, yo)):
-            turned = np.rot90(src[idx], k % 4, axes=(1, 2))
-            dst[idx] = turned[:, :, ::-1] if k >= 4 else turned
+        for src, dst in ((x, xo), (y, yo)):  # channels last: the sky axes moved last for the turn
+            dst[idx] = np.moveaxis(training.dihedral(np.moveaxis(src[idx], -1, 1), k), 1, -1)
     return xo, yo
 
 
