@@ -921,6 +921,13 @@ def _as_target(y) -> np.ndarray:
     return arr[..., None] if arr.ndim == 3 else arr
 
 
+def validation_loss(model: keras.Model, x, y, batch_size: int = 32) -> float:
+    """The compiled loss of ``model`` on ``(x, y)`` (inference mode), as
+    :func:`train` reports it for its validation maps."""
+    return float(model.evaluate(_as_input(x), _as_target(y), batch_size=int(batch_size), verbose=0,
+                                return_dict=True)["loss"])
+
+
 def train(
     model: keras.Model,
     x,

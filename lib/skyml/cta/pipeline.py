@@ -259,7 +259,8 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                              patience=3, learning_rate=1e-3, subcell_offsets=True, full_resolution_head=False,
                              window=0, readout="softmax", dihedral_augment=False, matched_filter_size=0,
                              train_shift=None, continue_epochs=0, continue_learning_rate=2.5e-4,
-                             continue_lr_patience=1, profile="quick"):
+                             continue_lr_patience=1, randomise_epochs=0, randomise_params=None, randomise_shift=None,
+                             randomise_learning_rate=2.5e-4, profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
     trained on the maps of ``params`` (see :func:`localiser_params`).
 
@@ -281,7 +282,18 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     network's loss of about 0.004, after nearly every epoch: an annealing
     of the rate); the weights of the epoch with the
     lowest validation loss, the first ``epochs`` included, are kept. A
-    separate cache key, so the shorter training stays as it was."""
+    separate cache key, so the shorter training stays as it was.
+
+    ``randomise_epochs`` > 0: the model of the stages above (cached, or the
+    published one) then trains for up to that many epochs on a randomised
+    sky: ``n_train`` maps of ``randomise_params`` with the per-map draws of
+    the :class:`skyml.cta.simulate.CTAShift` ``randomise_shift`` (PSF,
+    effective area, spectrum, sources up to the borders; domain
+    randomisation), from ``randomise_learning_rate``, halved as above, with
+    early stopping on ``n_val`` validation maps of the same randomised sky.
+    The epoch with the lowest validation loss is kept, unless the model it
+    started from scores lower on those validation maps, which then stays.
+    Its own cache key again."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate),
            "subcell_offsets": bool(subcell_offsets), "version": 2}
@@ -334,11 +346,46 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         return base, meta, history
 
     if continue_epochs:
-        more_key = {**key, "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
+        base_key = {**key, "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
                     "continue_lr_patience": int(continue_lr_patience)}
-        model, meta, history, seconds = train_cached("cta_localiser", more_key, fit_more, profile, LOCALISER_FILE)
+        base_fit = fit_more
     else:
-        model, meta, history, seconds = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+        base_key, base_fit = key, fit
+
+    def fit_randomised():
+        base, base_meta, base_history, _ = train_cached("cta_localiser", base_key, base_fit, profile, LOCALISER_FILE)
+        train = localiser_training_maps(n_train, seed, randomise_params, "train", randomise_shift)
+        val = localiser_training_maps(n_val, seed, randomise_params, "val", randomise_shift)
+        x, y = models.preprocess_localiser_input(train["counts"]), position_labels(train)
+        xv, yv = models.preprocess_localiser_input(val["counts"]), position_labels(val)
+        start_loss = models.validation_loss(base, xv, yv)
+        kept = base.get_weights()
+        base.optimizer.learning_rate.assign(float(randomise_learning_rate))
+        more = models.train(base, x, y, xv, yv, epochs=randomise_epochs, batch_size=batch_size, patience=patience,
+                            seed=seed, verbose=2, reduce_lr_patience=continue_lr_patience)
+        if min(more["val_loss"]) >= start_loss:
+            base.set_weights(kept)  # no epoch on the randomised sky beat the model it started from there
+        history = {k: list(base_history.get(k, [])) + v for k, v in more.items()}
+        dropped = ("train_seconds", "cache_key", "saved_with", "keras_sha256", "history", "adopted_from")
+        meta = {**{k: v for k, v in base_meta.items() if k not in dropped},
+                "randomised_from": {"epochs": len(base_history["loss"]),
+                                    "keras_sha256": base_meta.get("keras_sha256"),
+                                    "train_seconds": base_meta.get("train_seconds"),
+                                    "val_loss_randomised_sky": start_loss},
+                "randomise_epochs": int(randomise_epochs), "randomise_learning_rate": float(randomise_learning_rate),
+                "randomise_sky": randomise_sky}
+        return base, meta, history
+
+    if randomise_epochs:
+        if randomise_params is None or randomise_shift is None:
+            raise ValueError("randomise_epochs needs randomise_params and randomise_shift")
+        randomise_sky = {"params": randomise_params.to_dict(), "shift": randomise_shift.to_dict()}
+        shift_key = {**base_key, "randomise_epochs": int(randomise_epochs),
+                     "randomise_learning_rate": float(randomise_learning_rate), "randomise_sky": randomise_sky}
+        model, meta, history, seconds = train_cached("cta_localiser", shift_key, fit_randomised, profile,
+                                                     LOCALISER_FILE)
+    else:
+        model, meta, history, seconds = train_cached("cta_localiser", base_key, base_fit, profile, LOCALISER_FILE)
     if (readout, int(window)) != ("softmax", 0):
         model = models.with_readout(model, int(window), readout)
     return model, meta, history, seconds
