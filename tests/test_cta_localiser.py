@@ -282,3 +282,30 @@ def test_continued_training_starts_from_the_first_one_and_keeps_its_key(tmp_path
     assert same == (min(history["val_loss"][1:]) >= history["val_loss"][0])
     # the first training stays cached under its own key: asking for it again trains nothing
     assert pipeline.train_improved_localiser(8, 4, 1, params, **kw)[3] is None
+
+
+def test_randomised_stage_starts_from_the_nominal_network_and_keeps_the_better_one(tmp_path, monkeypatch):
+    from skyml import paths
+    from skyml.cta import sweep
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    params = simulate.CTASimParams(npix=32)
+    kw = dict(epochs=1, full_resolution_head=True, continue_epochs=1, profile="quick")
+    base, base_meta, base_history, _ = pipeline.train_improved_localiser(8, 4, 1, params, **kw)
+    sky = dict(randomise_params=sweep.randomised_params(params), randomise_shift=sweep.TRAIN_SHIFT)
+    model, meta, history, seconds = pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, **sky, **kw)
+    assert seconds is not None and len(history["loss"]) == 4 and history["loss"][:2] == base_history["loss"]
+    assert meta["randomised_from"]["keras_sha256"] == base_meta["keras_sha256"] and meta["randomised_from"]["epochs"] == 2
+    assert history["learning_rate"][2] == pytest.approx(2.5e-4)
+    assert meta["cache_key"]["randomise_sky"]["shift"] == sweep.TRAIN_SHIFT.to_dict()
+    assert meta["cache_key"]["continue_epochs"] == 1 and "randomise_epochs" not in base_meta["cache_key"]
+    # the randomised sky's validation maps decide: the starting network is kept unless an epoch scored lower there
+    x = np.random.default_rng(3).poisson(1.0, (2, 32, 32, 1)).astype(np.float32)
+    same = np.array_equal(model.predict(x, verbose=0), base.predict(x, verbose=0))
+    assert same == (min(history["val_loss"][2:]) >= meta["randomised_from"]["val_loss_randomised_sky"])
+    # the nominal network stays cached under its own key, the randomised one under its own
+    assert pipeline.train_improved_localiser(8, 4, 1, params, **kw)[3] is None
+    assert pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, **sky, **kw)[3] is None
+    with pytest.raises(ValueError, match="randomise_params"):
+        pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, **kw)
