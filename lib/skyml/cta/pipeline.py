@@ -327,23 +327,33 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 "profile": profile, "npix": int(params.npix), "binsz_deg": float(params.binsz_deg), "sim_params": params.to_dict()}
         return model, meta, history
 
-    def fit_more():
-        base, base_meta, base_history, _ = train_cached("cta_localiser", key, fit, profile, LOCALISER_FILE)
+    def train_further(base_key_, base_fit_, maps, epochs_, rate, reference_of=None):
+        """The cached model of ``base_key_`` trained for up to ``epochs_`` more
+        epochs on ``maps`` (x, y, x_val, y_val) from the learning rate ``rate``;
+        its weights are kept where no epoch scored below the reference on the
+        validation maps: ``reference_of(base model)``, by default the base's own
+        best. Returns the model, the base's metadata to inherit, a record of the
+        base, and the joined history."""
+        base, base_meta, base_history, _ = train_cached("cta_localiser", base_key_, base_fit_, profile, LOCALISER_FILE)
+        reference = min(base_history["val_loss"]) if reference_of is None else reference_of(base)
         kept = base.get_weights()
-        base.optimizer.learning_rate.assign(float(continue_learning_rate))
-        more = models.train(base, *data(), epochs=continue_epochs, batch_size=batch_size, patience=patience,
+        base.optimizer.learning_rate.assign(float(rate))
+        more = models.train(base, *maps, epochs=epochs_, batch_size=batch_size, patience=patience,
                             seed=seed, verbose=2, reduce_lr_patience=continue_lr_patience)
-        if min(more["val_loss"]) >= min(base_history["val_loss"]):
-            base.set_weights(kept)  # no continued epoch beat the first training on validation
+        if min(more["val_loss"]) >= reference:
+            base.set_weights(kept)  # no further epoch beat the model it started from on validation
         history = {k: list(base_history.get(k, [])) + v for k, v in more.items()}
         dropped = ("train_seconds", "cache_key", "saved_with", "keras_sha256", "history", "adopted_from")
-        meta = {**{k: v for k, v in base_meta.items() if k not in dropped},
-                "continued_from": {"epochs": len(base_history["loss"]),
-                                   "keras_sha256": base_meta.get("keras_sha256"),
-                                   "train_seconds": base_meta.get("train_seconds")},
-                "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
+        origin = {"epochs": len(base_history["loss"]), "keras_sha256": base_meta.get("keras_sha256"),
+                  "train_seconds": base_meta.get("train_seconds")}
+        return base, {k: v for k, v in base_meta.items() if k not in dropped}, origin, history
+
+    def fit_more():
+        model, meta, origin, history = train_further(key, fit, data(), continue_epochs, continue_learning_rate)
+        meta = {**meta, "continued_from": origin, "continue_epochs": int(continue_epochs),
+                "continue_learning_rate": float(continue_learning_rate),
                 "continue_lr_patience": int(continue_lr_patience)}
-        return base, meta, history
+        return model, meta, history
 
     if continue_epochs:
         base_key = {**key, "continue_epochs": int(continue_epochs), "continue_learning_rate": float(continue_learning_rate),
@@ -353,28 +363,22 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         base_key, base_fit = key, fit
 
     def fit_randomised():
-        base, base_meta, base_history, _ = train_cached("cta_localiser", base_key, base_fit, profile, LOCALISER_FILE)
         train = localiser_training_maps(n_train, seed, randomise_params, "train", randomise_shift)
         val = localiser_training_maps(n_val, seed, randomise_params, "val", randomise_shift)
-        x, y = models.preprocess_localiser_input(train["counts"]), position_labels(train)
-        xv, yv = models.preprocess_localiser_input(val["counts"]), position_labels(val)
-        start_loss = models.validation_loss(base, xv, yv)
-        kept = base.get_weights()
-        base.optimizer.learning_rate.assign(float(randomise_learning_rate))
-        more = models.train(base, x, y, xv, yv, epochs=randomise_epochs, batch_size=batch_size, patience=patience,
-                            seed=seed, verbose=2, reduce_lr_patience=continue_lr_patience)
-        if min(more["val_loss"]) >= start_loss:
-            base.set_weights(kept)  # no epoch on the randomised sky beat the model it started from there
-        history = {k: list(base_history.get(k, [])) + v for k, v in more.items()}
-        dropped = ("train_seconds", "cache_key", "saved_with", "keras_sha256", "history", "adopted_from")
-        meta = {**{k: v for k, v in base_meta.items() if k not in dropped},
-                "randomised_from": {"epochs": len(base_history["loss"]),
-                                    "keras_sha256": base_meta.get("keras_sha256"),
-                                    "train_seconds": base_meta.get("train_seconds"),
-                                    "val_loss_randomised_sky": start_loss},
+        maps = (models.preprocess_localiser_input(train["counts"]), position_labels(train),
+                models.preprocess_localiser_input(val["counts"]), position_labels(val))
+        start = {}
+
+        def start_loss(base):  # the bar: the starting model on the randomised validation maps (its own was nominal)
+            start["loss"] = models.validation_loss(base, maps[2], maps[3])
+            return start["loss"]
+
+        model, meta, origin, history = train_further(base_key, base_fit, maps, randomise_epochs,
+                                                     randomise_learning_rate, reference_of=start_loss)
+        meta = {**meta, "randomised_from": {**origin, "val_loss_randomised_sky": start["loss"]},
                 "randomise_epochs": int(randomise_epochs), "randomise_learning_rate": float(randomise_learning_rate),
                 "randomise_sky": randomise_sky}
-        return base, meta, history
+        return model, meta, history
 
     if randomise_epochs:
         if randomise_params is None or randomise_shift is None:
