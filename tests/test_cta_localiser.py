@@ -309,3 +309,16 @@ def test_randomised_stage_starts_from_the_nominal_network_and_keeps_the_better_o
     assert pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, **sky, **kw)[3] is None
     with pytest.raises(ValueError, match="randomise_params"):
         pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, **kw)
+    # the widened stage starts from the randomised network, on its own sky and under its own key
+    wide = dict(widen_params=sweep.wide_params(params), widen_shift=sweep.WIDE_SHIFT)
+    widened, wmeta, whistory, wseconds = pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2,
+                                                                           widen_epochs=1, **sky, **wide, **kw)
+    assert wseconds is not None and len(whistory["loss"]) == 5 and whistory["loss"][:4] == history["loss"]
+    assert wmeta["widened_from"]["keras_sha256"] == meta["keras_sha256"] and wmeta["widened_from"]["epochs"] == 4
+    assert wmeta["randomised_from"] == meta["randomised_from"] and wmeta["widen_epochs"] == 1
+    assert wmeta["cache_key"]["widen_sky"]["shift"]["psf_tail_ratio_max"] == sweep.WIDE_SHIFT.psf_tail_ratio_max
+    assert {k: v for k, v in wmeta["cache_key"].items() if not k.startswith("widen_")} == meta["cache_key"]
+    same = np.array_equal(widened.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert same == (min(whistory["val_loss"][4:]) >= wmeta["widened_from"]["val_loss_randomised_sky"])
+    with pytest.raises(ValueError, match="widen_epochs"):
+        pipeline.train_improved_localiser(8, 4, 1, params, widen_epochs=1, **wide, **kw)

@@ -124,6 +124,8 @@ def test_shift_parameters_are_checked():
     with pytest.raises(ValueError):
         sim.CTAShift(tail_fraction_max=1.0)
     with pytest.raises(ValueError):
+        sim.CTAShift(psf_tail_ratio=3.0, psf_tail_ratio_max=2.0)
+    with pytest.raises(ValueError):
         sim.CTASimParams(irfs=("prod3b-v1 South z60",))
 
 
@@ -137,6 +139,19 @@ def test_shifted_cache_is_keyed_by_the_shift(tmp_path, monkeypatch):
     other = sim.load_shifted_maps(3, 2, SHIFTED_P, sim.CTAShift(psf_tail_ratio=4.0), progress=False)
     assert len(list((tmp_path / "cta_shifted_maps").iterdir())) == 2
     assert not np.array_equal(first["psf_sigmas_deg"], other["psf_sigmas_deg"])
+
+
+def test_tail_ratio_range_is_drawn_per_map_and_a_fixed_ratio_keeps_its_key():
+    assert "psf_tail_ratio_max" not in sim.CTAShift().to_dict()  # the key of the shifted sets made before the range
+    s = sim.CTAShift(psf_tail_ratio=2.0, psf_tail_ratio_max=4.0)
+    assert s.to_dict()["psf_tail_ratio_max"] == 4.0
+    m = sim.simulate_shifted_maps(12, 7, SHIFTED_P, s, progress=False)
+    n = m["psf_sigmas_deg"].shape[1] // 2
+    ratio = m["psf_sigmas_deg"][:, n:] / m["psf_sigmas_deg"][:, :n]
+    assert np.allclose(ratio, ratio[:, :1])  # one ratio per map, for every energy's component
+    assert ratio.min() >= 2.0 and ratio.max() <= 4.0 and np.ptp(ratio[:, 0]) > 0.5
+    fixed = sim.simulate_shifted_maps(12, 7, SHIFTED_P, sim.CTAShift(), progress=False)
+    assert np.allclose(fixed["psf_sigmas_deg"][:, n:] / fixed["psf_sigmas_deg"][:, :n], 3.0)
 
 
 def test_localisation_metrics_on_shifted_maps_end_to_end(shifted_maps):

@@ -260,7 +260,8 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                              window=0, readout="softmax", dihedral_augment=False, matched_filter_size=0,
                              train_shift=None, continue_epochs=0, continue_learning_rate=2.5e-4,
                              continue_lr_patience=1, randomise_epochs=0, randomise_params=None, randomise_shift=None,
-                             randomise_learning_rate=2.5e-4, profile="quick"):
+                             randomise_learning_rate=2.5e-4, widen_epochs=0, widen_params=None, widen_shift=None,
+                             profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
     trained on the maps of ``params`` (see :func:`localiser_params`).
 
@@ -293,7 +294,13 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     early stopping on ``n_val`` validation maps of the same randomised sky.
     The epoch with the lowest validation loss is kept, unless the model it
     started from scores lower on those validation maps, which then stays.
-    Its own cache key again."""
+    Its own cache key again.
+
+    ``widen_epochs`` > 0 (after a randomised stage): the same once more, from
+    the randomised stage's model, on the wider sky of ``widen_params`` and
+    ``widen_shift`` (a curriculum: the network meets the widest responses
+    last, starting from one that already handles the borders). Metadata
+    ``widened_from`` records its start as ``randomised_from`` does."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate),
            "subcell_offsets": bool(subcell_offsets), "version": 2}
@@ -362,34 +369,47 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     else:
         base_key, base_fit = key, fit
 
-    def fit_randomised():
-        train = localiser_training_maps(n_train, seed, randomise_params, "train", randomise_shift)
-        val = localiser_training_maps(n_val, seed, randomise_params, "val", randomise_shift)
-        maps = (models.preprocess_localiser_input(train["counts"]), position_labels(train),
-                models.preprocess_localiser_input(val["counts"]), position_labels(val))
-        start = {}
+    def randomised_stage(from_key, from_fit, epochs_, sky_params, shift, name, origin_name):
+        """(fit function, sky record) of a stage on the sky of ``sky_params`` and
+        ``shift`` that trains the model of ``from_key`` further; ``name`` prefixes
+        its metadata, ``origin_name`` names the record of the model it started from."""
+        sky = {"params": sky_params.to_dict(), "shift": shift.to_dict()}
 
-        def start_loss(base):  # the bar: the starting model on the randomised validation maps (its own was nominal)
-            start["loss"] = models.validation_loss(base, maps[2], maps[3])
-            return start["loss"]
+        def fit_stage():
+            train = localiser_training_maps(n_train, seed, sky_params, "train", shift)
+            val = localiser_training_maps(n_val, seed, sky_params, "val", shift)
+            maps = (models.preprocess_localiser_input(train["counts"]), position_labels(train),
+                    models.preprocess_localiser_input(val["counts"]), position_labels(val))
+            start = {}
 
-        model, meta, origin, history = train_further(base_key, base_fit, maps, randomise_epochs,
-                                                     randomise_learning_rate, reference_of=start_loss)
-        meta = {**meta, "randomised_from": {**origin, "val_loss_randomised_sky": start["loss"]},
-                "randomise_epochs": int(randomise_epochs), "randomise_learning_rate": float(randomise_learning_rate),
-                "randomise_sky": randomise_sky}
-        return model, meta, history
+            def start_loss(base):  # the bar: the starting model on this sky's validation maps
+                start["loss"] = models.validation_loss(base, maps[2], maps[3])
+                return start["loss"]
 
+            model, meta, origin, history = train_further(from_key, from_fit, maps, epochs_, randomise_learning_rate,
+                                                         reference_of=start_loss)
+            meta = {**meta, origin_name: {**origin, "val_loss_randomised_sky": start["loss"]},
+                    f"{name}_epochs": int(epochs_), f"{name}_learning_rate": float(randomise_learning_rate),
+                    f"{name}_sky": sky}
+            return model, meta, history
+
+        return fit_stage, sky
+
+    stage_key, stage_fit = base_key, base_fit
     if randomise_epochs:
         if randomise_params is None or randomise_shift is None:
             raise ValueError("randomise_epochs needs randomise_params and randomise_shift")
-        randomise_sky = {"params": randomise_params.to_dict(), "shift": randomise_shift.to_dict()}
-        shift_key = {**base_key, "randomise_epochs": int(randomise_epochs),
-                     "randomise_learning_rate": float(randomise_learning_rate), "randomise_sky": randomise_sky}
-        model, meta, history, seconds = train_cached("cta_localiser", shift_key, fit_randomised, profile,
-                                                     LOCALISER_FILE)
-    else:
-        model, meta, history, seconds = train_cached("cta_localiser", base_key, base_fit, profile, LOCALISER_FILE)
+        stage_fit, sky = randomised_stage(base_key, base_fit, randomise_epochs, randomise_params, randomise_shift,
+                                          "randomise", "randomised_from")
+        stage_key = {**base_key, "randomise_epochs": int(randomise_epochs),
+                     "randomise_learning_rate": float(randomise_learning_rate), "randomise_sky": sky}
+    if widen_epochs:
+        if not randomise_epochs or widen_params is None or widen_shift is None:
+            raise ValueError("widen_epochs needs a randomised stage, widen_params and widen_shift")
+        stage_fit, sky = randomised_stage(stage_key, stage_fit, widen_epochs, widen_params, widen_shift, "widen",
+                                          "widened_from")
+        stage_key = {**stage_key, "widen_epochs": int(widen_epochs), "widen_sky": sky}
+    model, meta, history, seconds = train_cached("cta_localiser", stage_key, stage_fit, profile, LOCALISER_FILE)
     if (readout, int(window)) != ("softmax", 0):
         model = models.with_readout(model, int(window), readout)
     return model, meta, history, seconds

@@ -405,9 +405,10 @@ class CTAShift:
 
     - PSF: the energy-integrated Gaussian mixture of the curve set, its widths
       scaled by ``psf_scale`` in ``[psf_scale_min, psf_scale_max]``, plus a
-      second, wide component ``psf_tail_ratio`` times wider carrying a fraction
-      in ``[tail_fraction_min, tail_fraction_max]`` of the source counts (the
-      training PSF is one Gaussian per true energy);
+      second, wide component ``psf_tail_ratio`` times wider (or a ratio drawn
+      in ``[psf_tail_ratio, psf_tail_ratio_max]`` where that is set) carrying a
+      fraction in ``[tail_fraction_min, tail_fraction_max]`` of the source
+      counts (the training PSF is one Gaussian per true energy);
     - effective area: the curve times ``aeff_scale`` in
       ``[1 - aeff_spread, 1 + aeff_spread]`` (training: the curve);
     - spectrum: a power law of index in ``[index_min, index_max]`` with the
@@ -431,12 +432,15 @@ class CTAShift:
     corner_fraction: float = 0.1
     edge_min_deg: float = 0.05
     edge_max_deg: float = 0.4
+    psf_tail_ratio_max: float | None = None
 
     def __post_init__(self):
         if not 0 < self.psf_scale_min <= self.psf_scale_max:
             raise ValueError("need 0 < psf_scale_min <= psf_scale_max")
         if not self.psf_tail_ratio >= 1:
             raise ValueError("psf_tail_ratio must be >= 1")
+        if self.psf_tail_ratio_max is not None and not self.psf_tail_ratio_max >= self.psf_tail_ratio:
+            raise ValueError("psf_tail_ratio_max must be >= psf_tail_ratio")
         if not 0 <= self.tail_fraction_min <= self.tail_fraction_max < 1:
             raise ValueError("need 0 <= tail_fraction_min <= tail_fraction_max < 1")
         if not 0 <= self.aeff_spread < 1:
@@ -450,7 +454,10 @@ class CTAShift:
             raise ValueError("need 0 <= edge_min_deg <= edge_max_deg")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["psf_tail_ratio_max"] is None:  # a fixed ratio: the dictionary (and cache key) of before the range existed
+            del d["psf_tail_ratio_max"]
+        return d
 
 
 #: placement codes of the ``placement`` label of the shifted maps
@@ -537,6 +544,7 @@ def _simulate_one_shifted(rng: np.random.Generator, p: CTASimParams, s: CTAShift
     psf_scale = rng.uniform(s.psf_scale_min, s.psf_scale_max)
     tail_fraction = rng.uniform(s.tail_fraction_min, s.tail_fraction_max)
     placement, delta = _shifted_position(rng, p, s)
+    tail_ratio = s.psf_tail_ratio if s.psf_tail_ratio_max is None else rng.uniform(s.psf_tail_ratio, s.psf_tail_ratio_max)
 
     pnt = SkyCoord(pnt_ra, pnt_dec, unit="deg", frame="icrs")
     wcs = map_wcs(pnt_ra, pnt_dec, p.npix, p.binsz_deg)
@@ -554,7 +562,7 @@ def _simulate_one_shifted(rng: np.random.Generator, p: CTASimParams, s: CTAShift
 
     bkg_template, _, _ = irf_response(name, p)
     npred_src, sigmas_deg, weights = shifted_source_model(name, offset, flux, p, index, aeff_scale, psf_scale,
-                                                          tail_fraction, s.psf_tail_ratio)
+                                                          tail_fraction, tail_ratio)
     mu_src = source_npred_map(x_pix, y_pix, npred_src, sigmas_deg / p.binsz_deg, weights, (p.npix, p.npix))
     source_counts = rng.poisson(mu_src)
     background_counts = rng.poisson(bkg_norm * bkg_template)

@@ -40,6 +40,13 @@ TRAIN_SHIFT = simulate.CTAShift(psf_scale_min=0.85, psf_scale_max=1.15, psf_tail
                                 tail_fraction_max=0.2, aeff_spread=0.2, index_min=2.3, index_max=2.7,
                                 edge_fraction=0.2, corner_fraction=0.1, edge_min_deg=0.0, edge_max_deg=0.5)
 TRAIN_BKG_NORM_SPREAD = 0.25
+#: the wider sky of the localiser's last training stage (training curve sets only): every range of
+#: :data:`TRAIN_SHIFT` widened, the second PSF component's width drawn per map, 2-4 times the first
+WIDE_SHIFT = simulate.CTAShift(psf_scale_min=0.75, psf_scale_max=1.25, psf_tail_ratio=2.0, psf_tail_ratio_max=4.0,
+                               tail_fraction_min=0.0, tail_fraction_max=0.35, aeff_spread=0.25, index_min=2.1,
+                               index_max=2.9, edge_fraction=0.2, corner_fraction=0.1, edge_min_deg=0.0,
+                               edge_max_deg=0.5)
+WIDE_BKG_NORM_SPREAD = 0.35
 
 #: name -> keyword arguments of :func:`skyml.cta.pipeline.train_improved_localiser`
 VARIANTS = {
@@ -57,6 +64,11 @@ FLUX_EDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
 def randomised_params(params: simulate.CTASimParams) -> simulate.CTASimParams:
     """The localiser's training simulation with the background spread of the randomised sky."""
     return replace(params, bkg_norm_spread=TRAIN_BKG_NORM_SPREAD)
+
+
+def wide_params(params: simulate.CTASimParams) -> simulate.CTASimParams:
+    """The localiser's training simulation with the background spread of the wider sky."""
+    return replace(params, bkg_norm_spread=WIDE_BKG_NORM_SPREAD)
 
 
 def _scores(errors_deg, crlb_deg, flux, edges=FLUX_EDGES) -> dict:
