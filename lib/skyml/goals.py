@@ -147,6 +147,15 @@ GOALS: tuple[Goal, ...] = (
          ("crlb_ratio_max_bin_improved_cnn_wide",), "<=", 1.1,
          detail=(("the same, smoothed centroid", "crlb_ratio_max_bin_smoothed_centroid_wide"),
                  ("the same, CNN refined by the centroid", "crlb_ratio_max_bin_improved_cnn_refined_wide"))),
+    # the centroid is at or below itself in every flux bin that holds maps: its own count is the number of bins
+    Goal(CTA_LOC, "flux bins up to 10× brighter than training where the heat-map CNN is at or below the smoothed "
+         "centroid, out of all",
+         ("n_bins_le_centroid_improved_cnn_wide", "n_bins_le_centroid_smoothed_centroid_wide"), ">=", 1.0,
+         _ratio("n_bins_le_centroid_improved_cnn_wide", "n_bins_le_centroid_smoothed_centroid_wide"),
+         detail=(("heat-map CNN, flux bins at or below the centroid", "n_bins_le_centroid_improved_cnn_wide"),
+                 ("flux bins", "n_bins_le_centroid_smoothed_centroid_wide"),
+                 ("heat-map CNN, whole 0.1-10 Crab set", "loc_err68_deg_wide_improved_cnn"),
+                 ("smoothed centroid, the same maps", "loc_err68_deg_wide_smoothed_centroid"))),
     Goal(CTA_LOC, "heat-map CNN: fraction of maps with error > 0.1°",
          ("frac_err_gt_0p1deg_improved_cnn",), "<=", 0.01),
     Goal(CTA_LOC, "heat-map CNN error / smoothed centroid's (68% containment)",
