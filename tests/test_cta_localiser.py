@@ -322,3 +322,20 @@ def test_randomised_stage_starts_from_the_nominal_network_and_keeps_the_better_o
     assert same == (min(whistory["val_loss"][4:]) >= wmeta["widened_from"]["val_loss_randomised_sky"])
     with pytest.raises(ValueError, match="widen_epochs"):
         pipeline.train_improved_localiser(8, 4, 1, params, widen_epochs=1, **wide, **kw)
+    # continuing the wider stage starts from its network, not from the randomised one, at its own rate and key
+    more, cmeta, chistory, cseconds = pipeline.train_improved_localiser(
+        8, 4, 1, params, randomise_epochs=2, widen_epochs=1, widen_continue_epochs=1,
+        widen_continue_learning_rate=5e-5, **sky, **wide, **kw)
+    assert cseconds is not None and len(chistory["loss"]) == 6 and chistory["loss"][:5] == whistory["loss"]
+    assert chistory["learning_rate"][-1] == pytest.approx(5e-5)
+    assert cmeta["widen_continued_from"]["keras_sha256"] == wmeta["keras_sha256"]
+    assert cmeta["widen_continued_from"]["epochs"] == 5 and cmeta["widened_from"] == wmeta["widened_from"]
+    assert {k: v for k, v in cmeta["cache_key"].items() if not k.startswith("widen_continue")} == wmeta["cache_key"]
+    same = np.array_equal(more.predict(x, verbose=0), widened.predict(x, verbose=0))
+    assert same == (min(chistory["val_loss"][5:]) >= cmeta["widen_continued_from"]["val_loss_randomised_sky"])
+    # the wider stage stays cached under its own key
+    assert pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, widen_epochs=1, **sky, **wide,
+                                             **kw)[3] is None
+    with pytest.raises(ValueError, match="widen_continue_epochs"):
+        pipeline.train_improved_localiser(8, 4, 1, params, randomise_epochs=2, widen_continue_epochs=1, **sky,
+                                          **wide, **kw)

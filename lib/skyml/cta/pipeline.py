@@ -261,7 +261,7 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                              train_shift=None, continue_epochs=0, continue_learning_rate=2.5e-4,
                              continue_lr_patience=1, randomise_epochs=0, randomise_params=None, randomise_shift=None,
                              randomise_learning_rate=2.5e-4, widen_epochs=0, widen_params=None, widen_shift=None,
-                             profile="quick"):
+                             widen_continue_epochs=0, widen_continue_learning_rate=6.25e-5, profile="quick"):
     """The heat-map + soft-argmax localiser of this repository, on raw counts,
     trained on the maps of ``params`` (see :func:`localiser_params`).
 
@@ -300,7 +300,16 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     the randomised stage's model, on the wider sky of ``widen_params`` and
     ``widen_shift`` (a curriculum: the network meets the widest responses
     last, starting from one that already handles the borders). Metadata
-    ``widened_from`` records its start as ``randomised_from`` does."""
+    ``widened_from`` records its start as ``randomised_from`` does.
+
+    ``widen_continue_epochs`` > 0 (after a wider stage): that stage's model
+    trains on for up to that many more epochs on the same wider sky, from
+    ``widen_continue_learning_rate`` (by default the rate the wider stage
+    reached when its loss was still falling at its epoch cap), halved as
+    above, with early stopping; the weights of its best epoch are kept unless
+    the wider stage's model scores lower on that sky's validation maps.
+    Without it a longer wider stage would be a new key that trains again from
+    the randomised model. Metadata ``widen_continued_from`` records its start."""
     key = {**_sim_key(n_train, n_val, seed, params), "epochs": int(epochs), "batch_size": int(batch_size),
            "patience": int(patience), "learning_rate": float(learning_rate),
            "subcell_offsets": bool(subcell_offsets), "version": 2}
@@ -369,7 +378,8 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
     else:
         base_key, base_fit = key, fit
 
-    def randomised_stage(from_key, from_fit, epochs_, sky_params, shift, name, origin_name):
+    def randomised_stage(from_key, from_fit, epochs_, sky_params, shift, name, origin_name,
+                         rate=randomise_learning_rate):
         """(fit function, sky record) of a stage on the sky of ``sky_params`` and
         ``shift`` that trains the model of ``from_key`` further; ``name`` prefixes
         its metadata, ``origin_name`` names the record of the model it started from."""
@@ -386,10 +396,10 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
                 start["loss"] = models.validation_loss(base, maps[2], maps[3])
                 return start["loss"]
 
-            model, meta, origin, history = train_further(from_key, from_fit, maps, epochs_, randomise_learning_rate,
+            model, meta, origin, history = train_further(from_key, from_fit, maps, epochs_, rate,
                                                          reference_of=start_loss)
             meta = {**meta, origin_name: {**origin, "val_loss_randomised_sky": start["loss"]},
-                    f"{name}_epochs": int(epochs_), f"{name}_learning_rate": float(randomise_learning_rate),
+                    f"{name}_epochs": int(epochs_), f"{name}_learning_rate": float(rate),
                     f"{name}_sky": sky}
             return model, meta, history
 
@@ -409,6 +419,13 @@ def train_improved_localiser(n_train, n_val, seed, params: CTASimParams, *, epoc
         stage_fit, sky = randomised_stage(stage_key, stage_fit, widen_epochs, widen_params, widen_shift, "widen",
                                           "widened_from")
         stage_key = {**stage_key, "widen_epochs": int(widen_epochs), "widen_sky": sky}
+    if widen_continue_epochs:
+        if not widen_epochs:
+            raise ValueError("widen_continue_epochs needs a wider stage (widen_epochs)")
+        stage_fit, _ = randomised_stage(stage_key, stage_fit, widen_continue_epochs, widen_params, widen_shift,
+                                        "widen_continue", "widen_continued_from", rate=widen_continue_learning_rate)
+        stage_key = {**stage_key, "widen_continue_epochs": int(widen_continue_epochs),
+                     "widen_continue_learning_rate": float(widen_continue_learning_rate)}
     model, meta, history, seconds = train_cached("cta_localiser", stage_key, stage_fit, profile, LOCALISER_FILE)
     if (readout, int(window)) != ("softmax", 0):
         model = models.with_readout(model, int(window), readout)
