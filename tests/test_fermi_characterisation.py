@@ -224,23 +224,58 @@ def test_detached_nll_fits_the_mean_by_least_squares_and_sigma_by_the_nll():
     assert loss == pytest.approx(0.01 + 0.5 + np.log(0.1), rel=1e-5)
 
 
-def test_flux_network_starts_from_the_photometry_branch_on_normalised_inputs():
+def test_flux_network_mixes_the_photometric_flux_and_the_dense_estimate(tmp_path):
     import keras
 
     rng = np.random.default_rng(4)
-    x = rng.normal(5.0, 2.0, size=(64, 16, 16, 18)).astype(np.float32)
-    ph = rng.normal(3.0, 0.5, size=(64, 12)).astype(np.float32)
+    bkg = rng.uniform(0.5, 3.0, size=(64, 6, 16, 16)).astype(np.float32)
+    counts = rng.poisson(bkg + rng.uniform(0, 20, size=(64, 6, 1, 1)) * flux.disc_mask(16, 2.0)).astype(np.float32)
+    x, ph = flux.flux_inputs(counts, bkg)
+    weights = np.array([0.0, 0.04, 0.04, 0.03, 0.0, 0.08])
     keras.utils.set_random_seed(0)
-    model = flux.build_flux_net((16, 16, 18), 12, filters=4, adapt_data=[x, ph])
+    model = flux.build_flux_net((16, 16, 18), 12, filters=4, adapt_data=[x, ph], photometric_weights=weights,
+                                photometric_radius_px=5.12)
     normed = model.get_layer("norm_photometry")(ph)
     np.testing.assert_allclose(np.mean(np.asarray(normed), axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(np.std(np.asarray(normed), axis=0), 1.0, rtol=1e-3)
-    # the image branch's correction to mu starts at zero: mu does not depend on the image
-    out_a = np.asarray(model.predict([x, ph], verbose=0))
-    out_b = np.asarray(model.predict([x[::-1], ph], verbose=0))
-    np.testing.assert_allclose(out_a[:, 0], out_b[:, 0], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(out_a[:, 1], out_b[:, 1])  # sigma sees the image
     assert "dropout" not in [layer.name for layer in model.layers]
+    # the photometric flux: log10 of the weighted excess in the 0.8 deg disc, floored (weights at zero start at
+    # 1e-6 of the largest)
+    p = np.asarray(keras.Model(model.inputs, model.get_layer("photometric_log_flux").output).predict([x, ph], verbose=0))
+    excess = flux.disc_excess(counts, bkg, 5.12)
+    expected = np.log10(np.maximum(excess @ np.maximum(weights, 0.08e-6), flux.PHOTOMETRIC_FLOOR))
+    np.testing.assert_allclose(p[:, 0], expected, rtol=1e-4, atol=1e-4)
+    # mu lies between the photometric and the dense estimate, as the gate's sigmoid weighs them
+    d = np.asarray(keras.Model(model.inputs, model.get_layer("mu_dense").output).predict([x, ph], verbose=0))
+    mu = np.asarray(model.predict([x, ph], verbose=0))[:, 0]
+    assert np.all(mu >= np.minimum(p, d)[:, 0] - 1e-5) and np.all(mu <= np.maximum(p, d)[:, 0] + 1e-5)
+    # the scale of sigma is fixed on validation cut-outs, so that their pulls have unit rms; it survives saving
+    y = (mu + rng.normal(0, 0.3, size=len(mu))).astype(np.float32)
+    scale = flux.calibrate_sigma(model, [x, ph], y)
+    out = np.asarray(model.predict([x, ph], verbose=0))
+    assert np.sqrt(np.mean(((y - out[:, 0]) / out[:, 1]) ** 2)) == pytest.approx(1.0, rel=1e-4)
+    model.save(tmp_path / "flux.keras")
+    again = keras.saving.load_model(tmp_path / "flux.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again.predict([x, ph], verbose=0)), out, rtol=1e-5)
+    assert float(again.get_layer("sigma_calibration").scale.numpy()) == pytest.approx(scale)
+    with pytest.raises(ValueError, match="non-negative"):
+        flux.AperturePhotometricFlux(5.0, 6, [1, 1, 1, 1, 1, -1])
+
+
+def test_photometric_flux_weights_recover_a_linear_conversion():
+    rng = np.random.default_rng(5)
+    n, k = 400, np.array([0.0, 25.0, 12.0, 4.0, 1.0, 0.5])  # excess counts per 1e-10 in each energy bin
+    f = 1e-10 * 10 ** rng.uniform(0, 2, n)
+    bkg = np.full((n, 6, 16, 16), 1.0, np.float32)
+    psf = flux.disc_mask(16, 1.0) / flux.disc_mask(16, 1.0).sum()  # all of the source within 1 px of the centre
+    counts = rng.poisson(bkg + (f / 1e-10)[:, None, None, None] * k[None, :, None, None] * psf).astype(np.float32)
+    w = flux.photometric_flux_weights(counts, bkg, f, 5.0)
+    bright = f >= np.quantile(f, 0.8)
+    est = flux.disc_excess(counts[bright], bkg[bright], 5.0) @ w
+    assert np.all(w >= 0)
+    assert np.median(np.abs(est / (f[bright] / 1e-10) - 1)) < 0.03
+    with pytest.raises(ValueError, match="positive flux"):
+        flux.photometric_flux_weights(counts, bkg, np.r_[f[:-1], 0.0], 5.0)
 
 
 def test_flux_network_inputs_see_the_background():
@@ -376,7 +411,8 @@ def small_models(tmp_path_factory):
     feats = np.random.default_rng(0).normal(size=(20, len(classify.FEATURE_NAMES)))
     clf = save_model(classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2),
                      folder / "fermi_classifier.keras", {"task": "fermi-catalogue", "role": "classifier"})
-    fnet = save_model(flux.build_flux_net((16, 16, 18), 12, filters=2), folder / "fermi_flux.keras",
+    fnet = save_model(flux.build_flux_net((16, 16, 18), 12, filters=2, photometric_weights=np.full(6, 0.03)),
+                      folder / "fermi_flux.keras",
                       {"task": "fermi-catalogue", "role": "flux"})
     return unet, clf, fnet
 

@@ -160,7 +160,7 @@ def build_classifier(shape_var, shape_spec, train_features, filters: int = 16, d
 
 
 def train_classifier(train: dict, val: dict, *, epochs: int, seed: int, filters: int = 16, batch_size: int = 32,
-                     patience: int = 4, augment_to: float = 1.0, learning_rate: float = 1e-3,
+                     patience: int = 10, augment_to: float = 1.0, learning_rate: float = 1e-3,
                      binsz_deg: float = 10.0 / 64, verbose: int = 2):
     """Augment, weight and fit (learning rate halved on plateaus of the
     validation loss); returns (model, history)."""
