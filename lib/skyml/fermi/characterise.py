@@ -42,7 +42,7 @@ def train_flux_net(train: dict, val: dict, data_key: dict, *, epochs: int, seed:
     Returns (model, metadata, history, seconds or None)."""
     key = {"data": data_key, "epochs": int(epochs), "seed": int(seed), "filters": int(filters),
            "batch_size": int(batch_size), "patience": int(patience), "flat_weights": bool(flat_weights),
-           "version": 6}
+           "version": 5}
 
     def fit():
         t, v = train["label"] != classify.FAKE_LABEL, val["label"] != classify.FAKE_LABEL

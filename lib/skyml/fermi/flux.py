@@ -15,8 +15,8 @@ catalogue is ``F ln(10) sigma``.
 The mean mixes two estimates by a learned gate (:func:`build_flux_net`): a
 *photometric flux* (:class:`AperturePhotometricFlux`), the log of a weighted
 sum over energy bins of the excess counts in a 0.8° disc, with positive
-weights from a non-negative least-squares fit to the brightest
-training sources (:func:`photometric_flux_weights`; fixed in training); and the dense
+weights started from a non-negative least-squares fit to the brightest
+training sources (:func:`photometric_flux_weights`); and the dense
 branches' estimate. A bright source's flux is a linear function of its
 excess counts per bin (count / exposure / containment), which the
 photometric path represents exactly and dense layers on logarithms only
@@ -128,7 +128,7 @@ def disc_excess(counts10: np.ndarray, background10: np.ndarray, radius_px: float
 
 def photometric_flux_weights(counts10, background10, flux1000, radius_px: float,
                              bright_fraction: float = 0.2) -> np.ndarray:
-    """Weights (per energy bin, in 1e-10 ph cm⁻² s⁻¹ per excess count)
+    """Start weights (per energy bin, in 1e-10 ph cm⁻² s⁻¹ per excess count)
     of :class:`AperturePhotometricFlux`: the non-negative least-squares fit
     (:func:`scipy.optimize.nnls`) of F / 1e-10 to the disc excess per bin
     (:func:`disc_excess`) of the brightest ``bright_fraction`` of the
@@ -151,20 +151,19 @@ class AperturePhotometricFlux(keras.layers.Layer):
     """log10 of the photometric flux of :func:`network_input` images
     (n, H, W, 3 × ``n_bins``): the excess counts (``sinh`` of the asinh
     channels, the last ``n_bins``) summed over the disc of radius
-    ``radius_px``, weighted per energy bin by the non-negative ``weights``
-    (fixed, not trained: where the excesses of a faint source nearly cancel,
-    the gradient of the logarithm with respect to trainable weights is
-    large, and it made training diverge) and summed, floored at ``floor``
-    before the logarithm."""
+    ``radius_px``, weighted per energy bin by positive trainable weights
+    (``exp`` of their logarithms, started at ``initial_weights``) and summed,
+    floored at ``floor`` before the logarithm."""
 
-    def __init__(self, radius_px: float, n_bins: int, weights=None, floor: float = PHOTOMETRIC_FLOOR, **kwargs):
+    def __init__(self, radius_px: float, n_bins: int, initial_weights=None, floor: float = PHOTOMETRIC_FLOOR,
+                 **kwargs):
         super().__init__(**kwargs)
         self.radius_px = float(radius_px)
         self.n_bins = int(n_bins)
-        w = np.ones(self.n_bins) if weights is None else np.asarray(weights, float)
+        w = np.ones(self.n_bins) if initial_weights is None else np.asarray(initial_weights, float)
         if w.shape != (self.n_bins,) or np.any(~np.isfinite(w)) or np.any(w < 0):
-            raise ValueError(f"weights must be {self.n_bins} finite non-negative numbers")
-        self.weights_per_bin = [float(v) for v in w]
+            raise ValueError(f"initial_weights must be {self.n_bins} finite non-negative numbers")
+        self.initial_weights = [float(v) for v in w]
         self.floor = float(floor)
 
     def build(self, input_shape):
@@ -172,14 +171,17 @@ class AperturePhotometricFlux(keras.layers.Layer):
         if h is None or h != w or c != 3 * self.n_bins:
             raise ValueError(f"AperturePhotometricFlux needs (batch, n, n, {3 * self.n_bins}) images, got {input_shape}")
         self.mask = disc_mask(int(h), self.radius_px)
+        # a weight that the least-squares start put at zero starts at 1e-6 of the largest
+        start = np.log(np.maximum(self.initial_weights, 1e-6 * max(max(self.initial_weights), 1e-12)))
+        self.log_weights = self.add_weight(shape=(self.n_bins,), name="log_weights",
+                                           initializer=keras.initializers.Constant(start))
 
     def call(self, images):
         from keras import ops
 
         excess = ops.sinh(images[..., 2 * self.n_bins:])
         per_bin = ops.sum(excess * ops.convert_to_tensor(self.mask)[None, :, :, None], axis=(1, 2))
-        total = ops.sum(per_bin * ops.convert_to_tensor(np.asarray(self.weights_per_bin, np.float32))[None, :], axis=-1,
-                        keepdims=True)
+        total = ops.sum(per_bin * ops.exp(self.log_weights)[None, :], axis=-1, keepdims=True)
         return ops.log(ops.maximum(total, self.floor)) / np.log(10.0)
 
     def compute_output_shape(self, input_shape):
@@ -187,7 +189,7 @@ class AperturePhotometricFlux(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "radius_px": self.radius_px, "n_bins": self.n_bins,
-                "weights": self.weights_per_bin, "floor": self.floor}
+                "initial_weights": self.initial_weights, "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package="skyml_fermi")
@@ -248,7 +250,7 @@ def detached_gaussian_nll(y_true, y_pred):
 
 def build_flux_net(input_shape, n_photometry: int = 12, filters: int = 32, learning_rate: float = 3e-4,
                    adapt_data: list[np.ndarray] | None = None, photometric_weights=None,
-                   photometric_radius_px: float = PHOTOMETRIC_RADIUS_DEG / (10.0 / 64), sigma_floor: float = 0.01):
+                   photometric_radius_px: float = PHOTOMETRIC_RADIUS_DEG / (10.0 / 64)):
     """CNN on the cut-out image plus a dense branch on the aperture
     photometry, with a (mu, sigma) head.
 
@@ -258,11 +260,9 @@ def build_flux_net(input_shape, n_photometry: int = 12, filters: int = 32, learn
     correction from the joint (image + photometry) features whose last layer
     starts at zero. The mean is ``g p + (1 − g) d``: ``p`` the photometric
     flux (:class:`AperturePhotometricFlux`, disc of ``photometric_radius_px``,
-    weights ``photometric_weights``), ``d`` the dense estimate and ``g`` a
-    sigmoid gate of the joint features. Sigma comes from the joint features
-    (softplus plus ``sigma_floor``, in dex: the NLL of a source whose sigma
-    fell to nearly zero made training diverge), times a scale fixed after
-    training (:class:`SigmaScale`). There is no
+    started at ``photometric_weights``), ``d`` the dense estimate and ``g`` a
+    sigmoid gate of the joint features. Sigma comes from the joint features,
+    times a scale fixed after training (:class:`SigmaScale`). There is no
     dropout: its train/inference shift biased the mean (−30 % on the network's
     own training cut-outs). The loss is the Gaussian NLL (:func:`gaussian_nll`);
     gradients are clipped (norm 1), as it scales the mean's gradient by
@@ -296,7 +296,7 @@ def build_flux_net(input_shape, n_photometry: int = 12, filters: int = 32, learn
         [photometric, dense_mu])])
     mu = layers.Add(name="mu")([dense_mu, gated])
     sigma = layers.Dense(1, activation="softplus", name="sigma_raw")(h)
-    sigma = layers.Rescaling(1.0, offset=float(sigma_floor), name="sigma")(sigma)
+    sigma = layers.Rescaling(1.0, offset=1e-3, name="sigma")(sigma)
     sigma = SigmaScale(name="sigma_calibration")(sigma)
     out = layers.Concatenate(name="mu_sigma")([mu, sigma])
     model = keras.Model([x_in, p_in], out, name="fermi_flux_mean_variance")
@@ -342,7 +342,7 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
     x, ph = flux_inputs(counts10, background10, binsz_deg)
     adapt = [x, ph]
     radius_px = PHOTOMETRIC_RADIUS_DEG / binsz_deg
-    weights = photometric_flux_weights(counts10, background10, flux1000, radius_px)
+    start = photometric_flux_weights(counts10, background10, flux1000, radius_px)
     y = log_flux_target(flux1000)
     w = flat_log_flux_weights(flux1000) if flat_weights else np.ones(len(y), np.float32)
     x = np.concatenate([dihedral(np.moveaxis(x, -1, 1), k) for k in range(8)])
@@ -350,7 +350,7 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
     ph, y, w = np.tile(ph, (8, 1)), np.tile(y, 8), np.tile(w, 8)
     keras.utils.set_random_seed(int(seed))
     model = build_flux_net(x.shape[1:], ph.shape[1], filters=filters, learning_rate=learning_rate,
-                           adapt_data=adapt, photometric_weights=weights, photometric_radius_px=radius_px)
+                           adapt_data=adapt, photometric_weights=start, photometric_radius_px=radius_px)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
     val_inputs, val_y = flux_inputs(counts10_val, background10_val, binsz_deg), log_flux_target(flux1000_val)
