@@ -325,24 +325,6 @@ def test_shift_parameters_keep_the_nominal_keys_and_change_the_sky():
             cutouts.CutoutParams(**bad)
 
 
-def test_randomised_cutouts_concatenate_the_nominal_set_and_each_variant(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKYML_CACHE", str(tmp_path))
-    n = {"AGN": 3, "PSR": 2}
-    variants = [{"psf_scale": 1.3}, {"index_shift": 0.2, "density_factor": 1.25}]
-    out = cutouts.load_randomised_cutouts(n, 7, "train", CP, variants)
-    parts = [cutouts.load_cutouts(n, 7, "train", CP),
-             cutouts.load_cutouts(n, 107, "train", cutouts.CutoutParams(psf_scale=1.3)),
-             cutouts.load_cutouts(n, 207, "train", cutouts.CutoutParams(index_shift=0.2, density_factor=1.25))]
-    for key in ("counts", "background", "label", "flux1000"):
-        np.testing.assert_array_equal(out[key], np.concatenate([p[key] for p in parts]))
-    assert len(out["label"]) == 15 and not np.array_equal(parts[0]["flux1000"], parts[1]["flux1000"])
-    np.testing.assert_array_equal(cutouts.load_randomised_cutouts(n, 7, "train", CP)["counts"], parts[0]["counts"])
-    with pytest.raises(ValueError, match="unknown cut-out parameters"):
-        cutouts.load_randomised_cutouts(n, 7, "train", CP, [{"psf_width": 1.1}])
-    with pytest.raises(ValueError, match="no FAKE"):
-        cutouts.load_randomised_cutouts({"AGN": 1, "FAKE": 1}, 7, "train", CP)
-
-
 def test_network_flux_is_corrected_by_a_known_exposure():
     class Constant:
         def predict(self, inputs, batch_size, verbose):

@@ -321,29 +321,6 @@ def load_cutouts(n_per_class: dict, seed: int, split: str, cp: CutoutParams | No
         n_per_class, seed, split, cp, detector, detector_params))
 
 
-def load_randomised_cutouts(n_per_class: dict, seed: int, split: str, cp: CutoutParams,
-                            variants=()) -> dict:
-    """Source cut-outs over several instruments and populations (domain
-    randomisation of a training set): those of :func:`load_cutouts` for
-    ``cp`` and for ``cp`` with each of ``variants`` (dicts of
-    :class:`CutoutParams` fields, e.g. ``{"psf_scale": 0.85}``) in its place,
-    ``n_per_class`` each, variant ``k`` (from 1) drawn with seed
-    ``seed + 100 k``, concatenated in that order. No FAKE class (it needs the
-    detector)."""
-    from dataclasses import fields, replace
-
-    if n_per_class.get("FAKE", 0):
-        raise ValueError("load_randomised_cutouts makes source cut-outs only (no FAKE class)")
-    names = {f.name for f in fields(CutoutParams)}
-    sets = [load_cutouts(n_per_class, seed, split, cp)]
-    for k, variant in enumerate(variants, start=1):
-        unknown = set(variant) - names
-        if unknown:
-            raise ValueError(f"unknown cut-out parameters in a variant: {sorted(unknown)}")
-        sets.append(load_cutouts(n_per_class, seed + 100 * k, split, replace(cp, **variant)))
-    return {key: np.concatenate([s[key] for s in sets]) for key in sets[0]}
-
-
 def ten_year_counts(cutouts: dict) -> np.ndarray:
     """10-year counts (n, 6, npix, npix): the yearly cut-outs summed over years."""
     return np.asarray(cutouts["counts"]).sum(axis=1)
