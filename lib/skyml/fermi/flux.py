@@ -102,8 +102,9 @@ def aperture_photometry(counts10: np.ndarray, background10: np.ndarray, binsz_de
                           axis=1).astype(np.float32)
 
 
-#: radius of the photometric path's disc (deg): about the 95 % containment of the 1–3 GeV PSF; on the
-#: bright training sources a linear fit of F to the disc's excess per bin scatters least near it
+#: radius of the photometric path's disc (deg). On the full-profile training sources above 3e-9, a
+#: non-negative linear fit of F to the disc's excess per bin scattered by 4.2 %, 3.1 %, 2.9 %, 2.9 % and
+#: 3.1 % for radii of 3, 4, 5, 6 and 8 pixels of 0.156 deg: 0.8 deg is 5 pixels
 PHOTOMETRIC_RADIUS_DEG = 0.8
 #: floor of the photometric flux (units of 1e-10 ph cm⁻² s⁻¹) before its logarithm (sources with no excess)
 PHOTOMETRIC_FLOOR = 0.1
