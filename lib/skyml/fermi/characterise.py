@@ -53,7 +53,8 @@ def train_flux_net(train: dict, val: dict, data_key: dict, *, epochs: int, seed:
         meta = {"task": TASK, "role": "flux",
                 "input": "log1p counts, log1p background, asinh(counts - background) (H, W, 18) + aperture photometry (12)",
                 "output": "mu, sigma of log10(F(1-100 GeV) / 1e-10 ph cm-2 s-1)",
-                "mean": "gated mix of a photometric flux (0.8 deg disc, weighted excess per bin) and the dense branches'",
+                "mean": f"gated mix of a photometric flux ({flux.PHOTOMETRIC_RADIUS_DEG:g} deg disc, weighted excess per bin)"
+                        " and the dense branches'",
                 "sigma_scale": float(model.get_layer("sigma_calibration").scale.numpy()),
                 "npix": int(train["counts"].shape[-1]), "profile": profile}
         return model, meta, history
