@@ -497,3 +497,66 @@ def test_cli_errors_leave_no_output(tmp_path, yearly_cube, small_models, capsys,
     monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
     run_error(capsys, ["fermi-catalogue", str(yearly_cube), "-o", str(out)], "model not found", "--only 0")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- domain randomisation of the flux network
+def test_randomised_cutouts_join_the_variants_with_their_exposure(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKYML_CACHE", str(tmp_path))
+    variants = [{"exposure_scale": 0.8}, {"psf_scale": 1.1, "flux_min": 8e-11}]
+    n = {"AGN": 2, "PSR": 1}
+    joined = cutouts.randomised_cutouts(n, 5, "train", CP, variants)
+    assert joined["counts"].shape == (6, 10, 6, 16, 16)
+    np.testing.assert_array_equal(joined["exposure_scale"], [0.8] * 3 + [1.0] * 3)
+    # the k-th variant is the cached set of seed + 100 k with its parameters
+    from dataclasses import replace
+    second = cutouts.load_cutouts(n, 205, "train", replace(CP, psf_scale=1.1, flux_min=8e-11))
+    np.testing.assert_array_equal(joined["counts"][3:], second["counts"])
+    np.testing.assert_array_equal(joined["flux1000"][3:], second["flux1000"])
+    assert not np.array_equal(joined["counts"][:3], second["counts"])
+    # a nominal set joins them with exposure 1
+    nominal = cutouts.load_cutouts(n, 5, "train", CP)
+    mixed = cutouts.concatenate_sets(nominal, joined)
+    assert set(mixed) == set(joined) and len(mixed["label"]) == 9
+    np.testing.assert_array_equal(mixed["exposure_scale"], [1.0] * 3 + [0.8] * 3 + [1.0] * 3)
+    np.testing.assert_array_equal(mixed["counts"][:3], nominal["counts"])
+    with pytest.raises(ValueError, match="cannot be randomised"):
+        cutouts.randomised_cutouts(n, 5, "train", CP, [{"diffuse_variant": 2}])
+    with pytest.raises(ValueError, match="FAKE"):
+        cutouts.randomised_cutouts({"AGN": 1, "FAKE": 1}, 5, "train", CP, variants)
+    with pytest.raises(ValueError, match="share the keys"):
+        cutouts.concatenate_sets(nominal, {"label": np.zeros(1)})
+
+
+def test_finetuned_flux_network_targets_the_flux_at_the_nominal_exposure():
+    import keras
+
+    rng = np.random.default_rng(7)
+    bkg = rng.uniform(0.5, 3.0, size=(48, 6, 16, 16)).astype(np.float32)
+    f = 10 ** rng.uniform(-10, -8.5, size=48)
+    counts = rng.poisson(bkg + (f[:, None, None, None] / 1e-10) * flux.disc_mask(16, 2.0)).astype(np.float32)
+    exposure = np.where(np.arange(48) % 2, 0.7, 1.0)
+    x, ph = flux.flux_inputs(counts, bkg)
+    keras.utils.set_random_seed(0)
+    base = flux.build_flux_net((16, 16, 18), 12, filters=2, adapt_data=[x, ph], photometric_weights=np.full(6, 0.03))
+    before = [w.copy() for w in base.get_weights()]
+    out = np.asarray(base.predict([x, ph], verbose=0))
+    tuned, history = flux.finetune_flux_net(base, counts, bkg, f, exposure, counts, bkg, f, exposure,
+                                            (counts, bkg, f), epochs=1, seed=0, learning_rate=1e-12, verbose=0)
+    assert tuned is not base
+    for a, b in zip(before, base.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the nominal network is left as it was
+    # the validation loss is the Gaussian NLL of log10(F x exposure / 1e-10), not of log10(F / 1e-10)
+    target = np.log10(f * exposure / 1e-10)
+
+    def nll(y):
+        return np.mean(0.5 * ((y - out[:, 0]) / out[:, 1]) ** 2 + np.log(out[:, 1]))
+
+    assert history["val_loss"][0] == pytest.approx(nll(target), rel=1e-3)
+    assert history["val_loss"][0] != pytest.approx(nll(np.log10(f / 1e-10)), rel=0.1)
+    # sigma is scaled on the calibration cut-outs (here the same, at the nominal exposure)
+    tuned_out = np.asarray(tuned.predict([x, ph], verbose=0))
+    pull = (np.log10(f / 1e-10) - tuned_out[:, 0]) / tuned_out[:, 1]
+    assert np.sqrt(np.mean(pull ** 2)) == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="exposure_scale"):
+        flux.finetune_flux_net(base, counts, bkg, f, np.zeros(48), counts, bkg, f, exposure, (counts, bkg, f),
+                               epochs=1, seed=0, verbose=0)

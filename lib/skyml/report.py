@@ -161,6 +161,8 @@ for method, name in (("cnn", "mean–variance network, sources above 2e-10"),
     METRICS[f"flux_scatter_{method}"] = Metric(f"F(1–100 GeV) relative scatter, {name}")
     METRICS[f"flux_pull_std_{method}"] = Metric(f"flux pull standard deviation, {name}")
 METRICS["flux_scatter_ratio_cnn_vs_fit"] = Metric("flux scatter, network / likelihood fit (same cut-outs)")
+METRICS["flux_scatter_ratio_cnn_nominal_vs_fit"] = Metric(
+    "flux scatter, network trained on the nominal instrument only / likelihood fit (same cut-outs)")
 del method, name
 
 CTAO_METHODS = {"unet_log": "U-Net + LoG (log scaling)", "unet_log_noscale": "U-Net + LoG (linear input)",

@@ -321,6 +321,58 @@ def load_cutouts(n_per_class: dict, seed: int, split: str, cp: CutoutParams | No
         n_per_class, seed, split, cp, detector, detector_params))
 
 
+#: fields of :class:`CutoutParams` that a training variant of :func:`randomised_cutouts` may set
+RANDOMISABLE = ("psf_scale", "exposure_scale", "density_factor", "index_shift", "flux_min")
+
+
+def randomised_cutouts(n_per_class: dict, seed: int, split: str, cp: CutoutParams, variants) -> dict:
+    """Source cut-outs of several instruments and populations, for domain
+    randomisation: one set of ``n_per_class`` (AGN and PSR only) per entry of
+    ``variants``, each a dict of :data:`RANDOMISABLE` fields that replace
+    those of ``cp`` (for example ``{"psf_scale": 1.15, "exposure_scale": 0.85}``),
+    the k-th (k = 1, 2, ...) drawn with seed ``seed + 100 k`` and cached as by
+    :func:`load_cutouts`. Returns the sets concatenated, with
+    ``exposure_scale`` (n,), each cut-out's exposure relative to ``cp``'s."""
+    from dataclasses import replace
+
+    if n_per_class.get("FAKE", 0):
+        raise ValueError("randomised_cutouts draws source cut-outs only (no FAKE class)")
+    variants = [dict(v) for v in variants]
+    if not variants:
+        raise ValueError("randomised_cutouts needs at least one variant")
+    sets = []
+    for k, v in enumerate(variants, start=1):
+        unknown = sorted(set(v) - set(RANDOMISABLE))
+        if unknown:
+            raise ValueError(f"variant {k}: {unknown} cannot be randomised; choose from {RANDOMISABLE}")
+        vcp = replace(cp, **v)
+        d = dict(load_cutouts(n_per_class, int(seed) + 100 * k, split, vcp))
+        d["exposure_scale"] = np.full(len(d["label"]), vcp.exposure_scale / cp.exposure_scale)
+        sets.append(d)
+    return {key: np.concatenate([s[key] for s in sets]) for key in sets[0]}
+
+
+def concatenate_sets(*sets: dict) -> dict:
+    """Cut-out sets joined along the first axis (the keys of the first set,
+    and ``exposure_scale`` if any set has it); a set without
+    ``exposure_scale`` (one of :func:`load_cutouts`) has the nominal exposure, 1."""
+    if not sets:
+        raise ValueError("concatenate_sets needs at least one set")
+    keys = list(sets[0])
+    if "exposure_scale" not in keys and any("exposure_scale" in s for s in sets):
+        keys.append("exposure_scale")
+    missing = [k for s in sets for k in keys if k not in s and k != "exposure_scale"]
+    if missing:
+        raise ValueError(f"concatenate_sets: the sets do not share the keys {sorted(set(missing))}")
+
+    def column(s, key):
+        if key == "exposure_scale" and key not in s:
+            return np.ones(len(s["label"]))
+        return s[key]
+
+    return {key: np.concatenate([column(s, key) for s in sets]) for key in keys}
+
+
 def ten_year_counts(cutouts: dict) -> np.ndarray:
     """10-year counts (n, 6, npix, npix): the yearly cut-outs summed over years."""
     return np.asarray(cutouts["counts"]).sum(axis=1)
