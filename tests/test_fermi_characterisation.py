@@ -560,3 +560,15 @@ def test_finetuned_flux_network_targets_the_flux_at_the_nominal_exposure():
     with pytest.raises(ValueError, match="exposure_scale"):
         flux.finetune_flux_net(base, counts, bkg, f, np.zeros(48), counts, bkg, f, exposure, (counts, bkg, f),
                                epochs=1, seed=0, verbose=0)
+
+
+def test_metrics_by_flux_bin_known_values():
+    t = np.array([1.5e-10, 1.6e-10, 1.7e-10, 3e-10, 5e-10, 6e-10, 7e-10, 8e-10])
+    a = t * np.array([1.1, 1.2, 1.3, 1.0, 0.9, 0.9, 0.9, 0.9])
+    table = flux.metrics_by_flux_bin(t, [1e-10, 2e-10, 4e-10, 1e-9], {"net": a, "fit": t})
+    assert list(table["n"]) == [3, 4]  # the bin with one source is left out
+    assert table["net bias"][0] == pytest.approx(0.2) and table["net bias"][1] == pytest.approx(-0.1)
+    assert table["net scatter"][0] == pytest.approx(flux.flux_metrics(a[:3], t[:3], np.ones(3))["scatter"])
+    assert np.all(table["fit scatter"] == 0) and np.all(table["fit bias"] == 0)
+    with pytest.raises(ValueError, match="increasing"):
+        flux.metrics_by_flux_bin(t, [2e-10, 1e-10], {"net": a})

@@ -698,6 +698,34 @@ def flux_metrics(estimate, truth, pull_values, *, ci: bool = False, seed: int = 
     return out
 
 
+def metrics_by_flux_bin(truth, edges, estimates: dict, min_count: int = 3):
+    """An astropy ``Table`` of the scatter and bias (:func:`flux_metrics`) of
+    each estimate in ``estimates`` (name -> fluxes of the same sources as
+    ``truth``) in the bins ``edges`` of true flux: one row per bin holding at
+    least ``min_count`` sources, columns ``<name> scatter`` and ``<name> bias``."""
+    from astropy.table import Table
+
+    t, edges = np.asarray(truth, float), np.asarray(edges, float)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("edges must be at least two increasing fluxes")
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (t >= lo) & (t < hi)
+        if m.sum() < min_count:
+            continue
+        row = [f"{lo:.0e}–{hi:.0e}", int(m.sum())]
+        for est in estimates.values():
+            fm = flux_metrics(np.asarray(est, float)[m], t[m], np.full(m.sum(), np.nan))
+            row += [fm["scatter"], fm["bias"]]
+        rows.append(row)
+    names = ["true F(1–100 GeV)", "n"] + [f"{name} {stat}" for name in estimates for stat in ("scatter", "bias")]
+    table = Table(rows=rows or None, names=names,
+                  dtype=[str, int] + [float] * (2 * len(estimates)))
+    for c in names[2:]:
+        table[c].format = ".3f"
+    return table
+
+
 def scatter_ratio(estimate_a, estimate_b, truth, *, seed: int = 0) -> tuple[float, list[float]]:
     """Scatter (:func:`flux_metrics`) of ``estimate_a`` over that of
     ``estimate_b`` on the same sources (those where both are finite), and its
