@@ -328,6 +328,13 @@ def calibrate_sigma(model, inputs, log_flux) -> float:
     return scale
 
 
+def _stopping_callbacks(patience: int) -> list:
+    """Early stopping on the validation loss (best weights restored) and the
+    learning rate halved after ``patience // 2`` epochs without improvement."""
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+
+
 def train_flux_net(counts10, background10, flux1000, counts10_val, background10_val, flux1000_val, *,
                    epochs: int, seed: int, filters: int = 32, batch_size: int = 32, patience: int = 10,
                    learning_rate: float = 3e-4, flat_weights: bool = False, binsz_deg: float = 10.0 / 64,
@@ -352,8 +359,7 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
     keras.utils.set_random_seed(int(seed))
     model = build_flux_net(x.shape[1:], ph.shape[1], filters=filters, learning_rate=learning_rate,
                            adapt_data=adapt, photometric_weights=start, photometric_radius_px=radius_px)
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
-                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+    callbacks = _stopping_callbacks(patience)
     val_inputs, val_y = flux_inputs(counts10_val, background10_val, binsz_deg), log_flux_target(flux1000_val)
     history = model.fit([x, ph], y[:, None], sample_weight=w, validation_data=(val_inputs, val_y[:, None]),
                         epochs=int(epochs), batch_size=int(batch_size), shuffle=True, callbacks=[*callbacks, *training.fit_callbacks(*callbacks)],
@@ -377,9 +383,10 @@ def finetune_flux_net(model, counts10, background10, flux1000, exposure_scale, c
     counts at the nominal exposure, which :func:`predict_flux` divides by the
     known exposure scale. Training starts from the nominal network at a tenth
     of its learning rate (at a third of it the validation loss was noisier):
-    the same Gaussian NLL on the mixed instruments from random weights diverged (training loss from −2 to above +28 within five epochs,
-    also at a learning rate of 1e-4). There is no dihedral augmentation here:
-    the nominal network has learned the symmetry."""
+    the same Gaussian NLL on the mixed instruments from random weights
+    diverged (training loss from −2 to above +28 within five epochs, also at
+    a learning rate of 1e-4). There is no dihedral augmentation here: the
+    nominal network has learned the symmetry."""
     for name, e in (("exposure_scale", exposure_scale), ("exposure_scale_val", exposure_scale_val)):
         if np.any(~np.isfinite(np.asarray(e, float))) or np.any(np.asarray(e, float) <= 0):
             raise ValueError(f"{name} must be finite and positive")
@@ -396,8 +403,7 @@ def finetune_flux_net(model, counts10, background10, flux1000, exposure_scale, c
     y = log_flux_target(np.asarray(flux1000, float) * np.asarray(exposure_scale, float))
     val_x = flux_inputs(counts10_val, background10_val, binsz_deg)
     val_y = log_flux_target(np.asarray(flux1000_val, float) * np.asarray(exposure_scale_val, float))
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
-                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+    callbacks = _stopping_callbacks(patience)
     history = tuned.fit(x, y[:, None], validation_data=(val_x, val_y[:, None]), epochs=int(epochs),
                         batch_size=int(batch_size), shuffle=True,
                         callbacks=[*callbacks, *training.fit_callbacks(*callbacks)], verbose=verbose)
