@@ -572,3 +572,25 @@ def test_metrics_by_flux_bin_known_values():
     assert np.all(table["fit scatter"] == 0) and np.all(table["fit bias"] == 0)
     with pytest.raises(ValueError, match="increasing"):
         flux.metrics_by_flux_bin(t, [2e-10, 1e-10], {"net": a})
+
+
+def test_classifier_training_step_passes_its_learning_rate_and_keys_the_cache_by_it(tmp_path, monkeypatch):
+    from skyml import paths, training
+    from skyml.fermi import characterise
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    monkeypatch.setattr(training.results, "require_clean_tree", lambda *a, **k: None)
+    rng = np.random.default_rng(3)
+    n = 12
+    data = {"counts": rng.poisson(0.5, size=(n, 10, 6, 16, 16)).astype(np.float32),
+            "background": np.full((n, 6, 16, 16), 0.05, np.float32), "label": np.arange(n) % 3}
+    kw = {"epochs": 1, "seed": 0, "filters": 2, "batch_size": 4, "augment_to": 0.0, "profile": "quick"}
+    slow, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=3e-4, **kw)
+    assert seconds is not None
+    assert float(slow.optimizer.learning_rate) == pytest.approx(3e-4)
+    again, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=3e-4, **kw)
+    assert seconds is None  # the same rate: the cached model
+    fast, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=1e-3, **kw)
+    assert seconds is not None  # another rate: another training
+    assert float(fast.optimizer.learning_rate) == pytest.approx(1e-3)

@@ -18,15 +18,18 @@ TASK = "fermi-catalogue"
 
 
 def train_classifier(train: dict, val: dict, data_key: dict, *, epochs: int, seed: int, filters: int = 16,
-                     batch_size: int = 32, patience: int = 10, augment_to: float = 1.0, profile: str = "quick"):
+                     batch_size: int = 32, patience: int = 10, augment_to: float = 1.0, learning_rate: float = 1e-3,
+                     profile: str = "quick"):
     """The 3D CNN classifier (:mod:`skyml.fermi.classify`); ``data_key``
     identifies the cut-out sets. Returns (model, metadata, history, seconds or None)."""
     key = {"data": data_key, "epochs": int(epochs), "seed": int(seed), "filters": int(filters),
-           "batch_size": int(batch_size), "patience": int(patience), "augment_to": float(augment_to), "version": 2}
+           "batch_size": int(batch_size), "patience": int(patience), "augment_to": float(augment_to),
+           "learning_rate": float(learning_rate), "version": 2}
 
     def fit():
         model, history = classify.train_classifier(train, val, epochs=epochs, seed=seed, filters=filters,
-                                                   batch_size=batch_size, patience=patience, augment_to=augment_to)
+                                                   batch_size=batch_size, patience=patience, augment_to=augment_to,
+                                                   learning_rate=learning_rate)
         meta = {"task": TASK, "role": "classifier", "classes": list(classify.CLASSES),
                 "input": "yearly cut-outs (10, 6, H, W): sorted, mean-subtracted variability + log1p 10-year counts"
                          " + catalogue features with the known background",
