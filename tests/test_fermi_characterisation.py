@@ -589,7 +589,7 @@ def test_classifier_training_step_passes_its_learning_rate_and_keys_the_cache_by
     slow, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=3e-4, **kw)
     assert seconds is not None
     assert float(slow.optimizer.learning_rate) == pytest.approx(3e-4)
-    again, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=3e-4, **kw)
+    _, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=3e-4, **kw)
     assert seconds is None  # the same rate: the cached model
     fast, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=1e-3, **kw)
     assert seconds is not None  # another rate: another training
