@@ -131,3 +131,11 @@ def test_crops_drawn_per_epoch_follow_keras_epochs_also_after_a_restart(cache_ro
     with pytest.raises(ValueError, match="targets"):
         ctao_models.train(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), data, np.zeros(10),
                           None, None, epochs=1)
+
+
+def test_stopping_callbacks_stop_after_patience_and_halve_after_half_of_it():
+    stop, plateau = training.stopping_callbacks(10)
+    assert isinstance(stop, keras.callbacks.EarlyStopping) and stop.patience == 10 and stop.restore_best_weights
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.patience == 5 and plateau.factor == 0.5
+    assert stop.monitor == plateau.monitor == "val_loss"
+    assert training.stopping_callbacks(1)[1].patience == 1

@@ -80,6 +80,17 @@ def halve_on_plateau(patience: int):
                                              min_lr=1e-5)
 
 
+def stopping_callbacks(patience: int) -> list:
+    """Early stopping on ``val_loss`` after ``patience`` epochs without a
+    lower value (best weights restored) and the learning rate halved after
+    ``patience // 2`` such epochs (at least 1): the schedule of notebook 05's
+    classifier and flux networks."""
+    import keras
+
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+
+
 def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 flips/rotations (k = 0…7) of the last two (sky) axes:
     k mod 4 rotations by 90°, then a flip of the last axis for k ≥ 4 (the

@@ -174,8 +174,7 @@ def train_classifier(train: dict, val: dict, *, epochs: int, seed: int, filters:
     xv = network_inputs(val["counts"], val["background"], binsz_deg)
     keras.utils.set_random_seed(int(seed))
     model = build_classifier(x[0].shape[1:], x[1].shape[1:], feats, filters=filters, learning_rate=learning_rate)
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
-                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
+    callbacks = training.stopping_callbacks(patience)
     history = model.fit(x, one_hot(labels), validation_data=(xv, one_hot(val["label"])), epochs=int(epochs),
                         batch_size=int(batch_size), shuffle=True, class_weight=class_weights(labels),
                         callbacks=[*callbacks, *training.fit_callbacks(*callbacks)], verbose=verbose)

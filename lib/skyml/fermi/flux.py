@@ -328,13 +328,6 @@ def calibrate_sigma(model, inputs, log_flux) -> float:
     return scale
 
 
-def _stopping_callbacks(patience: int) -> list:
-    """Early stopping on the validation loss (best weights restored) and the
-    learning rate halved after ``patience // 2`` epochs without improvement."""
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
-
-
 def train_flux_net(counts10, background10, flux1000, counts10_val, background10_val, flux1000_val, *,
                    epochs: int, seed: int, filters: int = 32, batch_size: int = 32, patience: int = 10,
                    learning_rate: float = 3e-4, flat_weights: bool = False, binsz_deg: float = 10.0 / 64,
@@ -359,7 +352,7 @@ def train_flux_net(counts10, background10, flux1000, counts10_val, background10_
     keras.utils.set_random_seed(int(seed))
     model = build_flux_net(x.shape[1:], ph.shape[1], filters=filters, learning_rate=learning_rate,
                            adapt_data=adapt, photometric_weights=start, photometric_radius_px=radius_px)
-    callbacks = _stopping_callbacks(patience)
+    callbacks = training.stopping_callbacks(patience)
     val_inputs, val_y = flux_inputs(counts10_val, background10_val, binsz_deg), log_flux_target(flux1000_val)
     history = model.fit([x, ph], y[:, None], sample_weight=w, validation_data=(val_inputs, val_y[:, None]),
                         epochs=int(epochs), batch_size=int(batch_size), shuffle=True, callbacks=[*callbacks, *training.fit_callbacks(*callbacks)],
@@ -403,7 +396,7 @@ def finetune_flux_net(model, counts10, background10, flux1000, exposure_scale, c
     y = log_flux_target(np.asarray(flux1000, float) * np.asarray(exposure_scale, float))
     val_x = flux_inputs(counts10_val, background10_val, binsz_deg)
     val_y = log_flux_target(np.asarray(flux1000_val, float) * np.asarray(exposure_scale_val, float))
-    callbacks = _stopping_callbacks(patience)
+    callbacks = training.stopping_callbacks(patience)
     history = tuned.fit(x, y[:, None], validation_data=(val_x, val_y[:, None]), epochs=int(epochs),
                         batch_size=int(batch_size), shuffle=True,
                         callbacks=[*callbacks, *training.fit_callbacks(*callbacks)], verbose=verbose)
