@@ -204,3 +204,25 @@ def test_intervals_are_stored_beside_their_metrics(tmp_path, monkeypatch):
     for key in ("f1_above_sens_unet_log_shifted", "recall_above_sens_unet_log", "precision_tsmap_shifted"):
         lo, hi = stored[f"{key}_ci68"]
         assert lo <= stored[key] <= hi and lo < hi, key
+
+
+def test_randomised_training_sky_draws_psf_tails_narrower_than_the_shifted_sky_s():
+    r = simulate.randomised_params(P)
+    assert r.randomises_tail and not P.randomises_tail
+    data = simulate.simulate_patches(6, 11, r, "train")
+    f, s = data["patch_psf_tail_fraction"], data["patch_psf_tail_scale"]
+    assert np.all((f >= r.rand_psf_tail_fraction[0]) & (f <= r.rand_psf_tail_fraction[1])) and len(np.unique(f)) == 6
+    assert np.all((s >= r.rand_psf_tail_scale[0]) & (s <= r.rand_psf_tail_scale[1])) and len(np.unique(s)) == 6
+    # the shifted test sky's tail stays outside the training tails
+    assert simulate.shifted_params(P).psf_tail_scale > r.rand_psf_tail_scale[1]
+    # a survey randomised without tails keeps its arrays: the tail is drawn after the other five values
+    no_tail = dataclasses.replace(r, rand_psf_tail_fraction=(0.0, 0.0), rand_psf_tail_scale=(3.0, 3.0))
+    assert not no_tail.randomises_tail and "rand_psf_tail_fraction" not in no_tail.to_dict()
+    a = simulate.simulate_patches(2, 11, no_tail, "train")
+    assert "patch_psf_tail_fraction" not in a
+    for name in simulate.REALISED:
+        np.testing.assert_array_equal(a[f"patch_{name}"], data[f"patch_{name}"][:2])
+    # with tails, the patches' sources are drawn after the tail: other skies
+    assert not np.array_equal(a["source_npred"], data["source_npred"][:2])
+    with pytest.raises(ValueError, match="rand_psf_tail"):
+        dataclasses.replace(r, rand_psf_tail_fraction=(0.3, 0.1))

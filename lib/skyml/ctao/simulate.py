@@ -80,7 +80,11 @@ as :meth:`SurveyParams.to_dict` leaves them out):
 - ``randomise``: every patch draws its own ``bkg_scale``, ``psf_scale``,
   ``diffuse_mcrab_deg2``, ``index_mean`` and ``ext_fraction`` uniformly in the
   ``rand_*`` ranges (from the patch's stream, before its sources), and its
-  sources are labelled against the sensitivity of that realisation.
+  sources are labelled against the sensitivity of that realisation. Where
+  ``rand_psf_tail_fraction`` is not its default (no tail), each patch then
+  also draws a PSF tail, ``psf_tail_fraction`` and ``psf_tail_scale``, from
+  ``rand_psf_tail_fraction`` and ``rand_psf_tail_scale`` (after the five
+  draws above, so a survey randomised without tails keeps its arrays).
 
 :func:`shifted_params` is the shifted test sky of notebook 06; the instrument
 maps (:func:`irf_maps`) are those of the nominal survey for every value of
@@ -109,6 +113,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3, "shifted": 4}
 KINDS = ("point", "gauss", "disk")
 #: the per-patch sky of a randomised survey (:func:`realise`)
 REALISED = ("bkg_scale", "psf_scale", "diffuse_mcrab_deg2", "index_mean", "ext_fraction")
+#: the PSF tail a patch also draws where the survey randomises it (:attr:`SurveyParams.randomises_tail`)
+REALISED_TAIL = ("psf_tail_fraction", "psf_tail_scale")
 SOURCE_FIELDS = ("patch", "glon", "glat", "x_pix", "y_pix", "flux_1tev", "index", "size_deg", "kind",
                  "companion", "npred", "sens_flux", "labelled")
 
@@ -161,6 +167,8 @@ class SurveyParams:
     rand_diffuse_mcrab_deg2: tuple = (0.0, 12.0)
     rand_index_mean: tuple = (2.0, 2.8)
     rand_ext_fraction: tuple = (0.1, 0.5)
+    rand_psf_tail_fraction: tuple = (0.0, 0.0)
+    rand_psf_tail_scale: tuple = (3.0, 3.0)
 
     def __post_init__(self):
         from ..cta.irf import IRF_NAMES
@@ -176,6 +184,14 @@ class SurveyParams:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.psf_scale <= 0 or self.bkg_scale <= 0 or self.psf_tail_scale < 1 or self.diffuse_mcrab_deg2 < 0:
             raise ValueError("need psf_scale > 0, bkg_scale > 0, psf_tail_scale >= 1, diffuse_mcrab_deg2 >= 0")
+        (f_lo, f_hi), (s_lo, s_hi) = self.rand_psf_tail_fraction, self.rand_psf_tail_scale
+        if not (0 <= f_lo <= f_hi <= 1 and 1 <= s_lo <= s_hi):
+            raise ValueError("need 0 <= rand_psf_tail_fraction[0] <= [1] <= 1 and 1 <= rand_psf_tail_scale[0] <= [1]")
+
+    @property
+    def randomises_tail(self) -> bool:
+        """Whether a randomised patch draws its own PSF tail (``rand_psf_tail_fraction`` not its default)."""
+        return self.randomise and tuple(self.rand_psf_tail_fraction) != (0.0, 0.0)
 
     @property
     def patch_deg(self) -> float:
@@ -213,7 +229,8 @@ INSTRUMENT_FIELDS = ("npix", "binsz_deg", "centre_glon", "centre_glat", "irf_nam
 #: fields of :class:`SurveyParams` that shift or randomise the sky (left out of ``to_dict`` at their defaults)
 SHIFT_FIELDS = ("psf_scale", "psf_tail_fraction", "psf_tail_scale", "bkg_scale", "diffuse_mcrab_deg2",
                 "diffuse_index", "diffuse_glat_sigma_deg", "ext_gauss_fraction", "randomise", "rand_bkg_scale",
-                "rand_psf_scale", "rand_diffuse_mcrab_deg2", "rand_index_mean", "rand_ext_fraction")
+                "rand_psf_scale", "rand_diffuse_mcrab_deg2", "rand_index_mean", "rand_ext_fraction",
+                "rand_psf_tail_fraction", "rand_psf_tail_scale")
 
 
 def shifted_params(p: SurveyParams | None = None) -> SurveyParams:
@@ -233,18 +250,28 @@ def edge_params(p: SurveyParams | None = None) -> SurveyParams:
     """A validation sky at the hard ends of the randomised ranges of
     :func:`randomised_params` (twice the IRF background, a PSF 1.25 times
     wider, 12 mCrab/deg² of diffuse emission, a steep mean index of 2.7,
-    45 % of the sources extended) with a PSF tail that no training patch has
-    (10 % of the counts in a Gaussian 2.5 times wider): outside the
-    training distribution, and other than the shifted test sky."""
+    45 % of the sources extended) with a PSF tail (10 % of the counts in a
+    Gaussian 2.5 times wider, the widest tail of the randomised training sky;
+    before the training sky drew tails, no training patch had one): the corner
+    of the training distribution, and other than the shifted test sky."""
     p = SurveyParams() if p is None else p
     return dataclasses.replace(p, bkg_scale=2.0, psf_scale=1.25, diffuse_mcrab_deg2=12.0, index_mean=2.7,
                                ext_fraction=0.45, psf_tail_fraction=0.1, psf_tail_scale=2.5, randomise=False)
 
 
+#: the PSF tails of the randomised training sky (:func:`randomised_params`): up to a fifth of each
+#: source's counts in a Gaussian 1.5-2.5 times wider than the core. The shifted test sky's tail
+#: (15 % of the counts, 3 times wider) is wider than any of them
+RAND_PSF_TAIL_FRACTION = (0.0, 0.2)
+RAND_PSF_TAIL_SCALE = (1.5, 2.5)
+
+
 def randomised_params(p: SurveyParams | None = None) -> SurveyParams:
-    """The domain-randomised training sky: ``p`` with ``randomise`` on (the ``rand_*`` ranges)."""
+    """The domain-randomised training sky: ``p`` with ``randomise`` on (the ``rand_*`` ranges) and
+    PSF tails drawn per patch (:data:`RAND_PSF_TAIL_FRACTION`, :data:`RAND_PSF_TAIL_SCALE`)."""
     p = SurveyParams() if p is None else p
-    return dataclasses.replace(p, randomise=True)
+    return dataclasses.replace(p, randomise=True, rand_psf_tail_fraction=RAND_PSF_TAIL_FRACTION,
+                               rand_psf_tail_scale=RAND_PSF_TAIL_SCALE)
 
 
 def realise(p: SurveyParams, rng: np.random.Generator) -> SurveyParams:
@@ -253,9 +280,15 @@ def realise(p: SurveyParams, rng: np.random.Generator) -> SurveyParams:
     draw = [lo + f * (hi - lo) for f, (lo, hi) in zip(u, (p.rand_bkg_scale, p.rand_psf_scale,
                                                           p.rand_diffuse_mcrab_deg2, p.rand_index_mean,
                                                           p.rand_ext_fraction))]
+    tail = {}
+    if p.randomises_tail:
+        u_f, u_s = rng.uniform(size=2)
+        (f_lo, f_hi), (s_lo, s_hi) = p.rand_psf_tail_fraction, p.rand_psf_tail_scale
+        tail = {"psf_tail_fraction": float(f_lo + u_f * (f_hi - f_lo)),
+                "psf_tail_scale": float(s_lo + u_s * (s_hi - s_lo))}
     return dataclasses.replace(p, randomise=False, bkg_scale=float(draw[0]), psf_scale=float(draw[1]),
                                diffuse_mcrab_deg2=float(draw[2]), index_mean=float(draw[3]),
-                               ext_fraction=float(draw[4]))
+                               ext_fraction=float(draw[4]), **tail)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -658,7 +691,8 @@ def simulate_patches(n: int, seed: int, p: SurveyParams, split: str = "train", p
     :data:`SOURCE_FIELDS` (``patch`` is the patch index, ``npred`` (n_src, 3)).
     Patch ``i`` uses the stream ``SeedSequence([seed, split, i])``. A
     randomised ``p`` adds the drawn sky of every patch: ``patch_<name>``
-    (n,) for each name in :data:`REALISED`."""
+    (n,) for each name in :data:`REALISED` (and :data:`REALISED_TAIL` where it
+    randomises the tail)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
     if n < 1:
@@ -666,7 +700,8 @@ def simulate_patches(n: int, seed: int, p: SurveyParams, split: str = "train", p
     counts = np.empty((n, N_BINS, p.npix, p.npix), np.int32)
     mu = np.empty((n, N_BINS, p.npix, p.npix), np.float32)
     rows = {k: [] for k in SOURCE_FIELDS}
-    realised = {k: [] for k in REALISED}
+    names = REALISED + (REALISED_TAIL if p.randomises_tail else ())
+    realised = {k: [] for k in names}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], i]))
         counts[i], mu[i], src = simulate_patch(rng, p)
@@ -674,7 +709,7 @@ def simulate_patches(n: int, seed: int, p: SurveyParams, split: str = "train", p
         for k in SOURCE_FIELDS:
             rows[k].append(src[k])
         if p.randomise:
-            for k in REALISED:
+            for k in names:
                 realised[k].append(getattr(src["realised"], k))
     out = {"counts": counts, "source_npred": mu}
     if p.randomise:
