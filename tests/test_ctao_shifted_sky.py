@@ -206,9 +206,9 @@ def test_intervals_are_stored_beside_their_metrics(tmp_path, monkeypatch):
         assert lo <= stored[key] <= hi and lo < hi, key
 
 
-def test_randomised_training_sky_draws_psf_tails_narrower_than_the_shifted_sky_s():
-    r = simulate.randomised_params(P)
-    assert r.randomises_tail and not P.randomises_tail
+def test_randomised_sky_with_psf_tails_draws_them_narrower_than_the_shifted_sky_s():
+    r = simulate.randomised_params(P, psf_tails=True)
+    assert r.randomises_tail and not P.randomises_tail and not simulate.randomised_params(P).randomises_tail
     data = simulate.simulate_patches(6, 11, r, "train")
     f, s = data["patch_psf_tail_fraction"], data["patch_psf_tail_scale"]
     assert np.all((f >= r.rand_psf_tail_fraction[0]) & (f <= r.rand_psf_tail_fraction[1])) and len(np.unique(f)) == 6
