@@ -43,15 +43,33 @@ def input_mode(kind: str) -> tuple[str, str]:
     return ("linear" if kind == "unet_log_noscale" else "log", "local" if kind == "unet_log_dr" else "mean")
 
 
-def training_params(kind: str, p: SurveyParams) -> SurveyParams:
-    """The simulation a network of ``kind`` is trained on: randomised for ``unet_log_dr``, else ``p``."""
-    return simulate.randomised_params(p) if kind == "unet_log_dr" else p
+def training_params(kind: str, p: SurveyParams, psf_tails: bool = False) -> SurveyParams:
+    """The simulation a network of ``kind`` is trained on: randomised for ``unet_log_dr`` (with PSF
+    tails drawn per patch where ``psf_tails``; :func:`skyml.ctao.simulate.randomised_params`), else ``p``."""
+    if kind == "unet_log_dr":
+        return simulate.randomised_params(p, psf_tails=psf_tails)
+    if psf_tails:
+        raise ValueError(f"psf_tails is an option of the randomised sky of 'unet_log_dr', not of {kind!r}")
+    return p
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a Keras model's weights (the dtype, shape and bytes of each array, in order): the
+    identity of a warm start's initial weights, independent of the file they were saved in."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        a = np.ascontiguousarray(w)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams, *, crop_px: int = 128,
                 crops_per_patch: int = 16, epochs: int = 6, filters: int = 8, depth: int = 3, batch_size: int = 16,
                 patience: int = 3, learning_rate: float = 2e-3, profile: str = "quick", loss: str = "bce_dice",
-                fresh_crops: bool = True):
+                fresh_crops: bool = True, psf_tails: bool = False, init_model=None):
     """Train (or load) ``kind`` in :data:`FILES`; returns (model, metadata, history, seconds or None).
     ``loss``: the U-Net's loss (:data:`skyml.ctao.models.UNET_LOSSES`; part of the cache key only when
     it is not the default). ``fresh_crops``: every epoch draws its own ``crops_per_patch`` crops of each
@@ -59,11 +77,16 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
     (:func:`skyml.ctao.simulate.dihedral_crops`; :class:`skyml.ctao.models.EpochCrops`), instead of
     one fixed set of crops for all epochs, which a network of a few hundred thousand weights can learn by
     heart (with fixed crops of 100 patches the nominal U-Net's validation loss was lowest after its
-    first epoch). The validation crops stay fixed."""
+    first epoch). The validation crops stay fixed. ``psf_tails`` (``unet_log_dr`` only): its randomised
+    training and validation skies also draw a PSF tail per patch (:func:`training_params`; the tail
+    ranges enter the cache key through the simulation parameters). ``init_model``: a warm start, a
+    Keras model of the same architecture whose weights the network starts from instead of a random
+    initialisation (e.g. the nominal U-Net for ``unet_log_dr``); the digest of those weights
+    (:func:`weights_digest`) is part of the cache key and the sidecar."""
     if kind not in FILES:
         raise ValueError(f"unknown model kind {kind!r}; choose from {tuple(FILES)}")
     scaling, normalise = input_mode(kind)
-    p = training_params(kind, p)
+    p = training_params(kind, p, psf_tails)
     key = {"kind": kind, "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed), "sim": p.to_dict(),
            "crop_px": int(crop_px), "crops_per_patch": int(crops_per_patch), "epochs": int(epochs),
            "filters": int(filters), "depth": int(depth), "batch_size": int(batch_size), "patience": int(patience),
@@ -76,6 +99,10 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
         if kind == "cedirnet" or loss not in models.UNET_LOSSES:
             raise ValueError(f"loss {loss!r} is not a U-Net loss for {kind!r}; choose from {tuple(models.UNET_LOSSES)}")
         key["loss"] = loss
+    init_weights = None
+    if init_model is not None:
+        init_weights = [np.array(w) for w in init_model.get_weights()]
+        key["init_weights_sha256"] = weights_digest(init_model)
 
     def inputs(data, s, turn=False, background=None):
         if normalise == "mean":
@@ -116,6 +143,12 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
         else:
             model = models.build_unet(simulate.N_BINS, filters, depth, learning_rate, name=f"asid_{kind}",
                                       loss=loss)
+        if init_weights is not None:
+            shapes = [tuple(w.shape) for w in model.get_weights()]
+            if shapes != [w.shape for w in init_weights]:
+                raise ValueError(f"init_model's weights do not fit a {kind!r} network of filters={filters}, "
+                                 f"depth={depth}")
+            model.set_weights(init_weights)
         history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
                                seed=seed)
         meta = {"task": TASK, "model_kind": kind, "scaling": scaling, "normalise": normalise,
@@ -124,6 +157,8 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
                 "n_train_patches": int(n_train), "n_crops": int(n_crops), "crop_px": int(crop_px), "loss": loss,
                 "crops": "drawn per epoch, turned" if fresh_crops else "fixed",
                 "profile": profile}
+        if init_weights is not None:
+            meta["init_weights_sha256"] = key["init_weights_sha256"]
         return model, meta, history
 
     def input_range():
