@@ -84,3 +84,53 @@ def test_sweep_variants_only_change_known_training_settings():
         assert set(change) <= allowed, name
         assert change.get("loss", "bce_dice") in models.UNET_LOSSES
     assert dr_sweep.VARIANTS["before"] == {}
+
+
+def _fit_uncached(monkeypatch):
+    """train_model's fit() run directly (no cache, no installation) on small simulated patches; the
+    keys it was called with are appended to the returned list."""
+    keys = []
+    monkeypatch.setattr(simulate, "load_patches", lambda *a, **k: simulate.simulate_patches(*a, **k))
+
+    def uncached(kind, key, fit, profile, install_as, install_metadata=None):
+        keys.append(key)
+        return (*fit(), None)
+
+    monkeypatch.setattr(pipeline, "train_cached", uncached)
+    return keys
+
+
+def test_warm_start_begins_at_the_given_weights_and_enters_the_cache_key(monkeypatch):
+    keys = _fit_uncached(monkeypatch)
+    p = SurveyParams(npix=128)
+    kw = dict(crop_px=64, crops_per_patch=2, epochs=1, filters=4, depth=2, batch_size=2, patience=1)
+    init = models.build_unet(simulate.N_BINS, 4, 2, name="asid_unet_log")
+    # at a learning rate of zero the trained weights are the initial ones (batch-norm statistics aside)
+    model, meta, _, _ = pipeline.train_model("unet_log_dr", 1, 1, 0, p, init_model=init, psf_tails=True,
+                                             learning_rate=0.0, **kw)
+    for w, w0 in zip(model.trainable_weights, init.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(w), np.asarray(w0))
+    digest = pipeline.weights_digest(init)
+    assert keys[-1]["init_weights_sha256"] == digest == meta["init_weights_sha256"]
+    assert SurveyParams.from_dict(keys[-1]["sim"]).randomises_tail
+    # other weights, another digest; a trained network moves away from its start
+    other = models.build_unet(simulate.N_BINS, 4, 2, name="other")
+    assert pipeline.weights_digest(other) != digest
+    trained, _, _, _ = pipeline.train_model("unet_log_dr", 1, 1, 0, p, init_model=init, learning_rate=1e-2, **kw)
+    assert any(not np.array_equal(np.asarray(w), np.asarray(w0))
+               for w, w0 in zip(trained.trainable_weights, init.trainable_weights))
+    # without these options the key is that of the networks trained before them
+    pipeline.train_model("unet_log_dr", 1, 1, 0, p, **kw)
+    assert "init_weights_sha256" not in keys[-1] and "rand_psf_tail_fraction" not in keys[-1]["sim"]
+    # a start of another shape is refused
+    with pytest.raises(ValueError, match="do not fit"):
+        pipeline.train_model("unet_log_dr", 1, 1, 0, p, init_model=init, **{**kw, "filters": 8})
+
+
+def test_psf_tails_belong_to_the_randomised_sky_only():
+    p = SurveyParams()
+    assert pipeline.training_params("unet_log_dr", p, psf_tails=True).randomises_tail
+    assert not pipeline.training_params("unet_log_dr", p).randomises_tail
+    assert pipeline.training_params("unet_log", p) is p
+    with pytest.raises(ValueError, match="psf_tails"):
+        pipeline.training_params("unet_log", p, psf_tails=True)

@@ -10,8 +10,10 @@ shifted test patches), on three skies:
 - ``randomised``: the randomised training sky (the skies the thresholds are
   chosen on);
 - ``edge``: :func:`skyml.ctao.simulate.edge_params`, the randomised ranges at
-  their hard ends plus a PSF tail that no training patch has: a validation
-  sky outside the training distribution, other than the shifted test sky.
+  their hard ends plus a PSF tail (the widest that the randomised training
+  sky of notebook 06 now draws; when this sweep ran, the training sky drew no
+  tail): a validation sky at the corner of the training distribution, other
+  than the shifted test sky.
 
 Two threshold rules, both chosen on the randomised validation patches:
 ``max_f1`` (:func:`skyml.ctao.evaluation.best_threshold`) and ``false_rate``
