@@ -163,21 +163,27 @@ def epoch_setter(data: EpochCrops):
     return SetEpoch()
 
 
-def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=0, verbose=2):
+def train(model, x, y, x_val, y_val, *, epochs, batch_size=16, patience=3, seed=0, verbose=2,
+          reduce_lr_patience=None):
     """Fit with early stopping on ``val_loss`` (best weights restored); returns
     the history. ``x`` is an array of inputs with targets ``y``, or an
-    :class:`EpochCrops` (``y`` None; its own batch size)."""
+    :class:`EpochCrops` (``y`` None; its own batch size). With
+    ``reduce_lr_patience``, the learning rate is halved after that many epochs
+    without a lower ``val_loss`` (:func:`skyml.training.halve_on_plateau`)."""
     keras.utils.set_random_seed(int(seed))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), mode="min",
                                          restore_best_weights=True)
+    own = [stop]
+    if reduce_lr_patience is not None:
+        own.append(training.halve_on_plateau(reduce_lr_patience))
     if isinstance(x, EpochCrops):
         if y is not None:
             raise ValueError("give the targets through the EpochCrops, not as y")
         history = model.fit(x, validation_data=(x_val, y_val), epochs=int(epochs),
-                            callbacks=[epoch_setter(x), stop, *training.fit_callbacks(stop)], verbose=verbose)
+                            callbacks=[epoch_setter(x), *own, *training.fit_callbacks(*own)], verbose=verbose)
     else:
         history = model.fit(x, y, validation_data=(x_val, y_val), epochs=int(epochs), batch_size=int(batch_size),
-                            shuffle=True, callbacks=[stop, *training.fit_callbacks(stop)], verbose=verbose)
+                            shuffle=True, callbacks=[*own, *training.fit_callbacks(*own)], verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -69,7 +69,8 @@ def weights_digest(model) -> str:
 def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams, *, crop_px: int = 128,
                 crops_per_patch: int = 16, epochs: int = 6, filters: int = 8, depth: int = 3, batch_size: int = 16,
                 patience: int = 3, learning_rate: float = 2e-3, profile: str = "quick", loss: str = "bce_dice",
-                fresh_crops: bool = True, psf_tails: bool = False, init_model=None):
+                fresh_crops: bool = True, psf_tails: bool = False, init_model=None,
+                reduce_lr_patience: int | None = None):
     """Train (or load) ``kind`` in :data:`FILES`; returns (model, metadata, history, seconds or None).
     ``loss``: the U-Net's loss (:data:`skyml.ctao.models.UNET_LOSSES`; part of the cache key only when
     it is not the default). ``fresh_crops``: every epoch draws its own ``crops_per_patch`` crops of each
@@ -82,7 +83,9 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
     ranges enter the cache key through the simulation parameters). ``init_model``: a warm start, a
     Keras model of the same architecture whose weights the network starts from instead of a random
     initialisation (e.g. the nominal U-Net for ``unet_log_dr``); the digest of those weights
-    (:func:`weights_digest`) is part of the cache key and the sidecar."""
+    (:func:`weights_digest`) is part of the cache key and the sidecar. ``reduce_lr_patience``: the
+    learning rate is halved after that many epochs without a lower validation loss
+    (:func:`skyml.ctao.models.train`; in the cache key only when set)."""
     if kind not in FILES:
         raise ValueError(f"unknown model kind {kind!r}; choose from {tuple(FILES)}")
     scaling, normalise = input_mode(kind)
@@ -99,6 +102,8 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
         if kind == "cedirnet" or loss not in models.UNET_LOSSES:
             raise ValueError(f"loss {loss!r} is not a U-Net loss for {kind!r}; choose from {tuple(models.UNET_LOSSES)}")
         key["loss"] = loss
+    if reduce_lr_patience is not None:
+        key["reduce_lr_patience"] = int(reduce_lr_patience)
     init_weights = None
     if init_model is not None:
         init_weights = [np.array(w) for w in init_model.get_weights()]
@@ -150,7 +155,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
                                  f"depth={depth}")
             model.set_weights(init_weights)
         history = models.train(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, patience=patience,
-                               seed=seed)
+                               seed=seed, reduce_lr_patience=reduce_lr_patience)
         meta = {"task": TASK, "model_kind": kind, "scaling": scaling, "normalise": normalise,
                 "sim_params": p.nominal().to_dict(), "training_sim_params": p.to_dict(),
                 "energy_edges_tev": simulate.ENERGY_EDGES_TEV.tolist(), "binsz_deg": p.binsz_deg,
