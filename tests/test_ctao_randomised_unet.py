@@ -134,3 +134,15 @@ def test_psf_tails_belong_to_the_randomised_sky_only():
     assert pipeline.training_params("unet_log", p) is p
     with pytest.raises(ValueError, match="psf_tails"):
         pipeline.training_params("unet_log", p, psf_tails=True)
+
+
+def test_learning_rate_is_halved_while_the_validation_loss_does_not_fall():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+    y = (rng.uniform(size=(4, 16, 16, 1)) > 0.9).astype("float32")
+    # validated against the opposite masks: the better it fits y, the higher its validation loss
+    runs = {r: models.train(models.build_unet(3, 4, 2, 1e-3), x, y, x, 1 - y, epochs=4, batch_size=4, patience=10,
+                            reduce_lr_patience=r, verbose=0) for r in (None, 1)}
+    assert "learning_rate" not in runs[None]
+    lr = runs[1]["learning_rate"]
+    assert len(lr) == 4 and lr[0] == pytest.approx(1e-3) and np.all(np.diff(lr) <= 0) and lr[-1] <= 2.5e-4 * 1.0001
