@@ -72,7 +72,7 @@ def test_edge_validation_sky_lies_at_the_randomised_ends_and_differs_from_the_sh
     assert edge.bkg_scale == r.rand_bkg_scale[1] and edge.psf_scale == r.rand_psf_scale[1]
     assert edge.diffuse_mcrab_deg2 == r.rand_diffuse_mcrab_deg2[1]
     assert r.rand_index_mean[0] < edge.index_mean <= r.rand_index_mean[1]
-    assert edge.psf_tail_fraction > 0 and not edge.randomise and not r.randomises_tail  # a tail no training patch has
+    assert edge.psf_tail_fraction > 0 and not edge.randomise and not r.randomises_tail  # a tail the sweep's training sky lacked
     assert edge != simulate.shifted_params(p)
     assert SurveyParams.from_dict(edge.to_dict()) == edge
     assert set(dr_sweep.validation_skies(p)) == {"nominal", "randomised", "edge"}

@@ -268,9 +268,10 @@ RAND_PSF_TAIL_SCALE = (1.5, 2.5)
 def randomised_params(p: SurveyParams | None = None, psf_tails: bool = False) -> SurveyParams:
     """The domain-randomised training sky: ``p`` with ``randomise`` on (the ``rand_*`` ranges);
     with ``psf_tails`` every patch also draws a PSF tail (:data:`RAND_PSF_TAIL_FRACTION`,
-    :data:`RAND_PSF_TAIL_SCALE`). Notebook 06's randomised U-Net trains without tails: trained
-    from scratch on skies with tails, it tied the TS map on the shifted sky but lost to it on
-    the nominal one, where the network trained without tails wins (``docs/ctao_dr_sweep.md``)."""
+    :data:`RAND_PSF_TAIL_SCALE`). Notebook 06's randomised U-Net trains with tails, starting
+    from the nominal U-Net's weights (:func:`skyml.ctao.pipeline.train_model`); trained from
+    random weights on skies with tails it lost to the TS map on the nominal sky
+    (``docs/ctao_dr_sweep.md``)."""
     p = SurveyParams() if p is None else p
     if not psf_tails:
         return dataclasses.replace(p, randomise=True)
