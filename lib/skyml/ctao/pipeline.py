@@ -10,7 +10,9 @@ default), ``ctao_unet_noscale.keras``, ``ctao_cedirnet.keras`` and
 ``ctao_unet_dr.keras`` (``unet_log_dr``: the U-Net trained for any plausible
 sky, on domain-randomised patches, :func:`skyml.ctao.simulate.randomised_params`,
 with its input divided by a local background estimate,
-:func:`skyml.ctao.simulate.local_background`, instead of the mean IRF background).
+:func:`skyml.ctao.simulate.local_background`, instead of the mean IRF background;
+notebook 06 trains it on skies with PSF tails, starting from the nominal U-Net's
+weights: ``psf_tails`` and ``init_model`` of :func:`train_model`).
 
 Each installed sidecar records the range of the training inputs
 (:func:`training_range`: the background level per energy bin,
