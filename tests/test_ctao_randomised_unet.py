@@ -73,6 +73,8 @@ def test_edge_validation_sky_lies_at_the_randomised_ends_and_differs_from_the_sh
     assert edge.diffuse_mcrab_deg2 == r.rand_diffuse_mcrab_deg2[1]
     assert r.rand_index_mean[0] < edge.index_mean <= r.rand_index_mean[1]
     assert edge.psf_tail_fraction > 0 and not edge.randomise and not r.randomises_tail  # a tail the sweep's training sky lacked
+    # the widest tail that notebook 06's randomised training sky (with tails) draws
+    assert edge.psf_tail_scale == simulate.randomised_params(p, psf_tails=True).rand_psf_tail_scale[1]
     assert edge != simulate.shifted_params(p)
     assert SurveyParams.from_dict(edge.to_dict()) == edge
     assert set(dr_sweep.validation_skies(p)) == {"nominal", "randomised", "edge"}
