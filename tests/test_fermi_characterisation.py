@@ -411,8 +411,8 @@ def small_models(tmp_path_factory):
     feats = np.random.default_rng(0).normal(size=(20, len(classify.FEATURE_NAMES)))
     clf = save_model(classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2),
                      folder / "fermi_classifier.keras", {"task": "fermi-catalogue", "role": "classifier"})
-    fnet = save_model(flux.build_flux_net((16, 16, 18), 12, filters=2, photometric_weights=np.full(6, 0.03)),
-                      folder / "fermi_flux.keras",
+    member = flux.build_flux_net((16, 16, 18), 12, filters=2, photometric_weights=np.full(6, 0.03))
+    fnet = save_model(flux.build_flux_ensemble([member, member]), folder / "fermi_flux.keras",
                       {"task": "fermi-catalogue", "role": "flux"})
     return unet, clf, fnet
 
@@ -594,3 +594,117 @@ def test_classifier_training_step_passes_its_learning_rate_and_keys_the_cache_by
     fast, _, _, seconds = characterise.train_classifier(data, data, {"toy": 1}, learning_rate=1e-3, **kw)
     assert seconds is not None  # another rate: another training
     assert float(fast.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+# --------------------------------------------------------------------------- flux ensemble
+def _tiny_flux_net(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    net = flux.build_flux_net((16, 16, 18), 12, filters=2, photometric_weights=np.full(6, 0.03))
+    # a gate and a sigma that depend on the image, so that a flip/rotation changes the output
+    for layer in ("photometric_gate", "sigma_raw", "mu_correction"):
+        w = net.get_layer(layer).get_weights()
+        net.get_layer(layer).set_weights([np.random.default_rng(seed).normal(0, 0.5, w[0].shape), w[1]])
+    return net
+
+
+def _toy_cutouts(n, seed):
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(1.5, size=(n, 6, 16, 16)).astype(float)
+    counts[:, :, 5:9, 6:10] += rng.poisson(4.0, size=(n, 6, 4, 4))  # an off-centre excess: not symmetric
+    return counts, np.full(counts.shape, 1.2)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_layer_turns_images_as_the_training_augmentation(k):
+    from skyml import training
+
+    x = np.random.default_rng(k).normal(size=(2, 5, 7, 3)).astype(np.float32)  # (n, H, W, C), not square
+    out = np.asarray(flux.DihedralImages(k)(x))
+    expected = np.moveaxis(training.dihedral(np.moveaxis(x, -1, 1), k), 1, -1)
+    assert out.shape == expected.shape and np.array_equal(out, expected)
+    with pytest.raises(ValueError, match="0…7"):
+        flux.DihedralImages(8)
+
+
+def test_flux_ensemble_is_the_gaussian_mixture_of_its_members_on_every_flip(tmp_path):
+    import keras
+
+    from skyml import training
+
+    members = [_tiny_flux_net(1), _tiny_flux_net(2)]
+    c, b = _toy_cutouts(6, 0)
+    ensemble = flux.build_flux_ensemble(members)
+    out = np.asarray(ensemble.predict(flux.flux_inputs(c, b), verbose=0), float)
+    each = np.array([np.asarray(m.predict(flux.flux_inputs(training.dihedral(c, k), training.dihedral(b, k)),
+                                          verbose=0), float) for m in members for k in range(8)])
+    assert np.ptp(each[..., 0], axis=0).max() > 1e-3  # the members and flips disagree: the test can fail
+    np.testing.assert_allclose(out[:, 0], each[..., 0].mean(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], np.sqrt((each[..., 1] ** 2).mean(axis=0) + each[..., 0].var(axis=0)),
+                               rtol=1e-5)
+    ensemble.save(tmp_path / "e.keras")
+    loaded = keras.saving.load_model(tmp_path / "e.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded.predict(flux.flux_inputs(c, b), verbose=0)), out)
+    # one member without flips is that member
+    single = flux.build_flux_ensemble(members[:1], dihedral=False)
+    np.testing.assert_allclose(single.predict(flux.flux_inputs(c, b), verbose=0),
+                               members[0].predict(flux.flux_inputs(c, b), verbose=0), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        flux.build_flux_ensemble([])
+
+
+def test_flux_ensemble_step_calibrates_sigma_and_keys_the_cache_by_its_members(tmp_path, monkeypatch):
+    from skyml import paths, training
+    from skyml.fermi import characterise
+
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    monkeypatch.setattr(training.results, "require_clean_tree", lambda *a, **k: None)
+    c, b = _toy_cutouts(40, 1)
+    cal = {"counts": np.repeat(c[:, None], 2, axis=1) / 2, "background": b, "label": np.arange(40) % 3,
+           "flux1000": np.random.default_rng(2).uniform(1e-10, 1e-9, 40)}
+    members = [_tiny_flux_net(3), _tiny_flux_net(4)]
+    metas = [{"task": "fermi-catalogue", "role": "flux", "cache_key": {"member": i}} for i in range(2)]
+    model, meta, history, seconds = characterise.flux_ensemble(members, metas, cal, {"toy": 1}, profile="quick")
+    assert seconds is not None and history == {} and meta["members"] == 2 and meta["dihedral"] is True
+    src = cal["label"] != classify.FAKE_LABEL
+    out = np.asarray(model.predict(flux.flux_inputs(cal["counts"][src].sum(axis=1), b[src]), verbose=0), float)
+    pull = (flux.log_flux_target(cal["flux1000"][src]) - out[:, 0]) / out[:, 1]
+    assert np.sqrt(np.mean(pull ** 2)) == pytest.approx(1.0, rel=1e-4)
+    assert (paths.MODELS / "quick" / characterise.FLUX_FILE).is_file()
+    assert characterise.flux_ensemble(members, metas, cal, {"toy": 1}, profile="quick")[3] is None  # cached
+    other = [{**metas[0]}, {**metas[1], "cache_key": {"member": 5}}]
+    assert characterise.flux_ensemble(members, other, cal, {"toy": 1}, profile="quick")[3] is not None
+    with pytest.raises(ValueError, match="cache_key"):
+        characterise.flux_ensemble(members, [{}, {}], cal, {"toy": 1}, profile="quick")
+
+
+def test_flux_member_files():
+    from skyml.fermi import characterise
+
+    assert characterise.flux_member_file("nominal", 0) == "fermi_flux_nominal.keras"
+    assert characterise.flux_member_file("nominal", 2) == "fermi_flux_nominal_2.keras"
+    assert characterise.flux_member_file("randomised", 0) == "fermi_flux_randomised_0.keras"
+    with pytest.raises(ValueError):
+        characterise.flux_member_file("other", 0)
+
+
+def test_ensemble_validation_table_compares_with_the_first_member():
+    from skyml.fermi import characterise
+
+    c, b = _toy_cutouts(30, 5)
+    rng = np.random.default_rng(6)
+    cal = {"counts": c[:, None], "background": b, "label": np.arange(30) % 3, "flux1000": rng.uniform(1e-10, 1e-9, 30)}
+    shifted = {**cal, "exposure_scale": np.full(30, 0.5)}
+    table = characterise.ensemble_validation([_tiny_flux_net(7), _tiny_flux_net(8)], cal,
+                                             {"nominal": cal, "other": shifted})
+    assert len(table) == 8 and list(table["estimate"][:2]) == ["member 0", "member 0"]
+    assert np.all(table["scatter / member 0"][:2] == 1.0) and np.all(table["n"] == 20)  # FAKE rows left out
+    assert np.all(table["scatter_lo68"] <= table["scatter"]) and np.all(table["scatter"] <= table["scatter_hi68"])
+    assert np.ptp(table["scatter"][table["validation set"] == "nominal"]) > 0  # the estimates differ
+    # the exposure divides the flux: the ratio to the truth moves, so does the scatter on the "other" set
+    nominal, other = (table[(table["validation set"] == s) & (table["estimate"] == "member 0")][0] for s in ("nominal", "other"))
+    assert nominal["scatter"] != other["scatter"]
+    one = characterise.ensemble_validation([_tiny_flux_net(7)], cal, {"nominal": cal})
+    assert list(one["estimate"]) == ["member 0", "member 0, 8 flips"]

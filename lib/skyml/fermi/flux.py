@@ -405,6 +405,103 @@ def finetune_flux_net(model, counts10, background10, flux1000, exposure_scale, c
     return tuned, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
+# --------------------------------------------------------------------------- ensemble
+@keras.saving.register_keras_serializable(package="skyml_fermi")
+class DihedralImages(keras.layers.Layer):
+    """The ``k``-th (0…7) flip/rotation of images (n, H, W, C) on their sky
+    axes, as :func:`skyml.training.dihedral` turns (…, H, W) arrays: ``k``
+    mod 4 rotations by 90°, then a flip of the columns for ``k`` ≥ 4."""
+
+    def __init__(self, k: int, **kwargs):
+        super().__init__(**kwargs)
+        if int(k) not in range(8):
+            raise ValueError(f"DihedralImages: k must be 0…7, got {k}")
+        self.k = int(k)
+
+    def call(self, images):
+        from keras import ops
+
+        x = images
+        for _ in range(self.k % 4):  # np.rot90(x, 1, axes=(1, 2)) is a flip of W then a swap of H and W
+            x = ops.transpose(ops.flip(x, axis=2), (0, 2, 1, 3))
+        return ops.flip(x, axis=2) if self.k >= 4 else x
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, w, h, c) if self.k % 2 else (n, h, w, c)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
+@keras.saving.register_keras_serializable(package="skyml_fermi")
+class EnsembleMeanSigma(keras.layers.Layer):
+    """(mu, sigma) of a mixture of equally weighted Gaussians, the outputs
+    (n, 2) of several networks (a list): ``mu`` their mean, ``sigma`` the
+    square root of the mean of their variances plus the variance of their
+    means, times a non-trainable ``scale`` (1 until :func:`calibrate_sigma`
+    sets it, as :class:`SigmaScale`)."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), name="scale", initializer="ones", trainable=False)
+
+    def call(self, outputs):
+        from keras import ops
+
+        stacked = ops.stack(list(outputs), axis=1)
+        mu_k, sigma_k = stacked[..., 0], stacked[..., 1]
+        mu = ops.mean(mu_k, axis=1)
+        variance = ops.mean(ops.square(sigma_k), axis=1) + ops.mean(ops.square(mu_k - mu[:, None]), axis=1)
+        return ops.stack([mu, ops.sqrt(variance) * self.scale], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2)
+
+
+def _renamed_copy(model, name: str):
+    """An exact copy of a functional ``model`` under another name (a model may
+    hold several copies of one architecture only under distinct names); the
+    weights go through a weights file, which restores the adapted
+    normalisations as ``set_weights`` does not."""
+    import tempfile
+    from pathlib import Path
+
+    config = model.get_config()
+    config["name"] = name
+    copy = model.__class__.from_config(config)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_weights(Path(folder) / "member.weights.h5")
+        copy.load_weights(Path(folder) / "member.weights.h5")
+    return copy
+
+
+def build_flux_ensemble(members, *, dihedral: bool = True, name: str = "fermi_flux_ensemble"):
+    """One Keras model of the same inputs and (mu, sigma) output as
+    :func:`build_flux_net` that averages ``members`` (trained flux networks,
+    e.g. of several training seeds), each applied to the 8 flips/rotations of
+    the image input when ``dihedral`` (the aperture photometry is invariant
+    under them): :class:`EnsembleMeanSigma` of all those outputs, whose
+    ``sigma`` is to be scaled by :func:`calibrate_sigma` (its layer is named
+    ``sigma_calibration``). Saved and loaded as one ``.keras`` file (``safe_mode``)."""
+    members = list(members)
+    if not members:
+        raise ValueError("build_flux_ensemble needs at least one member")
+    shapes = {tuple(tuple(t.shape[1:]) for t in m.inputs) for m in members}
+    if len(shapes) != 1 or len(members[0].inputs) != 2:
+        raise ValueError(f"the members must be flux networks of one input shape, got {sorted(shapes)}")
+    image_shape, photometry_shape = next(iter(shapes))
+    x_in = keras.Input(shape=image_shape, name="counts_and_background")
+    p_in = keras.Input(shape=photometry_shape, name="aperture_photometry")
+    images = [DihedralImages(k, name=f"dihedral{k}")(x_in) for k in (range(8) if dihedral else (0,))]
+    outputs = []
+    for i, member in enumerate(members):
+        copy = _renamed_copy(member, f"member{i}")
+        copy.trainable = False
+        outputs += [copy([x, p_in]) for x in images]
+    out = EnsembleMeanSigma(name="sigma_calibration")(outputs)
+    return keras.Model([x_in, p_in], out, name=name)
+
+
 def predict_flux(model, counts10: np.ndarray, background10: np.ndarray, binsz_deg: float = 10.0 / 64,
                  batch_size: int = 256, exposure_scale: float = 1.0):
     """(F [ph cm⁻² s⁻¹], sigma of log10 F) of 10-year cut-outs (n, 6, H, W)
