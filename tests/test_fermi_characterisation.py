@@ -676,6 +676,8 @@ def test_flux_ensemble_step_calibrates_sigma_and_keys_the_cache_by_its_members(t
     assert characterise.flux_ensemble(members, metas, cal, {"toy": 1}, profile="quick")[3] is None  # cached
     other = [{**metas[0]}, {**metas[1], "cache_key": {"member": 5}}]
     assert characterise.flux_ensemble(members, other, cal, {"toy": 1}, profile="quick")[3] is not None
+    retrained = [members[0], _tiny_flux_net(9)]  # the same keys, other weights: another average
+    assert characterise.flux_ensemble(retrained, metas, cal, {"toy": 1}, profile="quick")[3] is not None
     with pytest.raises(ValueError, match="cache_key"):
         characterise.flux_ensemble(members, [{}, {}], cal, {"toy": 1}, profile="quick")
 

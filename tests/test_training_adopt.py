@@ -93,3 +93,20 @@ def test_a_sidecar_without_learning_curve_is_adopted_only_where_the_curve_is_not
     assert not (roots / "cache" / "toy").exists() or not any((roots / "cache" / "toy").iterdir())  # not cached
     training.train_cached("toy", {"n": 3}, _fit(calls), "full", "toy.keras")  # a caller that plots the curve
     assert calls == [1]
+
+
+def test_a_model_adopted_under_another_name_is_installed_under_the_new_one(roots):
+    """A cached model adopted from a published file that is later published under another name (a network
+    that became one member of an ensemble) is installed under the new name, so a fresh clone adopts it."""
+    key = {"n": 3}
+    _publish(roots, key)
+    calls = []
+    training.train_cached("toy", key, _fit(calls), "full", "toy.keras")  # the cache adopts toy.keras
+    assert calls == [] and not (paths.models_dir("full") / "member_0.keras").exists()
+    model, metadata, history, seconds = training.train_cached("toy", key, _fit(calls), "full", "member_0.keras")
+    assert calls == [] and seconds is None and metadata["adopted_from"]["path"] == "data/models/full/toy.keras"
+    assert training.adoptable_model("full", "member_0.keras", key) is not None  # with its learning curve
+    # once toy.keras is replaced by another model, the member is still installed and adoptable
+    (paths.models_dir("full") / "toy.keras").unlink()
+    training.train_cached("toy", key, _fit(calls), "full", "member_0.keras")
+    assert calls == [] and training.adoptable_model("full", "member_0.keras", key) is not None

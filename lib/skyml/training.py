@@ -99,6 +99,19 @@ def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
     return np.flip(out, axis=-1) if k >= 4 else out
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of a Keras model's weights (the dtype, shape and bytes of each array, in order): the
+    identity of a warm start's initial weights, independent of the file they were saved in."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        a = np.ascontiguousarray(w)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def fit_callbacks(*stateful) -> list:
     """Callbacks that make a Keras ``fit()`` inside :func:`train_cached`
     resumable (see the module text); put them after the call's own callbacks,
@@ -325,6 +338,10 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
     history = json.loads((folder / "history.json").read_text())
     extra = dict(install_metadata()) if install_metadata is not None else {}
     metadata = {**metadata, **extra}
-    if not (info.get("adopted") or metadata.get("adopted_from")):  # the published file already
+    adopted = metadata.get("adopted_from") or {}
+    if not (info.get("adopted") or (adopted.get("path") == f"data/models/{profile}/{install_as}"
+                                    and adoptable_model(profile, install_as, key) is not None)):
+        # not the published file already (a cache entry adopted from a file published under another name is
+        # installed under this one)
         install_model(folder / "model.keras", profile, install_as, {**extra, "history": history})
     return model, metadata, history, info.get("seconds")

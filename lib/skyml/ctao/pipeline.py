@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training import train_cached
+from ..training import train_cached, weights_digest
 from ..io import InputError
 from ..io import read_counts_cube as read_cube
 from . import detect, models, simulate
@@ -53,19 +53,6 @@ def training_params(kind: str, p: SurveyParams, psf_tails: bool = False) -> Surv
     if psf_tails:
         raise ValueError(f"psf_tails is an option of the randomised sky of 'unet_log_dr', not of {kind!r}")
     return p
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of a Keras model's weights (the dtype, shape and bytes of each array, in order): the
-    identity of a warm start's initial weights, independent of the file they were saved in."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for w in model.get_weights():
-        a = np.ascontiguousarray(w)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams, *, crop_px: int = 128,

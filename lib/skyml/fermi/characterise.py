@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training import train_cached
+from ..training import train_cached, weights_digest
 from . import classify, flux
 
 CLASSIFIER_FILE = "fermi_classifier.keras"
@@ -128,7 +128,9 @@ def flux_ensemble(members, metas, calibration: dict, calibration_key: dict, *, d
     each on the 8 flips/rotations of the cut-out when ``dihedral``, its sigma
     scaled on the nominal validation cut-outs ``calibration`` (identified by
     ``calibration_key``) by :func:`skyml.fermi.flux.calibrate_sigma`; cached
-    by the members' cache keys and installed as ``fermi_flux.keras``, the
+    by the members' cache keys and the digests of their weights
+    (:func:`skyml.training.weights_digest`: members trained again on another
+    machine make another average) and installed as ``fermi_flux.keras``, the
     network of ``skyml fermi-catalogue``. Returns (model, metadata, history
     (empty: nothing is trained), seconds or None)."""
     members, metas = list(members), list(metas)
@@ -137,7 +139,8 @@ def flux_ensemble(members, metas, calibration: dict, calibration_key: dict, *, d
     keys = [m.get("cache_key") for m in metas]
     if any(k is None for k in keys):
         raise ValueError("flux_ensemble: a member's metadata has no cache_key")
-    key = {"members": keys, "dihedral": bool(dihedral), "calibration": calibration_key, "version": 1}
+    key = {"members": keys, "member_weights_sha256": [weights_digest(m) for m in members], "dihedral": bool(dihedral),
+           "calibration": calibration_key, "version": 1}
 
     def fit():
         model = flux.build_flux_ensemble(members, dihedral=dihedral)
