@@ -409,8 +409,8 @@ def small_models(tmp_path_factory):
     unet = save_model(build_unet([(64, 64, 4), (32, 32, 1), (16, 16, 1)], filters=2), folder / "fermi_unet.keras",
                       {"task": "fermi-detect", "sim_params": P.to_dict(), "profile": "quick"})
     feats = np.random.default_rng(0).normal(size=(20, len(classify.FEATURE_NAMES)))
-    clf = save_model(classify.build_classifier_ensemble(
-        [classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2)] * 2), folder / "fermi_classifier.keras", {"task": "fermi-catalogue", "role": "classifier"})
+    clf = save_model(classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2),
+                     folder / "fermi_classifier.keras", {"task": "fermi-catalogue", "role": "classifier"})
     member = flux.build_flux_net((16, 16, 18), 12, filters=2, photometric_weights=np.full(6, 0.03))
     fnet = save_model(flux.build_flux_ensemble([member, member]), folder / "fermi_flux.keras",
                       {"task": "fermi-catalogue", "role": "flux"})
@@ -710,61 +710,3 @@ def test_ensemble_validation_table_compares_with_the_first_member():
     assert nominal["scatter"] != other["scatter"]
     one = characterise.ensemble_validation([_tiny_flux_net(7)], cal, {"nominal": cal})
     assert list(one["estimate"]) == ["member 0", "member 0, 8 flips"]
-
-
-# --------------------------------------------------------------------------- classifier average
-def _tiny_classifier(seed):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    feats = np.random.default_rng(seed).normal(size=(20, len(classify.FEATURE_NAMES)))
-    return classify.build_classifier((16, 16, 10, 6), (16, 16, 6), feats, filters=2)
-
-
-def _toy_yearly(n, seed):
-    rng = np.random.default_rng(seed)
-    return {"counts": rng.poisson(1.0, size=(n, 10, 6, 16, 16)).astype(np.float32),
-            "background": np.full((n, 6, 16, 16), 0.8, np.float32), "label": np.arange(n) % 3}
-
-
-def test_classifier_average_is_the_mean_of_its_members_probabilities(tmp_path):
-    import keras
-
-    members = [_tiny_classifier(1), _tiny_classifier(2)]
-    d = _toy_yearly(6, 0)
-    each = [classify.predict_proba(m, d["counts"], d["background"]) for m in members]
-    assert np.abs(each[0] - each[1]).max() > 1e-3  # the members differ: the test can fail
-    ensemble = classify.build_classifier_ensemble(members)
-    out = classify.predict_proba(ensemble, d["counts"], d["background"])
-    np.testing.assert_allclose(out, np.mean(each, axis=0), atol=1e-6)
-    ensemble.save(tmp_path / "c.keras")
-    loaded = keras.saving.load_model(tmp_path / "c.keras", safe_mode=True)
-    np.testing.assert_array_equal(classify.predict_proba(loaded, d["counts"], d["background"]), out)
-    single = classify.build_classifier_ensemble(members[:1])
-    np.testing.assert_allclose(classify.predict_proba(single, d["counts"], d["background"]), each[0], atol=1e-7)
-    with pytest.raises(ValueError, match="at least one"):
-        classify.build_classifier_ensemble([])
-
-
-def test_classifier_ensemble_step_is_cached_by_its_members_and_validated(tmp_path, monkeypatch):
-    from skyml import paths, training
-    from skyml.fermi import characterise
-
-    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
-    monkeypatch.setattr(training.results, "require_clean_tree", lambda *a, **k: None)
-    members = [_tiny_classifier(3), _tiny_classifier(4)]
-    metas = [{"task": "fermi-catalogue", "role": "classifier", "cache_key": {"member": i}} for i in range(2)]
-    _, meta, history, seconds = characterise.classifier_ensemble(members, metas, profile="quick")
-    assert seconds is not None and history == {} and meta["members"] == 2
-    assert (paths.MODELS / "quick" / characterise.CLASSIFIER_FILE).is_file()
-    assert characterise.classifier_ensemble(members, metas, profile="quick")[3] is None  # cached
-    assert characterise.classifier_ensemble([members[0], _tiny_classifier(5)], metas, profile="quick")[3] is not None
-    assert characterise.classifier_member_file(0) == "fermi_classifier_0.keras"
-    val = _toy_yearly(30, 1)
-    table = characterise.classifier_validation(members, val)
-    assert list(table["classifier"]) == ["member 0", "2 members"]
-    proba = np.mean([classify.predict_proba(m, val["counts"], val["background"]) for m in members], axis=0)
-    expected = classify.classification_metrics(val["label"], proba)
-    assert table["balanced accuracy"][1] == pytest.approx(expected["balanced_accuracy"])
-    assert np.all(table["balanced_lo68"] <= table["balanced accuracy"])

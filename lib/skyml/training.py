@@ -112,20 +112,6 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def renamed_copy(model, name: str):
-    """An exact copy of a functional ``model`` under another name (a model may
-    hold several copies of one architecture only under distinct names); the
-    weights go through a weights file, which restores the adapted
-    normalisations as ``set_weights`` does not."""
-    config = model.get_config()
-    config["name"] = name
-    copy = model.__class__.from_config(config)
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_weights(Path(folder) / "member.weights.h5")
-        copy.load_weights(Path(folder) / "member.weights.h5")
-    return copy
-
-
 def fit_callbacks(*stateful) -> list:
     """Callbacks that make a Keras ``fit()`` inside :func:`train_cached`
     resumable (see the module text); put them after the call's own callbacks,

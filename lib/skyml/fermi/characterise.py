@@ -30,22 +30,11 @@ def flux_member_file(stage: str, member: int) -> str:
 TASK = "fermi-catalogue"
 
 
-def classifier_member_file(member: int) -> str:
-    """Installed file name of classifier ``member`` (0, 1, ...) of the
-    average of :func:`classifier_ensemble`, which is ``fermi_classifier.keras``."""
-    if int(member) < 0:
-        raise ValueError(f"classifier_member_file: member must be >= 0, got {member}")
-    return f"fermi_classifier_{int(member)}.keras"
-
-
 def train_classifier(train: dict, val: dict, data_key: dict, *, epochs: int, seed: int, filters: int = 16,
                      batch_size: int = 32, patience: int = 10, augment_to: float = 1.0, learning_rate: float = 1e-3,
-                     member: int = 0, profile: str = "quick"):
+                     profile: str = "quick"):
     """The 3D CNN classifier (:mod:`skyml.fermi.classify`); ``data_key``
-    identifies the cut-out sets; installed as :func:`classifier_member_file`
-    of ``member`` (an index within the average of :func:`classifier_ensemble`,
-    not in the cache key: members differ by ``seed``). Returns (model,
-    metadata, history, seconds or None)."""
+    identifies the cut-out sets. Returns (model, metadata, history, seconds or None)."""
     key = {"data": data_key, "epochs": int(epochs), "seed": int(seed), "filters": int(filters),
            "batch_size": int(batch_size), "patience": int(patience), "augment_to": float(augment_to),
            "learning_rate": float(learning_rate), "version": 2}
@@ -60,49 +49,7 @@ def train_classifier(train: dict, val: dict, data_key: dict, *, epochs: int, see
                 "npix": int(train["counts"].shape[-1]), "profile": profile}
         return model, meta, history
 
-    return train_cached("fermi_classifier", key, fit, profile, classifier_member_file(member))
-
-
-def classifier_ensemble(members, metas, *, profile: str = "quick"):
-    """The classifiers ``members`` (metadata ``metas``, from
-    :func:`train_classifier`) averaged by
-    :func:`skyml.fermi.classify.build_classifier_ensemble`, cached by the
-    members' cache keys and weight digests and installed as
-    ``fermi_classifier.keras``, the classifier of ``skyml fermi-catalogue``.
-    Returns (model, metadata, history (empty), seconds or None)."""
-    members, metas = list(members), list(metas)
-    if not members or len(members) != len(metas):
-        raise ValueError("classifier_ensemble needs one metadata dict per member, and at least one member")
-    keys = [m.get("cache_key") for m in metas]
-    if any(k is None for k in keys):
-        raise ValueError("classifier_ensemble: a member's metadata has no cache_key")
-    key = {"members": keys, "member_weights_sha256": [weights_digest(m) for m in members], "version": 1}
-
-    def fit():
-        meta = {k: v for k, v in metas[0].items() if k in ("task", "role", "classes", "input", "npix", "profile")}
-        meta.update({"training": f"mean class probabilities of {len(members)} classifiers (training seeds)",
-                     "members": len(members)})
-        return classify.build_classifier_ensemble(members), meta, {}
-
-    return train_cached("fermi_classifier_ensemble", key, fit, profile, CLASSIFIER_FILE, history_needed=False)
-
-
-def classifier_validation(members, val: dict, binsz_deg: float = 10.0 / 64, *, seed: int = 0):
-    """The first classifier alone against the average of the first k members
-    (k = 2, ..., all) on validation cut-outs ``val`` only: an astropy ``Table``
-    of accuracy and balanced accuracy with their bootstrap 68 % intervals and
-    the recall per class."""
-    from astropy.table import Table
-
-    members = list(members)
-    proba = [classify.predict_proba(m, val["counts"], val["background"], binsz_deg) for m in members]
-    rows = []
-    for k in range(1, len(members) + 1):
-        m = classify.classification_metrics(val["label"], np.mean(proba[:k], axis=0), ci=True, seed=seed)
-        rows.append(("member 0" if k == 1 else f"{k} members", m["accuracy"], *m["accuracy_ci68"],
-                     m["balanced_accuracy"], *m["balanced_accuracy_ci68"], *m["recall"]))
-    return Table(rows=rows, names=("classifier", "accuracy", "accuracy_lo68", "accuracy_hi68", "balanced accuracy",
-                                   "balanced_lo68", "balanced_hi68", *(f"recall {c}" for c in classify.CLASSES)))
+    return train_cached("fermi_classifier", key, fit, profile, CLASSIFIER_FILE)
 
 
 def train_flux_net(train: dict, val: dict, data_key: dict, *, epochs: int, seed: int, filters: int = 32,

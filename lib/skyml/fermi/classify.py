@@ -159,27 +159,6 @@ def build_classifier(shape_var, shape_spec, train_features, filters: int = 16, d
     return model
 
 
-def build_classifier_ensemble(members, name: str = "fermi_3dcnn_ensemble"):
-    """One Keras model of the inputs of :func:`build_classifier` whose class
-    probabilities are the mean of those of ``members`` (classifiers trained
-    alike, e.g. from several training seeds); saved and loaded as one
-    ``.keras`` file (``safe_mode``)."""
-    import keras
-
-    members = list(members)
-    if not members:
-        raise ValueError("build_classifier_ensemble needs at least one member")
-    shapes = {tuple(tuple(t.shape[1:]) for t in m.inputs) for m in members}
-    if len(shapes) != 1:
-        raise ValueError(f"the members must be classifiers of one input shape, got {sorted(shapes)}")
-    inputs = [keras.Input(shape=s, name=t.name) for s, t in zip(next(iter(shapes)), members[0].inputs)]
-    outputs = [training.renamed_copy(m, f"member{i}")(inputs) for i, m in enumerate(members)]
-    out = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="class_probability")(outputs)
-    model = keras.Model(inputs, out, name=name)
-    model.trainable = False
-    return model
-
-
 def train_classifier(train: dict, val: dict, *, epochs: int, seed: int, filters: int = 16, batch_size: int = 32,
                      patience: int = 10, augment_to: float = 1.0, learning_rate: float = 1e-3,
                      binsz_deg: float = 10.0 / 64, verbose: int = 2):

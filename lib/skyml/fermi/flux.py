@@ -458,6 +458,23 @@ class EnsembleMeanSigma(keras.layers.Layer):
         return (input_shape[0][0], 2)
 
 
+def _renamed_copy(model, name: str):
+    """An exact copy of a functional ``model`` under another name (a model may
+    hold several copies of one architecture only under distinct names); the
+    weights go through a weights file, which restores the adapted
+    normalisations as ``set_weights`` does not."""
+    import tempfile
+    from pathlib import Path
+
+    config = model.get_config()
+    config["name"] = name
+    copy = model.__class__.from_config(config)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_weights(Path(folder) / "member.weights.h5")
+        copy.load_weights(Path(folder) / "member.weights.h5")
+    return copy
+
+
 def build_flux_ensemble(members, *, dihedral: bool = True, name: str = "fermi_flux_ensemble"):
     """One Keras model of the same inputs and (mu, sigma) output as
     :func:`build_flux_net` that averages ``members`` (trained flux networks,
@@ -478,7 +495,7 @@ def build_flux_ensemble(members, *, dihedral: bool = True, name: str = "fermi_fl
     images = [DihedralImages(k, name=f"dihedral{k}")(x_in) for k in (range(8) if dihedral else (0,))]
     outputs = []
     for i, member in enumerate(members):
-        copy = training.renamed_copy(member, f"member{i}")
+        copy = _renamed_copy(member, f"member{i}")
         copy.trainable = False
         outputs += [copy([x, p_in]) for x in images]
     out = EnsembleMeanSigma(name="sigma_calibration")(outputs)
