@@ -121,7 +121,7 @@ def randomise_flux_net(model, base_meta: dict, train: dict, val: dict, calibrati
     return train_cached("fermi_flux_randomised", key, fit, profile, flux_member_file("randomised", member))
 
 
-def flux_ensemble(members, metas, calibration: dict, calibration_key: dict, *, dihedral: bool = True,
+def flux_ensemble(members, metas, calibration: dict, calibration_key: dict, *, dihedral: bool = False,
                   profile: str = "quick"):
     """The flux networks ``members`` (with their metadata ``metas``, from
     :func:`randomise_flux_net`) averaged by :func:`skyml.fermi.flux.build_flux_ensemble`,

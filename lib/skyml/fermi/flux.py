@@ -475,7 +475,7 @@ def _renamed_copy(model, name: str):
     return copy
 
 
-def build_flux_ensemble(members, *, dihedral: bool = True, name: str = "fermi_flux_ensemble"):
+def build_flux_ensemble(members, *, dihedral: bool = False, name: str = "fermi_flux_ensemble"):
     """One Keras model of the same inputs and (mu, sigma) output as
     :func:`build_flux_net` that averages ``members`` (trained flux networks,
     e.g. of several training seeds), each applied to the 8 flips/rotations of
