@@ -101,7 +101,8 @@ def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
 
 def weights_digest(model) -> str:
     """SHA-256 of a Keras model's weights (the dtype, shape and bytes of each array, in order): the
-    identity of a warm start's initial weights, independent of the file they were saved in."""
+    identity of a warm start's initial weights or of an average's members, independent of the file they were
+    saved in."""
     import hashlib
 
     h = hashlib.sha256()
