@@ -148,3 +148,85 @@ def test_learning_rate_is_halved_while_the_validation_loss_does_not_fall():
     assert "learning_rate" not in runs[None]
     lr = runs[1]["learning_rate"]
     assert len(lr) == 4 and lr[0] == pytest.approx(1e-3) and np.all(np.diff(lr) <= 0) and lr[-1] <= 2.5e-4 * 1.0001
+
+
+def test_dihedral_mean_averages_the_eight_orientations_turned_back():
+    from skyml.training import dihedral, dihedral_mean
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 6, 3))
+    ramp = np.arange(6.0)[None, None, :, None]  # a read-out that depends on the orientation
+    fn = lambda a: (a * ramp)[..., :1]  # noqa: E731  (channels in and out differ)
+    mean = dihedral_mean(fn, x, axes=(1, 2))
+    assert mean.shape == (2, 6, 6, 1) and mean.dtype == np.float64
+    # by hand: turn, apply, turn back (dihedral works on the last two axes)
+    sky_last = lambda a: np.moveaxis(a, 3, 1)  # noqa: E731
+    manual = []
+    for k in range(8):
+        turned = np.moveaxis(dihedral(sky_last(x), k), 1, 3)
+        out = sky_last(fn(turned))
+        back = np.flip(out, axis=-1) if k >= 4 else out
+        manual.append(np.moveaxis(np.rot90(back, -(k % 4), axes=(-2, -1)), 1, 3))
+    np.testing.assert_allclose(mean, np.mean(manual, axis=0), rtol=1e-12)
+    # the mean no longer depends on the orientation of its input
+    turned_mean = dihedral_mean(fn, np.rot90(x, 1, axes=(1, 2)), axes=(1, 2))
+    np.testing.assert_allclose(turned_mean, np.rot90(mean, 1, axes=(1, 2)), rtol=1e-12)
+    assert not np.allclose(mean, fn(x))
+    # an equivariant read-out is unchanged
+    np.testing.assert_allclose(dihedral_mean(lambda a: 2 * a, x, axes=(1, 2)), 2 * x, rtol=1e-12)
+
+
+def test_dihedral_readout_of_a_unet_is_orientation_free_and_refused_for_cedirnet():
+    import keras
+
+    p = SurveyParams()
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(3.0, size=(2, simulate.N_BINS, 32, 32)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    unet = models.build_unet(simulate.N_BINS, 4, 2)
+    plain, _ = pipeline.predict(unet, counts, p, "log")
+    mean, _ = pipeline.predict(unet, counts, p, "log", dihedral=True)
+    assert mean.shape == plain.shape == (2, 32, 32) and mean.dtype == np.float32
+    assert np.max(np.abs(mean - plain)) > 1e-4  # a network that has not learnt the symmetry
+    turned, _ = pipeline.predict(unet, np.rot90(counts, 1, axes=(2, 3)).copy(), p, "log", dihedral=True)
+    np.testing.assert_allclose(turned, np.rot90(mean, 1, axes=(1, 2)), atol=2e-6)
+    flipped, _ = pipeline.predict(unet, counts[..., ::-1].copy(), p, "log", dihedral=True)
+    np.testing.assert_allclose(flipped, mean[..., ::-1], atol=2e-6)
+    det, _, out = pipeline.detect_patches(unet, "unet_log", counts, p, 0.0, dihedral=True)
+    np.testing.assert_array_equal(out, mean)
+    cedirnet = models.build_cedirnet(simulate.N_BINS, 4, 2)
+    with pytest.raises(ValueError, match="one output channel"):
+        pipeline.predict(cedirnet, counts, p, "log", dihedral=True)
+
+
+def test_readout_is_chosen_on_pooled_validation_f1(monkeypatch):
+    """The read-out with the higher F1 on the validation sets pooled wins; each has its own threshold."""
+    truth, dets = _validation_tables()
+    better_dets = dets.copy()
+    better_dets["score"][5:] = [0.1, 0.1, 0.1]  # the noise peaks fall under every source
+    better_truth = truth.copy()
+    calls = []
+
+    def fake_detect(model, kind, counts, p, threshold, dihedral=False, **kw):
+        calls.append(dihedral)
+        return {"dihedral": dihedral, "counts": counts}, 0.0, None
+
+    def fake_evaluate(data, det, p, radius_deg):
+        return (better_truth, better_dets) if det["dihedral"] else (truth, dets)
+
+    monkeypatch.setattr(pipeline, "detect_patches", fake_detect)
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    sets = {"randomised": {"counts": 1}, "edge": {"counts": 2}}
+    res = pipeline.validation_readouts(None, "unet_log_dr", sets, SurveyParams(), 0.1, 0.1)
+    assert calls == [False, False, True, True]
+    assert res["chosen"] == "dihedral"
+    assert res["dihedral"]["f1"] == pytest.approx(1.0) and res["dihedral"]["f1_edge"] == pytest.approx(1.0)
+    assert res["plain"]["f1"] < 1.0 and set(res["plain"]["dets"]) == {"randomised", "edge"}
+    assert 0.1 < res["dihedral"]["threshold"] <= 0.34
+    # a tie keeps the first read-out; only the read-outs asked for are scored
+    monkeypatch.setattr(evaluation, "evaluate", lambda data, det, p, radius_deg: (truth, dets))
+    assert pipeline.validation_readouts(None, "unet_log", sets, SurveyParams(), 0.1, 0.1)["chosen"] == "plain"
+    only = pipeline.validation_readouts(None, "cedirnet", sets, SurveyParams(), 0.02, 0.1, readouts=("plain",))
+    assert set(only) == {"plain", "chosen"}
+    with pytest.raises(ValueError, match="unknown read-out"):
+        pipeline.validation_readouts(None, "unet_log", sets, SurveyParams(), 0.1, 0.1, readouts=("mirror",))

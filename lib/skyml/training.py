@@ -99,6 +99,23 @@ def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
     return np.flip(out, axis=-1) if k >= 4 else out
 
 
+def dihedral_mean(fn, x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
+    """The mean (float64) of ``fn`` over the 8 rotations by 90° and flips of ``x`` in its two sky ``axes``,
+    each output turned back: a read-out that does not depend on how the map is oriented (test-time
+    augmentation). ``fn`` maps an array to one with the same sky axes (a probability map, a deconvolved
+    map); the other axes may differ between its input and output (channels)."""
+    total = None
+    for k in range(4):
+        for flip in (False, True):
+            c = np.rot90(x, k, axes=axes)
+            c = np.flip(c, axis=axes[1]) if flip else c
+            out = np.asarray(fn(np.ascontiguousarray(c)), np.float64)
+            out = np.flip(out, axis=axes[1]) if flip else out
+            out = np.rot90(out, -k, axes=axes)
+            total = out.copy() if total is None else total + out
+    return total / 8
+
+
 def weights_digest(model) -> str:
     """SHA-256 of a Keras model's weights (the dtype, shape and bytes of each array, in order): the
     identity of a warm start's initial weights or of an average's members, independent of the file they were

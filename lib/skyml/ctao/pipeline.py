@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training import train_cached, weights_digest
+from ..training import dihedral_mean, train_cached, weights_digest
 from ..io import InputError
 from ..io import read_counts_cube as read_cube
-from . import detect, models, simulate
+from . import detect, evaluation, models, simulate
 from .simulate import SurveyParams
 
 TASK = "ctao-detect"
@@ -245,25 +245,62 @@ def distribution_check(counts: np.ndarray, metadata: dict) -> dict:
     return out
 
 
-def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2, normalise: str = "mean"):
+def predict(model, counts: np.ndarray, p: SurveyParams, scaling: str, batch_size: int = 2, normalise: str = "mean",
+            dihedral: bool = False):
     """Network outputs on full patches (n, ny, nx) for the U-Net, (n, ny, nx, 3)
-    for CeDiRNet, and the seconds per patch (input normalisation included)."""
+    for CeDiRNet, and the seconds per patch (input normalisation included).
+    ``dihedral``: the U-Net's probability is the mean over the patch's 8
+    rotations by 90° and flips, each turned back
+    (:func:`skyml.training.dihedral_mean`; 8 times the prediction time). Not for
+    CeDiRNet, whose direction vectors would have to turn with the image."""
+    if dihedral and model.output_shape[-1] != 1:
+        raise ValueError("dihedral read-out: only for a network with one output channel (a U-Net's probability)")
     t0 = time.perf_counter()
     x = simulate.network_input(counts, p, scaling, normalise)
     t_in = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = models.predict(model, x, batch_size=batch_size)
+    if dihedral:
+        out = dihedral_mean(lambda xt: models.predict(model, xt, batch_size=batch_size), x, axes=(1, 2))
+        out = out.astype(np.float32)
+    else:
+        out = models.predict(model, x, batch_size=batch_size)
     seconds = (time.perf_counter() - t0 + t_in) / len(x)
     return (out[..., 0] if out.shape[-1] == 1 else out), seconds
 
 
-def detect_patches(model, kind: str, counts: np.ndarray, p: SurveyParams, threshold: float, **kwargs):
-    """Detections (flat arrays patch, x_pix, y_pix, score) and seconds per patch."""
+def detect_patches(model, kind: str, counts: np.ndarray, p: SurveyParams, threshold: float, dihedral: bool = False,
+                   **kwargs):
+    """Detections (flat arrays patch, x_pix, y_pix, score), seconds per patch and the network outputs;
+    ``dihedral``: the U-Net read out on the 8 orientations of each patch (:func:`predict`)."""
     scaling, normalise = input_mode(kind)
-    out, sec = predict(model, counts, p, scaling, normalise=normalise)
+    out, sec = predict(model, counts, p, scaling, normalise=normalise, dihedral=dihedral)
     t0 = time.perf_counter()
     det = detect.detect_all(out, "cedirnet" if kind == "cedirnet" else "log", threshold, **kwargs)
     return det, sec + (time.perf_counter() - t0) / len(counts), out
+
+
+def validation_readouts(model, kind: str, val_sets: dict, p: SurveyParams, low: float, radius_deg: float,
+                        readouts=("plain", "dihedral")) -> dict:
+    """Each read-out of a network (``"plain"``: the patch as given; ``"dihedral"``: the mean over its 8
+    orientations, U-Nets only) scored on validation patches only: ``val_sets`` maps a name to simulated
+    patches (:func:`skyml.ctao.simulate.load_patches`), pooled for the score threshold at maximum F1 above
+    sensitivity (at least ``low``). Returns, per read-out, ``threshold``, ``f1`` (pooled), ``f1_<name>`` per
+    set, and ``dets``, the detections above ``low`` per set; ``chosen`` is the read-out of highest pooled F1
+    (the first of ``readouts`` on a tie)."""
+    res = {}
+    for readout in readouts:
+        if readout not in ("plain", "dihedral"):
+            raise ValueError(f"unknown read-out {readout!r}; choose 'plain' or 'dihedral'")
+        dets = {name: detect_patches(model, kind, v["counts"], p, low, dihedral=readout == "dihedral")[0]
+                for name, v in val_sets.items()}
+        ev = {name: evaluation.evaluate(v, dets[name], p, radius_deg) for name, v in val_sets.items()}
+        pooled = evaluation.stack_evaluated(*ev.values())
+        thr = max(evaluation.best_threshold(*pooled), low)
+        res[readout] = {"threshold": thr, "f1": float(evaluation.prf(*pooled, min_score=thr)["f1"]),
+                        **{f"f1_{name}": float(evaluation.prf(*e, min_score=thr)["f1"]) for name, e in ev.items()},
+                        "dets": dets}
+    res["chosen"] = max(readouts, key=lambda r: (np.nan_to_num(res[r]["f1"], nan=-1.0), -readouts.index(r)))
+    return res
 
 
 # --------------------------------------------------------------------------- counts cubes (CLI)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, guards, io
+from ..training import dihedral_mean
 from ..cli import (LoadedModel, LHAASO_PSF_RANGE_DEG, CommandError, TrainedModel, load_models_quietly, load_trained_model,
                    model_path, model_profile, write_output)
 
@@ -177,17 +178,7 @@ def deconvolve_map(model, counts: np.ndarray, sigma1_deg=None, dihedral: bool = 
     def once(c):
         return deconvolve_unet_tiled(model, c, conditions=conditions) if unet else deconvolve_tiled(model, c, sigma1_deg)
 
-    if not dihedral:
-        return once(counts)
-    total = np.zeros(np.shape(counts), np.float64)
-    for k in range(4):
-        for flip in (False, True):
-            c = np.rot90(counts, k)
-            c = c[:, ::-1] if flip else c
-            out = once(np.ascontiguousarray(c))
-            out = out[:, ::-1] if flip else out
-            total += np.rot90(out, -k)
-    return total / 8
+    return dihedral_mean(once, counts) if dihedral else once(counts)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training import train_cached
+from ..training import dihedral_mean, train_cached
 from . import models, psf
 from .simulate import (
     RANDOM_SIGMA_SCALE,
@@ -151,12 +151,6 @@ def deconvolve(model, counts: np.ndarray, sigma1_deg=None, batch_size: int = 64,
     x = normalise(counts, scale)
     if not dihedral:
         return models.predict(model, models.as_input(x, sigma1_deg, conditions), batch_size) * scale[:, None, None]
-    total = np.zeros(x.shape, np.float64)
-    for k in range(4):
-        for flip in (False, True):
-            xt = np.rot90(x, k, axes=(1, 2))
-            xt = xt[:, :, ::-1] if flip else xt
-            out = models.predict(model, models.as_input(np.ascontiguousarray(xt), sigma1_deg, conditions), batch_size)
-            out = out[:, :, ::-1] if flip else out
-            total += np.rot90(out, -k, axes=(1, 2))
-    return total / 8 * scale[:, None, None]
+    mean = dihedral_mean(lambda xt: models.predict(model, models.as_input(xt, sigma1_deg, conditions), batch_size), x,
+                         axes=(1, 2))
+    return mean * scale[:, None, None]
