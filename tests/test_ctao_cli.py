@@ -62,6 +62,38 @@ def test_ctao_detect_writes_a_source_list(tmp_path, cube_path, models, capsys):
     run_error(capsys, argv, "output file exists", "--overwrite")
 
 
+def test_ctao_detect_dihedral_readout(tmp_path, cube_path, models, capsys):
+    """--dihedral: blobs of the mean probability over the 8 orientations; --no-dihedral: of the cube as given;
+    by default notebook 06's choice for the published U-Net, recorded in the table."""
+    import keras
+
+    from skyml import results
+    from skyml.ctao import command, detect
+    from skyml.ctao.models import predict
+    from skyml.ctao.pipeline import read_counts_cube
+    from skyml.ctao.simulate import network_input
+    from skyml.training import dihedral_mean
+
+    assert command.UNET_DIHEDRAL == bool(results.read_metrics("06_ctao_survey_detection", "full")["readout_dihedral_unet_log"])
+    model = keras.saving.load_model(models[0], compile=False, safe_mode=True)
+    counts, _, _ = read_counts_cube(cube_path, P.binsz_deg)
+    x = network_input(counts[None], P, "log")
+    probs = {True: dihedral_mean(lambda xt: predict(model, xt, batch_size=1), x, axes=(1, 2))[0, ..., 0],
+             False: predict(model, x, batch_size=1)[0, ..., 0]}
+    assert np.max(np.abs(probs[True] - probs[False])) > 1e-4
+    threshold = float(np.quantile(probs[False], 0.99))
+    for flag, dihedral in (("--dihedral", True), ("--no-dihedral", False), (None, command.UNET_DIHEDRAL)):
+        out = tmp_path / f"{flag}.ecsv"
+        argv = ["ctao-detect", str(cube_path), "-o", str(out), "--model", str(models[0]), "--threshold", str(threshold)]
+        assert cli.main(argv + ([flag] if flag else [])) == 0
+        capsys.readouterr()
+        table = QTable.read(out)
+        assert table.meta["dihedral"] is dihedral
+        x_pix, y_pix, score = detect.log_positions(probs[dihedral], threshold=threshold)
+        np.testing.assert_allclose(np.sort(np.asarray(table["probability"])), np.sort(score), rtol=1e-5)
+        np.testing.assert_allclose(np.sort(np.asarray(table["x_pix"])), np.sort(x_pix), atol=1e-6)
+
+
 def test_ctao_detect_bad_inputs(tmp_path, cube_path, models, capsys):
     out = str(tmp_path / "s.ecsv")
     model = ["--model", str(models[0])]
@@ -186,7 +218,8 @@ def test_ctao_detect_flags_a_cube_outside_the_training_range(tmp_path, cube_path
 
     rng = pipeline.training_range(simulate.simulate_patches(2, 0, P, "train")["counts"])
     model = _with_range(models[0], tmp_path, "ranged.keras", rng)
-    common = ["--model", str(model), "--threshold", "0.05"]
+    # read as given: the untrained network's mean over the 8 orientations has no blob above 0.05
+    common = ["--model", str(model), "--threshold", "0.05", "--no-dihedral"]
     table, err = _flag_run(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "in.ecsv")] + common)
     assert "warning" not in err and table.meta["out_of_distribution"] is False and table.meta["ood_reason"] == ""
     assert len(table) and not table["out_of_distribution"].any()
@@ -205,7 +238,7 @@ def test_ctao_detect_flags_a_cube_outside_the_training_range(tmp_path, cube_path
     assert table.meta["background_counts_per_px"][0] > 4 * background.mean(axis=(1, 2))[0]
 
     table, err = _flag_run(capsys, ["ctao-detect", str(path), "-o", str(tmp_path / "bare.ecsv"), "--model",
-                                    str(models[0]), "--threshold", "0.05"])
+                                    str(models[0]), "--threshold", "0.05", "--no-dihedral"])
     assert "warning" not in err and table.meta["out_of_distribution"] is None
     assert len(table) and np.ma.getmaskarray(table["out_of_distribution"]).all()
 

@@ -693,12 +693,18 @@ file_command(
     glat, ra, dec [deg], probability, the input pixel (x_pix, y_pix) and
     out_of_distribution (the cube's background level in an energy bin lies
     outside the range of the training patches recorded with the model; a
-    one-line warning is printed too).""",
+    one-line warning is printed too). --dihedral averages the probability
+    maps of the cube's 8 rotations and flips, --no-dihedral reads the cube
+    as given; by default it is read as notebook 06 chose on its validation
+    patches.""",
     "WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels",
     ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.ctao.command:detect",
     options=(
         arg("--threshold", type=float, default=0.5,
             help="probability threshold of a LoG blob (default: 0.5; notebook 06 reports the validation choice)"),
+        arg("--dihedral", action=argparse.BooleanOptionalAction, default=None,
+            help="average the probability maps of the cube's 8 rotations by 90 degrees and flips (8 times the "
+                 "work), or not; default: notebook 06's choice for the U-Net"),
     ),
 )
 
