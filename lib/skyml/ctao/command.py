@@ -54,21 +54,15 @@ def detect_setup(args: argparse.Namespace) -> State:
 
 def detect_process(state: State, source: Path, target: Path) -> str:
     from . import detect as ctao_detect
-    from ..training import dihedral_mean
-    from .models import predict
-    from .pipeline import detections_table, distribution_check, read_counts_cube
-    from .simulate import network_input
+    from .pipeline import detections_table, distribution_check, predict, read_counts_cube
 
     args = state.args
     counts, wcs, description = read_counts_cube(source, state.params.binsz_deg)
     guards.check_bunit(source, guards.fits_headers(source))
     guards.check_values(source, counts, counts=True, integer=True, what="counts cube")
-    x = network_input(counts[None], state.params, state.scaling, state.metadata.get("normalise", "mean"))
     dihedral = UNET_DIHEDRAL if args.dihedral is None else bool(args.dihedral)
-    if dihedral:
-        prob = dihedral_mean(lambda xt: predict(state.model, xt, batch_size=1), x, axes=(1, 2))[0, ..., 0]
-    else:
-        prob = predict(state.model, x, batch_size=1)[0, ..., 0]
+    prob = predict(state.model, counts[None], state.params, state.scaling, batch_size=1,
+                   normalise=state.metadata.get("normalise", "mean"), dihedral=dihedral)[0][0]
     x, y, score = ctao_detect.log_positions(prob, threshold=args.threshold)
     dist = distribution_check(counts, state.metadata)
     table = detections_table(x, y, score, wcs, distribution=dist)
