@@ -91,12 +91,13 @@ def stopping_callbacks(patience: int) -> list:
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(int(patience) // 2, 1))]
 
 
-def dihedral(cube: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips/rotations (k = 0…7) of the last two (sky) axes:
-    k mod 4 rotations by 90°, then a flip of the last axis for k ≥ 4 (the
-    training augmentations of notebooks 05 and 08 draw from these)."""
-    out = np.rot90(cube, k % 4, axes=(-2, -1))
-    return np.flip(out, axis=-1) if k >= 4 else out
+def dihedral(cube: np.ndarray, k: int, axes=(-2, -1)) -> np.ndarray:
+    """One of the 8 flips/rotations (k = 0…7) of the two sky ``axes`` (by
+    default the last two): k mod 4 rotations by 90°, then a flip of the second
+    sky axis for k ≥ 4 (the training augmentations of notebooks 05 and 08 draw
+    from these)."""
+    out = np.rot90(cube, k % 4, axes=axes)
+    return np.flip(out, axis=axes[1]) if k >= 4 else out
 
 
 def dihedral_mean(fn, x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
@@ -107,9 +108,7 @@ def dihedral_mean(fn, x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
     total = None
     for k in range(4):
         for flip in (False, True):
-            c = np.rot90(x, k, axes=axes)
-            c = np.flip(c, axis=axes[1]) if flip else c
-            out = np.asarray(fn(np.ascontiguousarray(c)), np.float64)
+            out = np.asarray(fn(np.ascontiguousarray(dihedral(x, k + 4 * flip, axes))), np.float64)
             out = np.flip(out, axis=axes[1]) if flip else out
             out = np.rot90(out, -k, axes=axes)
             total = out.copy() if total is None else total + out
