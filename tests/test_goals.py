@@ -106,3 +106,24 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
                      "    U-Net: 39 [38, 40]", "    Jolideco: 39.5"]
     only = goals.conclusion("02_cta_cnn_cleaner", cleaner, only_unmet=True)
     assert only[0].startswith("NOT MET: true-count excess error") and len(only) == 3
+
+
+def test_localiser_comparisons_show_their_paired_intervals():
+    """The CNN-versus-centroid count of flux bins and the CNN-versus-fit ratio, when not met, are followed by the
+    paired ratios with their intervals, bin by bin, so that a reader sees which verdicts are ties."""
+    metrics = {"n_bins_le_centroid_improved_cnn_wide": 2, "n_bins_le_centroid_smoothed_centroid_wide": 4,
+               "loc_err68_deg_improved_cnn_shifted_fit_subset": 0.0148, "loc_err68_deg_gammapy_fit_shifted": 0.0142,
+               "loc_err68_ratio_improved_cnn_to_gammapy_fit_shifted": 1.05,
+               "loc_err68_ratio_improved_cnn_to_gammapy_fit_shifted_ci68": [0.99, 1.1]}
+    for b, (r, lo, hi) in enumerate(((0.97, 0.95, 0.99), (1.0, 0.98, 1.02), (1.02, 1.0, 1.04), (1.03, 1.01, 1.05))):
+        metrics[f"loc_err68_ratio_improved_cnn_to_centroid_wide_fluxbin{b}"] = r
+        metrics[f"loc_err68_ratio_improved_cnn_to_centroid_wide_fluxbin{b}_ci68"] = [lo, hi]
+    lines = goals.conclusion("03_cta_cnn_regressor", metrics, only_unmet=True)
+    assert "    heat-map CNN / smoothed centroid, 0.1-0.3 Crab (paired): 0.97 [0.95, 0.99]" in lines
+    assert "    heat-map CNN / smoothed centroid, 3-10 Crab (paired): 1.03 [1.01, 1.05]" in lines
+    assert "    heat-map CNN / the fit, the same maps (paired): 1.05 [0.99, 1.1]" in lines
+    # results written before these keys existed: the lines are left out, the verdicts unchanged
+    old = {k: v for k, v in metrics.items() if not k.startswith("loc_err68_ratio")}
+    assert not any("(paired)" in line for line in goals.conclusion("03_cta_cnn_regressor", old))
+    assert [line for line in lines if not line.startswith("    ")] == [
+        line for line in goals.conclusion("03_cta_cnn_regressor", old, only_unmet=True) if not line.startswith("    ")]
