@@ -147,6 +147,28 @@ def test_per_patch_counts_and_intervals():
     assert evaluation.interval({"fp": np.zeros(3)}, "false_per_field", n_resamples=50) == [0.0, 0.0]
 
 
+def test_paired_difference_interval():
+    """Two detectors on the same patches: the interval of their F1 difference resamples the patches for both, so a
+    detector against itself gives exactly zero and one that differs on every patch gives an interval around the
+    difference, narrower than the two separate intervals side by side; other patches are refused."""
+    rng = np.random.default_rng(3)
+    n = 40
+    a = {"patch": np.arange(n), "n_true": rng.integers(5, 15, n).astype(float)}
+    a["tp"] = np.floor(0.8 * a["n_true"]) - rng.integers(0, 2, n)
+    a["fp"] = rng.integers(0, 3, n).astype(float)
+    b = {"patch": np.arange(n), "n_true": a["n_true"], "tp": a["tp"] - 1.0, "fp": a["fp"] + 1.0}
+    f1 = evaluation.STATISTICS["f1"][0]
+    diff = f1(a["tp"], a["fp"], a["n_true"]) - f1(b["tp"], b["fp"], b["n_true"])
+    assert evaluation.difference_interval(a, a, "f1", n_resamples=200) == [0.0, 0.0]
+    lo, hi = evaluation.difference_interval(a, b, "f1", n_resamples=500)
+    assert 0 < lo <= diff <= hi
+    (alo, ahi), (blo, bhi) = (evaluation.interval(x, "f1", n_resamples=500) for x in (a, b))
+    assert hi - lo < (ahi - alo) + (bhi - blo)
+    assert evaluation.difference_interval(a, b, "f1", n_resamples=500) == [lo, hi]  # same seed, same interval
+    with pytest.raises(ValueError, match="same patches"):
+        evaluation.difference_interval(a, {**b, "patch": np.arange(1, n + 1)}, "f1")
+
+
 def test_threshold_at_false_rate():
     _, dets = _tables()  # false detections score 0.3 and 0.2 over 3 patches
     assert evaluation.threshold_at_false_rate(dets, 3, 0.0) > 0.3

@@ -127,3 +127,18 @@ def test_localiser_comparisons_show_their_paired_intervals():
     assert not any("(paired)" in line for line in goals.conclusion("03_cta_cnn_regressor", old))
     assert [line for line in lines if not line.startswith("    ")] == [
         line for line in goals.conclusion("03_cta_cnn_regressor", old, only_unmet=True) if not line.startswith("    ")]
+
+
+def test_survey_and_radio_comparisons_show_their_intervals():
+    """The randomised U-Net against the TS map and the radio CNN's shifted-over-nominal ratio, when not met, are
+    followed by the paired difference and the ratio with their intervals."""
+    ctao = {"f1_above_sens_unet_log_dr": 0.82, "f1_above_sens_tsmap": 0.827,
+            "f1_above_sens_unet_log_dr_minus_tsmap": -0.007, "f1_above_sens_unet_log_dr_minus_tsmap_ci68": [-0.02, 0.004]}
+    lines = goals.conclusion("06_ctao_survey_detection", ctao, only_unmet=True)
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: randomised U-Net minus TS map, F1 above"))
+    assert "measured -0.007," in lines[i]
+    assert "    the difference on the TS map's patches (paired): -0.007 [-0.02, 0.004]" in lines
+    radio = {"counts_rel_residual_shifted": 0.33, "counts_rel_residual": 0.218,
+             "counts_rel_residual_shift_ratio": 0.33 / 0.218, "counts_rel_residual_shift_ratio_ci68": [1.3, 1.8]}
+    lines = goals.conclusion("07_radio_counts", radio, only_unmet=True)
+    assert "    shifted headline / in distribution, CNN (each set of fields resampled): 1.51 [1.3, 1.8]" in lines
