@@ -47,7 +47,7 @@ def test_a_measured_value_is_printed_with_the_digits_its_verdict_needs():
     assert goal.value_text(1.5043517) == "1.504"  # not "1.5", which would read as met
     assert goal.value_text(1.5) == "1.5" and goal.value_text(0.93461) == "0.935" and goal.value_text(None) == "–"
     assert goal.value_text(1.50000004) == "1.5"  # beyond six digits: the verdict line still says NOT MET
-    lines = goals.conclusion("07_radio_counts", {"counts_rel_residual_shifted": 0.328, "counts_rel_residual": 0.218})
+    lines = goals.conclusion("07_radio_counts", {"counts_rel_residual_shift_ratio": 0.328 / 0.218})
     assert any(line.startswith("NOT MET: CNN headline residual on the shifted test set") and "measured 1.505," in line
                for line in lines)
     within = goals.Goal("05_fermi_characterisation", "pulls", ("p",), "within", (0.9, 1.1))
@@ -121,9 +121,11 @@ def test_localiser_comparisons_show_their_paired_intervals():
     lines = goals.conclusion("03_cta_cnn_regressor", metrics, only_unmet=True)
     assert "    heat-map CNN / smoothed centroid, 0.1-0.3 Crab (paired): 0.97 [0.95, 0.99]" in lines
     assert "    heat-map CNN / smoothed centroid, 3-10 Crab (paired): 1.03 [1.01, 1.05]" in lines
-    assert "    heat-map CNN / the fit, the same maps (paired): 1.05 [0.99, 1.1]" in lines
-    # results written before these keys existed: the lines are left out, the verdicts unchanged
-    old = {k: v for k, v in metrics.items() if not k.startswith("loc_err68_ratio")}
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: heat-map CNN error / gammapy likelihood"))
+    assert "measured 1.05 [0.99, 1.1], goal ≤ 1" in lines[i]  # the ratio's paired interval on the verdict line
+    assert lines[i + 1] == "    heat-map CNN, the fitted shifted maps: 0.0148"
+    # results written before the per-bin ratios existed: their lines are left out, the verdict unchanged
+    old = {k: v for k, v in metrics.items() if "_to_centroid_" not in k}
     assert not any("(paired)" in line for line in goals.conclusion("03_cta_cnn_regressor", old))
     assert [line for line in lines if not line.startswith("    ")] == [
         line for line in goals.conclusion("03_cta_cnn_regressor", old, only_unmet=True) if not line.startswith("    ")]
@@ -136,9 +138,11 @@ def test_survey_and_radio_comparisons_show_their_intervals():
             "f1_above_sens_unet_log_dr_minus_tsmap": -0.007, "f1_above_sens_unet_log_dr_minus_tsmap_ci68": [-0.02, 0.004]}
     lines = goals.conclusion("06_ctao_survey_detection", ctao, only_unmet=True)
     i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: randomised U-Net minus TS map, F1 above"))
-    assert "measured -0.007," in lines[i]
-    assert "    the difference on the TS map's patches (paired): -0.007 [-0.02, 0.004]" in lines
+    assert "measured -0.007 [-0.02, 0.004], goal ≥ 0" in lines[i]
+    assert lines[i + 1:i + 3] == ["    randomised U-Net: 0.82", "    TS map: 0.827"]
     radio = {"counts_rel_residual_shifted": 0.33, "counts_rel_residual": 0.218,
              "counts_rel_residual_shift_ratio": 0.33 / 0.218, "counts_rel_residual_shift_ratio_ci68": [1.3, 1.8]}
     lines = goals.conclusion("07_radio_counts", radio, only_unmet=True)
-    assert "    shifted headline / in distribution, CNN (each set of fields resampled): 1.51 [1.3, 1.8]" in lines
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: CNN headline residual on the shifted"))
+    assert "measured 1.51 [1.3, 1.8], goal ≤ 1.5" in lines[i]
+    assert lines[i + 1:i + 3] == ["    headline residual, CNN, shifted fields: 0.33", "    the same, in distribution: 0.218"]
