@@ -24,9 +24,13 @@ def randomised():
 
 def test_instrument_draws_span_the_stated_ranges_and_depend_on_the_seed_only():
     draws = [sim.instrument_draw(4, "train", i) for i in range(400)]
+    depth = np.array([d["clean_depth"] for d in draws])
+    # a CLEAN limit of zero (the whole sky model restored) in the stated share, else log-uniform in its range
+    assert abs(np.mean(depth == 0.0) - sim.DR_FULL_RESTORE_FRACTION) < 0.06
     for key, (lo, hi) in (("beam_scale", sim.DR_BEAM_RANGE), ("stretch", sim.DR_STRETCH_RANGE),
                           ("noise_scale", sim.DR_NOISE_RANGE), ("clean_depth", sim.DR_CLEAN_DEPTH_RANGE)):
         v = np.array([d[key] for d in draws])
+        v = v[v > 0] if key == "clean_depth" else v
         assert lo <= v.min() < lo * 1.03 and hi / 1.03 < v.max() <= hi, key
         # log-uniform: the median near the geometric mean of the ends
         assert np.median(v) == pytest.approx(np.sqrt(lo * hi), rel=0.05), key
@@ -132,7 +136,30 @@ def test_conditioning_follows_the_beam_and_the_noise(conditioned):
     _, meta = conditioned
     ref = meta["conditioning"]
     c = pipeline.conditioning(2.0 * ref["beam_area_ref_px"], 0.5 * ref["noise_ref_jy"], meta)
-    np.testing.assert_allclose(c, [np.log(2.0), np.log(0.5)], rtol=1e-6)
+    np.testing.assert_allclose(c, [np.log(2.0), np.log(0.5), 1.0], rtol=1e-6)  # the CLEAN limit: the reference
+    c = pipeline.conditioning(ref["beam_area_ref_px"], ref["noise_ref_jy"], meta, 0.25 * ref["clean_limit_ref_jy"])
+    np.testing.assert_allclose(c, [0.0, 0.0, 0.25], atol=1e-7)
+    assert pipeline.conditioning(ref["beam_area_ref_px"], ref["noise_ref_jy"], meta, 0.0)[2] == 0.0
+    # a sidecar of a network conditioned on beam and noise only gets those two scalars
+    old = {"conditioning": {k: v for k, v in ref.items() if k != "clean_limit_ref_jy"}}
+    assert pipeline.conditioning(ref["beam_area_ref_px"], ref["noise_ref_jy"], old, 0.0).shape == (2,)
+
+
+def test_training_fields_carry_their_clean_limit_into_the_conditioning(randomised, conditioned):
+    _, meta = conditioned
+    ref = meta["conditioning"]
+    depth = np.asarray(randomised["instrument_clean_depth"])
+    assert np.any(depth == 0.0) and np.any(depth > 0.0)
+    assert ref["clean_limit_jy_range"] == pytest.approx([depth.min() * ref["clean_limit_ref_jy"],
+                                                         depth.max() * ref["clean_limit_ref_jy"]])
+    assert ref["full_restore_fraction"] == pytest.approx(np.mean(depth == 0.0))
+    x, _ = pipeline.xy(randomised, "restored", P, 64)
+    per_field = x[2].reshape(len(depth), -1, pipeline.N_COND)
+    np.testing.assert_allclose(per_field[..., 2], np.repeat(depth[:, None], per_field.shape[1], 1), rtol=1e-6)
+    # fields without a drawn instrument get the given limit, else the reference
+    bare = {"restored": randomised["restored"], "counts": randomised["counts"]}
+    assert np.all(pipeline.xy(bare, "restored", P, 64)[0][2][:, 2] == 1.0)
+    assert np.all(pipeline.xy(bare, "restored", P, 64, clean_limit_jy=0.0)[0][2][:, 2] == 0.0)
 
 
 def test_sidecar_records_the_conditioning_ranges(monkeypatch):
@@ -187,50 +214,85 @@ def test_cli_takes_a_beam_inside_the_training_range_and_refuses_one_outside(tmp_
     lo, hi = meta["conditioning"]["beam_area_px_range"]
     nlo, nhi = meta["conditioning"]["noise_rms_jy_range"]
     noise = np.sqrt(nlo * nhi)
+    limit = str(0.5 * meta["conditioning"]["clean_limit_jy_range"][1])  # inside the training range
     image = np.tile(randomised["restored"][0], (2, 2))
     inside = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(np.sqrt(lo * hi)),
                                            noise_rms_jy=noise)
     out = tmp_path / "in.ecsv"
-    assert cli.main(["radio-counts", str(inside), "-o", str(out), "--model", str(model_path)]) == 0
+    assert cli.main(["radio-counts", str(inside), "-o", str(out), "--model", str(model_path),
+                     "--clean-limit", limit]) == 0
     capsys.readouterr()
     table = QTable.read(out)
     assert table.meta["beam_area_px"] == pytest.approx(np.sqrt(lo * hi), rel=1e-5)
     assert table.meta["noise_rms_jy"] == pytest.approx(noise, rel=1e-6)
     # the conditioning the command gives the network is the header's beam and noise
     model, _ = conditioned
-    direct = pipeline.count_image(model, meta, image, np.sqrt(lo * hi), noise)
+    direct = pipeline.count_image(model, meta, image, np.sqrt(lo * hi), noise, float(limit))
     np.testing.assert_allclose(table["counts"], direct["counts"], rtol=1e-5)
-    assert not np.allclose(pipeline.count_image(model, meta, image, hi * 3, noise)["counts"], direct["counts"],
+    assert not np.allclose(pipeline.count_image(model, meta, image, hi * 3, noise, float(limit))["counts"],
+                           direct["counts"],
                            rtol=1e-4)
-    assert not np.allclose(pipeline.count_image(model, meta, image, np.sqrt(lo * hi), 3 * noise)["counts"],
+    assert not np.allclose(pipeline.count_image(model, meta, image, np.sqrt(lo * hi), 3 * noise,
+                                               float(limit))["counts"],
                            direct["counts"], rtol=1e-4)
     # --noise-rms overrides the header
     out2 = tmp_path / "in2.ecsv"
     assert cli.main(["radio-counts", str(inside), "-o", str(out2), "--model", str(model_path),
-                     "--noise-rms", str(nlo)]) == 0
+                     "--clean-limit", limit, "--noise-rms", str(nlo)]) == 0
     capsys.readouterr()
     np.testing.assert_allclose(QTable.read(out2)["counts"],
-                               pipeline.count_image(model, meta, image, np.sqrt(lo * hi), nlo)["counts"], rtol=1e-5)
+                               pipeline.count_image(model, meta, image, np.sqrt(lo * hi), nlo, float(limit))["counts"],
+                               rtol=1e-5)
     for name, beam, fragment in (("wide", _beam_of_area(hi * 1.3), "outside the training range"),
                                  ("narrow", _beam_of_area(lo / 1.3), "outside the training range"),
                                  ("elongated", _beam_of_area(np.sqrt(lo * hi), 3.0), "axis ratio")):
         path = pipeline.write_restored_image(tmp_path / f"{name}.fits", image, P, beam=beam, noise_rms_jy=noise)
         target = tmp_path / f"{name}.ecsv"
-        cli_error(["radio-counts", str(path), "-o", str(target), "--model", str(model_path)], "beam", fragment)
+        cli_error(["radio-counts", str(path), "-o", str(target), "--model", str(model_path), "--clean-limit",
+                   limit], "beam", fragment)
         assert not target.exists()
     # a thermal noise outside the training range, or none, is refused
     target = tmp_path / "noisy.ecsv"
-    cli_error(["radio-counts", str(inside), "-o", str(target), "--model", str(model_path), "--noise-rms",
-               str(1.5 * nhi)], "thermal noise rms", "outside the training range")
+    cli_error(["radio-counts", str(inside), "-o", str(target), "--model", str(model_path), "--clean-limit",
+               limit, "--noise-rms", str(1.5 * nhi)], "thermal noise rms", "outside the training range")
     assert not target.exists()
     from astropy.io import fits
 
     with fits.open(inside) as hdul:
         del hdul[0].header["NOISE"]
         hdul.writeto(tmp_path / "no_noise.fits")
-    cli_error(["radio-counts", str(tmp_path / "no_noise.fits"), "-o", str(target), "--model", str(model_path)],
+    cli_error(["radio-counts", str(tmp_path / "no_noise.fits"), "-o", str(target), "--model", str(model_path),
+               "--clean-limit", limit],
               "--noise-rms", "NOISE")
     assert not target.exists()
+
+
+def test_cli_takes_a_clean_limit_inside_the_training_range_and_refuses_one_outside(tmp_path, randomised, model_path,
+                                                                                  conditioned, capsys, cli_error):
+    model, meta = conditioned
+    cond = meta["conditioning"]
+    lo, hi = cond["clean_limit_jy_range"]
+    noise = float(np.sqrt(np.prod(cond["noise_rms_jy_range"])))
+    area = float(np.sqrt(np.prod(cond["beam_area_px_range"])))
+    image = np.tile(randomised["restored"][0], (2, 2))
+    path = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(area), noise_rms_jy=noise)
+    tables = {}
+    for limit in (lo, 0.5 * hi):
+        out = tmp_path / f"limit_{limit:g}.ecsv"
+        assert cli.main(["radio-counts", str(path), "-o", str(out), "--model", str(model_path),
+                         "--clean-limit", str(limit)]) == 0
+        capsys.readouterr()
+        tables[limit] = table = QTable.read(out)
+        assert table.meta["clean_limit_jy"] == pytest.approx(limit)
+        np.testing.assert_allclose(table["counts"], pipeline.count_image(model, meta, image, table.meta["beam_area_px"],
+                                                                         noise, limit)["counts"], rtol=1e-5)
+    assert not np.allclose(tables[lo]["counts"], tables[0.5 * hi]["counts"], rtol=1e-4)
+    # above the training range, negative, or (this small model's range lacks it) the default reference: refused
+    for extra in (["--clean-limit", str(1.5 * hi)], ["--clean-limit=-1e-6"], []):
+        target = tmp_path / "refused.ecsv"
+        cli_error(["radio-counts", str(path), "-o", str(target), "--model", str(model_path), *extra],
+                  "CLEAN limit", "outside the training range")
+        assert not target.exists()
 
 
 def test_distribution_check_flags_noise_beyond_the_randomised_range(randomised, conditioned):

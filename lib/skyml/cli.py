@@ -656,11 +656,11 @@ file_command(
     image mean is no input), and these into sub-images (those with NaN
     pixels are left out); each sub-image is counted with the pixel histogram
     of its block as second input and, for a network trained on a range of
-    instruments, the header's beam area and the thermal noise rms as
-    third, and the counts per bin are summed. The flux bins, pixel size,
-    beam and noise ranges and noise scale come from the model's metadata
-    sidecar; an image with another pixel size, or a beam or thermal noise
-    (--noise-rms or NOISE) outside the range the network was trained for, is
+    instruments, the header's beam area, the thermal noise rms and the
+    CLEAN limit (--clean-limit) as third, and the counts per bin are summed. The flux bins, pixel size,
+    beam, noise and CLEAN-limit ranges and noise scale come from the model's metadata
+    sidecar; an image with another pixel size, or a beam, thermal noise
+    (--noise-rms or NOISE) or CLEAN limit outside the range the network was trained for, is
     refused (not resampled), and so is an image whose robust noise is more than 1000 times
     off the training images'. An image consistent with source-free noise (no
     pixel above 5 sigma, no skewness) is counted with a warning; the network
@@ -681,6 +681,11 @@ file_command(
         arg("--noise-rms", type=float, default=None, metavar="JY_PER_BEAM",
             help="thermal noise rms of the image [Jy/beam] (default: the NOISE header keyword); a network "
                  "trained on a range of instruments needs it, inside its training range"),
+        arg("--clean-limit", type=float, default=None, metavar="JY",
+            help="flux density down to which the imaging restored the sky model with the restoring beam [Jy]: "
+                 "the CLEAN limit; 0 when the whole sky model is restored (a CLEAN to the noise, or a simulated "
+                 "sky convolved with the beam); fainter sources keep the dirty-beam response (default: the "
+                 "training instrument's, 3 times its noise rms; inside the range the network was trained for)"),
     ),
 )
 

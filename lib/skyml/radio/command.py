@@ -70,7 +70,7 @@ def check_image(source: Path, image, metadata: dict) -> tuple[bool, str]:
 
 
 def counts_process(state: State, source: Path, target: Path) -> str:
-    from .pipeline import check_noise, count_image, counts_table, read_restored_image
+    from .pipeline import check_clean_limit, check_noise, count_image, counts_table, read_restored_image
 
     metadata = state.metadata
     image, _, beam = read_restored_image(source, metadata)
@@ -83,9 +83,19 @@ def counts_process(state: State, source: Path, target: Path) -> str:
         if reason:
             raise io.InputError(f"{source}: {reason}")
         beam["noise_rms_jy"] = float(noise)
+    limit = getattr(state.args, "clean_limit", None)
+    if "clean_limit_ref_jy" in (metadata.get("conditioning") or {}):
+        limit = metadata["conditioning"]["clean_limit_ref_jy"] if limit is None else float(limit)
+        reason = check_clean_limit(limit, metadata)
+        if reason:
+            raise io.InputError(f"{source}: {reason}")
+        beam["clean_limit_jy"] = limit
+    elif limit is not None:
+        raise io.InputError(f"{source}: --clean-limit given, but this network was not trained on a range of CLEAN "
+                            "limits (its sidecar's conditioning has no clean_limit_ref_jy)")
     noise_only, noise_numbers = check_image(source, image, metadata)
     try:
-        result = count_image(state.model, metadata, image, beam["beam_area_px"], noise)
+        result = count_image(state.model, metadata, image, beam["beam_area_px"], noise, limit)
     except ValueError as err:
         raise CommandError(f"{source}: {err}") from err
     table = counts_table(result, metadata)

@@ -112,22 +112,32 @@ def levelled(block: np.ndarray) -> np.ndarray:
     return b - block_level(b)
 
 
-def conditioning(beam_area_px: float, noise_jy: float, metadata: dict) -> np.ndarray:
-    """(2,) float32 conditioning scalars of an image: log(restoring-beam area
-    [px] / the training instrument's) and log(thermal noise rms [Jy/beam] /
-    the training instrument's), the references in ``metadata["conditioning"]``.
-    The thermal noise, not the image's robust width: that holds the confusion
-    of the faint sources, the signal the network counts."""
+def conditioning(beam_area_px: float, noise_jy: float, metadata: dict,
+                 clean_limit_jy: float | None = None) -> np.ndarray:
+    """float32 conditioning scalars of an image: log(restoring-beam area
+    [px] / the training instrument's), log(thermal noise rms [Jy/beam] /
+    the training instrument's) and, where the sidecar's
+    ``conditioning`` has ``clean_limit_ref_jy``, the CLEAN limit [Jy] over
+    the training instrument's (0: the whole sky model restored with the
+    restoring beam; None: the reference), the references in
+    ``metadata["conditioning"]``. The thermal noise, not the image's robust
+    width: that holds the confusion of the faint sources, the signal the
+    network counts. The CLEAN limit decides which of them reach the image
+    through the restoring beam and which through the dirty beam, whose
+    side lobes give the same sources another pixel distribution."""
     ref = metadata["conditioning"]
-    return np.array([np.log(float(beam_area_px) / ref["beam_area_ref_px"]),
-                     np.log(max(float(noise_jy), 1e-30) / ref["noise_ref_jy"])], np.float32)
+    values = [np.log(float(beam_area_px) / ref["beam_area_ref_px"]),
+              np.log(max(float(noise_jy), 1e-30) / ref["noise_ref_jy"])]
+    if "clean_limit_ref_jy" in ref:
+        values.append(1.0 if clean_limit_jy is None else float(clean_limit_jy) / ref["clean_limit_ref_jy"])
+    return np.array(values, np.float32)
 
 
-N_COND = 2
+N_COND = 3
 
 
 def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *, level: bool = False,
-                 beam_area_px=None, noise_rms_jy=None, cond_meta: dict | None = None):
+                 beam_area_px=None, noise_rms_jy=None, cond_meta: dict | None = None, clean_limit_jy=None):
     """Network inputs of whole fields, block by block: (sub-images as network
     input (n_fields · (N/sub)², sub, sub, 1), context histograms
     (n_fields · (N/sub)², N_HIST), conditioning (same rows, N_COND) or None,
@@ -135,8 +145,8 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
     histogram of the ``context``²-px block that holds it (the order of
     :func:`sim.sub_images`); with ``level`` every block has its robust level
     removed first; with ``cond_meta`` (the sidecar's keys) the conditioning
-    from ``beam_area_px`` and ``noise_rms_jy`` (per field or one value). ``context`` divides the field side and is a
-    multiple of ``sub``."""
+    from ``beam_area_px``, ``noise_rms_jy`` and ``clean_limit_jy`` (per field or one value; None: the reference).
+    ``context`` divides the field side and is a multiple of ``sub``."""
     f = np.asarray(fields)
     n, ny, nx = f.shape
     if ny % context or nx % context or context % sub:
@@ -144,8 +154,9 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
                          f"{sub}-px sub-images")
     areas = np.broadcast_to(np.asarray(beam_area_px if beam_area_px is not None else np.nan, np.float64), (n,))
     noises = np.broadcast_to(np.asarray(noise_rms_jy if noise_rms_jy is not None else np.nan, np.float64), (n,))
+    limits = np.broadcast_to(np.asarray(clean_limit_jy if clean_limit_jy is not None else np.nan, np.float64), (n,))
     xs, hists, conds, seen = [], [], [], []
-    for img, area, noise in zip(f, areas, noises):
+    for img, area, noise, limit in zip(f, areas, noises, limits):
         out = np.empty((ny, nx), np.float64)
         block_hist, block_cond = {}, {}
         for by in range(ny // context):
@@ -156,7 +167,8 @@ def block_inputs(fields: np.ndarray, sub: int, context: int, scale_jy: float, *,
                 seen.append(b)
                 block_hist[(by, bx)] = models.pixel_histogram(b, scale_jy)
                 if cond_meta is not None:
-                    block_cond[(by, bx)] = conditioning(area, noise, cond_meta)
+                    block_cond[(by, bx)] = conditioning(area, noise, cond_meta,
+                                                        None if np.isnan(limit) else float(limit))
         keys = [(r * sub // context, c * sub // context) for r in range(ny // sub) for c in range(nx // sub)]
         xs.append(models.as_input(sim.sub_images(out[None], sub), scale_jy))
         hists += [block_hist[k] for k in keys]
@@ -246,20 +258,23 @@ def field_blocks(image: np.ndarray, context: int) -> list:
 
 
 def conditioning_reference(params: sim.RadioSimParams) -> dict:
-    """The references of :func:`conditioning`: the training instrument's restoring-beam area and noise rms."""
-    return {"beam_area_ref_px": float(sim.beam_params(params)["area_px"]), "noise_ref_jy": float(params.noise_rms_jy)}
+    """The references of :func:`conditioning`: the training instrument's restoring-beam area, noise rms and
+    CLEAN limit."""
+    return {"beam_area_ref_px": float(sim.beam_params(params)["area_px"]), "noise_ref_jy": float(params.noise_rms_jy),
+            "clean_limit_ref_jy": float(params.clean_nsigma * params.noise_rms_jy)}
 
 
 def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int, beam_area_px=None,
-       noise_rms_jy=None):
+       noise_rms_jy=None, clean_limit_jy=None):
     """([sub-images as network input, context histograms(, conditioning)],
     per-sub-image counts) of a set of fields. Restored images have every
     context block's robust level removed and get the conditioning scalars
-    (:func:`conditioning`) from the restoring beam's area in pixels and the
-    thermal noise rms: ``data["beam_area_px"]`` and
-    ``data["instrument_noise_scale"]`` × the nominal rms (per field) where
-    the fields carry them, else ``beam_area_px`` and ``noise_rms_jy``, else
-    the training instrument's."""
+    (:func:`conditioning`) from the restoring beam's area in pixels, the
+    thermal noise rms and the CLEAN limit: ``data["beam_area_px"]``,
+    ``data["instrument_noise_scale"]`` × the nominal rms and
+    ``data["instrument_clean_depth"]`` × the nominal limit (per field) where
+    the fields carry them, else ``beam_area_px``, ``noise_rms_jy`` and
+    ``clean_limit_jy``, else the training instrument's."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"unknown image kind {kind!r}; expected one of {IMAGE_KINDS}")
     restored = kind == "restored"
@@ -267,9 +282,12 @@ def xy(data: dict, kind: str, params: sim.RadioSimParams, context_npix: int, bea
     area = sim.beam_params(params)["area_px"] if area is None else area
     noise = (np.asarray(data["instrument_noise_scale"]) * params.noise_rms_jy if "instrument_noise_scale" in data
              else params.noise_rms_jy if noise_rms_jy is None else noise_rms_jy)
+    ref = conditioning_reference(params)
+    limit = (np.asarray(data["instrument_clean_depth"]) * ref["clean_limit_ref_jy"] if "instrument_clean_depth" in data
+             else clean_limit_jy)
     x, h, cond, _ = block_inputs(data[kind], params.sub_npix, context_npix, params.noise_rms_jy, level=restored,
-                                 beam_area_px=area, noise_rms_jy=noise, cond_meta={"conditioning": conditioning_reference(params)}
-                                 if restored else None)
+                                 beam_area_px=area, noise_rms_jy=noise, clean_limit_jy=limit,
+                                 cond_meta={"conditioning": ref} if restored else None)
     return ([x, h, cond] if restored else [x, h]), data["counts"].reshape(-1, params.n_bins)
 
 
@@ -291,7 +309,7 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
            "learning_rate": float(learning_rate), "hist_noise": float(hist_noise), "version": 8}
     randomise = kind == "restored"  # the sky-model network has no instrument: its inputs are as before
     if randomise:
-        key.update(version=12, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
+        key.update(version=13, randomise=sim.randomisation(), level=[LEVEL_METHOD, LEVEL_SIGMA, LEVEL_MAXITERS],
                    with_nominal=True, flips=True)
 
     def fit():
@@ -374,17 +392,23 @@ def conditioning_metadata(train: dict, params: sim.RadioSimParams) -> dict:
     """The sidecar's ``conditioning``: the inputs, their references and the
     training ranges of the randomised instruments (restoring-beam area [px],
     axis ratio, position angle of the elliptical beams (axis ratio above
-    1.1), the drawn beam and noise scales, the share of fields with their
-    mean removed)."""
+    1.1), the drawn beam and noise scales, the CLEAN limits [Jy] and the
+    share of fields whose whole sky model is restored, the share of fields
+    with their mean removed)."""
     area = np.asarray(train["beam_area_px"], np.float64)
     ratio = np.asarray(train["beam_fwhm_major_px"]) / np.asarray(train["beam_fwhm_minor_px"])
     pa = np.asarray(train["beam_bpa_deg"], np.float64)[ratio > 1.1]
     centre = float(np.degrees(np.angle(np.mean(np.exp(2j * np.radians(pa))))) / 2.0 % 180.0) if len(pa) else 0.0
     half = float(np.max(np.abs((pa - centre + 90.0) % 180.0 - 90.0))) if len(pa) else 90.0
     noise = np.asarray(train["instrument_noise_scale"], np.float64) * params.noise_rms_jy
+    ref = conditioning_reference(params)
+    limit = np.asarray(train["instrument_clean_depth"], np.float64) * ref["clean_limit_ref_jy"]
     return {"conditioning": {
-        "inputs": ["log(beam_area_px / beam_area_ref_px)", "log(thermal noise_rms_jy / noise_ref_jy)"],
-        **conditioning_reference(params),
+        "inputs": ["log(beam_area_px / beam_area_ref_px)", "log(thermal noise_rms_jy / noise_ref_jy)",
+                   "clean_limit_jy / clean_limit_ref_jy"],
+        **ref,
+        "clean_limit_jy_range": [float(limit.min()), float(limit.max())],
+        "full_restore_fraction": float(np.mean(limit == 0.0)),
         "beam_area_px_range": [float(area.min()), float(area.max())],
         "beam_axis_ratio_range": [float(ratio.min()), float(ratio.max())],
         "beam_bpa_deg_centre": centre, "beam_bpa_deg_halfwidth": half,
@@ -422,10 +446,11 @@ def scaler_from_metadata(metadata: dict) -> models.TargetScaler:
 
 
 def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | None = None,
-                noise_rms_jy: float | None = None) -> dict:
+                noise_rms_jy: float | None = None, clean_limit_jy: float | None = None) -> dict:
     """Counts per flux bin of a restored image (Jy/beam, the model's pixel
-    size; a restoring beam of ``beam_area_px`` pixels and a thermal noise
-    rms of ``noise_rms_jy``, by default the training instrument's): the image is cut into the model's context blocks
+    size; a restoring beam of ``beam_area_px`` pixels, a thermal noise
+    rms of ``noise_rms_jy`` and a CLEAN limit of ``clean_limit_jy`` [Jy], by
+    default the training instrument's): the image is cut into the model's context blocks
     (``context_npix``², rows and columns that do not fill a whole block are
     left out), each block (less its robust level where the model's sidecar
     says so) into sub-images; a sub-image gets the pixel histogram of its
@@ -462,7 +487,7 @@ def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | 
                 tiles.append(t[good])
                 hists += [models.pixel_histogram(block, scale)] * int(good.sum())
                 if cond_meta is not None:
-                    conds += [conditioning(beam_area_px, noise_rms_jy, cond_meta)] * int(good.sum())
+                    conds += [conditioning(beam_area_px, noise_rms_jy, cond_meta, clean_limit_jy)] * int(good.sum())
     if not tiles:
         raise ValueError(f"every {sub}×{sub}-px sub-image contains NaN or infinite pixels")
     tiles = np.concatenate(tiles)
@@ -524,6 +549,16 @@ def check_beam(bmaj: float, bmin: float, bpa: float, metadata: dict) -> str:
     if reasons:
         return (f"beam {bmaj * 3600:.1f}″×{bmin * 3600:.1f}″ PA {bpa:.0f}°: " + "; ".join(reasons)
                 + "; the image is not convolved: use a network trained for this beam")
+    return ""
+
+
+def check_clean_limit(clean_limit_jy: float, metadata: dict) -> str:
+    """Empty if a CLEAN limit [Jy] lies within the training range of a
+    conditioned model (up to :data:`BEAM_RANGE_RTOL` above its top), else the reason."""
+    lo, hi = metadata["conditioning"]["clean_limit_jy_range"]
+    if not (np.isfinite(clean_limit_jy) and lo <= clean_limit_jy <= hi * (1 + BEAM_RANGE_RTOL)):
+        return (f"CLEAN limit {clean_limit_jy * 1e6:.3g} uJy outside the training range {lo * 1e6:.3g}–"
+                f"{hi * 1e6:.3g} uJy: use a network trained for this imaging")
     return ""
 
 

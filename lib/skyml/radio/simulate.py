@@ -65,7 +65,10 @@ the noise at an rms log-uniform in :data:`DR_NOISE_RANGE` times
 :data:`DR_MEAN_REMOVED_FRACTION`. The imaging is drawn too: the CLEAN limit
 at a factor log-uniform in :data:`DR_CLEAN_DEPTH_RANGE` times the nominal
 one (a deeper CLEAN restores more of the faint sources with the restoring
-beam; the rest keep the dirty-beam response), and the noise correlated by a
+beam; the rest keep the dirty-beam response), or, with probability
+:data:`DR_FULL_RESTORE_FRACTION`, a CLEAN limit of zero: the whole sky model
+restored with the restoring beam, as a CLEAN run to the noise or a simulated
+sky convolved with a Gaussian beam gives it, and the noise correlated by a
 kernel that mixes the dirty and the restoring beam with a restoring-beam
 weight uniform in :data:`DR_NOISE_RESTORED_RANGE` (0: the residual noise of
 a CLEAN image, 1: noise smoothed by the restoring beam, as in images from
@@ -442,6 +445,8 @@ DR_NOISE_RANGE = (0.75, 1.35)
 DR_MEAN_REMOVED_FRACTION = 0.5
 #: CLEAN limit over the nominal ``clean_nsigma`` x noise rms, log-uniform (deeper CLEAN restores fainter sources)
 DR_CLEAN_DEPTH_RANGE = (0.1, 1.0)
+#: probability that the CLEAN limit is zero (the whole sky model restored with the restoring beam)
+DR_FULL_RESTORE_FRACTION = 0.25
 #: weight of the restoring beam in the noise's correlation kernel (the rest: the dirty beam), uniform
 DR_NOISE_RESTORED_RANGE = (0.0, 1.0)
 #: per-field keys of a randomised field's instrument (restoring beam and the draws of :func:`instrument_draw`)
@@ -455,13 +460,17 @@ DR_STREAM = 7_000_003
 def instrument_draw(seed: int, split: str, i: int) -> dict:
     """The instrument of field ``i`` of a randomised split: ``beam_scale``,
     ``stretch``, ``noise_scale`` and ``mean_removed``, from a generator of
-    its own (the same for a seed, whatever the number of fields)."""
+    its own (the same for a seed, whatever the number of fields), and the
+    imaging's ``clean_depth`` (CLEAN limit over the nominal; 0: the whole sky
+    model restored) and ``noise_restored``."""
     rng = np.random.default_rng([int(seed), SPLIT_OFFSET[split], DR_STREAM, int(i)])
     lu = [float(np.exp(rng.uniform(*np.log(r)))) for r in (DR_BEAM_RANGE, DR_STRETCH_RANGE, DR_NOISE_RANGE)]
     mean_removed = bool(rng.random() < DR_MEAN_REMOVED_FRACTION)
+    depth = float(np.exp(rng.uniform(*np.log(DR_CLEAN_DEPTH_RANGE))))
+    noise_restored = float(rng.uniform(*DR_NOISE_RESTORED_RANGE))
+    full_restore = bool(rng.random() < DR_FULL_RESTORE_FRACTION)  # drawn last: the draws above keep their values
     return {"beam_scale": lu[0], "stretch": lu[1], "noise_scale": lu[2], "mean_removed": mean_removed,
-            "clean_depth": float(np.exp(rng.uniform(*np.log(DR_CLEAN_DEPTH_RANGE)))),
-            "noise_restored": float(rng.uniform(*DR_NOISE_RESTORED_RANGE))}
+            "clean_depth": 0.0 if full_restore else depth, "noise_restored": noise_restored}
 
 
 def stretched_beams(params: RadioSimParams, beam_scale: float, stretch: float = 1.0):
@@ -578,6 +587,7 @@ def randomisation() -> dict:
     """The ranges of the instrument's domain randomisation (module text)."""
     return {"beam_scale": list(DR_BEAM_RANGE), "stretch": list(DR_STRETCH_RANGE), "noise_scale": list(DR_NOISE_RANGE),
             "mean_removed_fraction": DR_MEAN_REMOVED_FRACTION, "clean_depth": list(DR_CLEAN_DEPTH_RANGE),
+            "full_restore_fraction": DR_FULL_RESTORE_FRACTION,
             "noise_restored": list(DR_NOISE_RESTORED_RANGE)}
 
 
