@@ -295,6 +295,39 @@ def test_cli_takes_a_clean_limit_inside_the_training_range_and_refuses_one_outsi
         assert not target.exists()
 
 
+def test_a_network_conditioned_on_beam_and_noise_only_counts_without_a_clean_limit_and_refuses_one(
+        tmp_path, randomised, conditioned, capsys, cli_error):
+    import keras
+
+    from skyml.cta.models import save_model
+
+    _, meta = conditioned
+    old_cond = {k: v for k, v in meta["conditioning"].items()
+                if k not in ("clean_limit_ref_jy", "clean_limit_jy_range", "full_restore_fraction")}
+    old_cond["inputs"] = old_cond["inputs"][:2]
+    old_meta = dict(meta, conditioning=old_cond)
+    x, _ = pipeline.xy(randomised, "restored", P, 64)
+    keras.utils.set_random_seed(0)
+    old = models.build_cnn(P.n_bins, filters=2, dense=8, hist_mean=x[1].mean(0), hist_std=x[1].std(0), n_cond=2)
+    path = save_model(old, tmp_path / "m" / "radio_counts_cnn.keras", old_meta)
+    noise = float(np.sqrt(np.prod(old_cond["noise_rms_jy_range"])))
+    area = float(np.sqrt(np.prod(old_cond["beam_area_px_range"])))
+    image = np.tile(randomised["restored"][0], (2, 2))
+    fits_path = pipeline.write_restored_image(tmp_path / "in.fits", image, P, beam=_beam_of_area(area),
+                                              noise_rms_jy=noise)
+    out = tmp_path / "in.ecsv"
+    assert cli.main(["radio-counts", str(fits_path), "-o", str(out), "--model", str(path)]) == 0
+    capsys.readouterr()
+    table = QTable.read(out)
+    assert "clean_limit_jy" not in table.meta
+    np.testing.assert_allclose(table["counts"], pipeline.count_image(old, old_meta, image, table.meta["beam_area_px"],
+                                                                     noise)["counts"], rtol=1e-5)
+    target = tmp_path / "refused.ecsv"
+    cli_error(["radio-counts", str(fits_path), "-o", str(target), "--model", str(path), "--clean-limit", "0"],
+              "--clean-limit given", "not trained on a range of CLEAN limits")
+    assert not target.exists()
+
+
 def test_distribution_check_flags_noise_beyond_the_randomised_range(randomised, conditioned):
     _, meta = conditioned
     lo, hi = meta["training_range"]["noise_mad_jy"]
