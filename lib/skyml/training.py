@@ -37,7 +37,10 @@ Metadata outside the cache key (``install_metadata`` of :func:`train_cached`):
 keys derived from the training inputs (e.g. the range of inputs a network
 saw, against which its command flags an input) are computed when the model is
 installed and merged into the returned metadata and the installed sidecar, so
-that adding such a key does not retrain cached networks.
+that adding such a key does not retrain cached networks. Keys computed
+from the trained network itself (``model_metadata(model, metadata)``, e.g. a
+calibration of its outputs on simulations of its own) are merged the same way;
+the caller caches them.
 """
 
 from __future__ import annotations
@@ -309,12 +312,14 @@ def _adopt(path: Path, tmp: Path) -> None:
 
 
 def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, install_metadata=None,
-                 history_needed: bool = True):
+                 history_needed: bool = True, model_metadata=None):
     """Train with ``fit() -> (model, metadata, history)`` once per ``key``;
     returns (model, metadata, history, seconds of training or None if loaded).
     A full-profile model from a dirty work tree is refused before training.
     ``install_metadata() -> dict`` (optional): keys outside the cache key,
-    merged into the returned metadata and the installed sidecar.
+    merged into the returned metadata and the installed sidecar;
+    ``model_metadata(model, metadata) -> dict`` (optional): the same, computed
+    from the loaded network and its metadata (those keys included).
     ``history_needed=False``: the caller does not use the learning curve, so a
     published model whose sidecar has none may be adopted (:func:`adoptable_model`)."""
     from .cta import models
@@ -325,6 +330,8 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
         if published is not None and adoptable_model(profile, install_as, key) is None:
             model, metadata = models.load_model(published)
             extra = dict(install_metadata()) if install_metadata is not None else {}
+            if model_metadata is not None:
+                extra.update(model_metadata(model, {**metadata, **extra}))
             return model, {**metadata, "adopted_from": _adopted_from(published, metadata), **extra}, {}, None
     info = {}
     backup = backup_root() / f"{kind}-{cache.param_hash(kind, key)}"
@@ -354,6 +361,8 @@ def train_cached(kind: str, key: dict, fit, profile: str, install_as: str, insta
     model, metadata = models.load_model(folder / "model.keras")
     history = json.loads((folder / "history.json").read_text())
     extra = dict(install_metadata()) if install_metadata is not None else {}
+    if model_metadata is not None:
+        extra.update(model_metadata(model, {**metadata, **extra}))
     metadata = {**metadata, **extra}
     adopted = metadata.get("adopted_from") or {}
     if not (info.get("adopted") or (adopted.get("path") == f"data/models/{profile}/{install_as}"

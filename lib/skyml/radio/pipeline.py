@@ -23,6 +23,20 @@ the counts do not depend on the image mean; and the network is given the
 restoring beam's area and the block's robust noise (:func:`conditioning`),
 whose training ranges the sidecar records (``conditioning``); the command
 accepts a beam inside them and refuses one outside.
+
+**Field calibration** (:func:`field_calibration`). The network answers for
+one sub-image and its context block at a time: each answer is its best guess
+for that block, pulled towards the training sky's typical counts where one
+block says little (the faint bins), and summing the blocks of a field keeps
+that pull. A second, field-level stage removes it: on simulated fields of the
+test-field size, drawn like the training sky (both modification families,
+the nominal and randomised instruments, a split of their own), it fits per
+flux bin a straight line from the log of the network's summed counts per
+sub-image to the log of the true ones. The line's slope above 1 stretches the
+field's counts away from the training mean by what the whole field supports.
+The sidecar records the lines, the size of the fields they were fitted on
+and their cross-validated residual (the uncertainty the command states for
+calibrated counts).
 """
 
 from __future__ import annotations
@@ -71,15 +85,16 @@ def null_rms(pred_sub: np.ndarray, density: np.ndarray, extra_sub: np.ndarray | 
     return np.sqrt(np.mean(empty**2, axis=0))
 
 
-def counts_error(counts: np.ndarray, n_sub: int, metadata: dict) -> np.ndarray:
+def counts_error(counts: np.ndarray, n_sub: int, metadata: dict, rel_rms=None) -> np.ndarray:
     """The stated uncertainty of summed counts over ``n_sub`` sub-images: the
-    validation RMS relative residual times the counts and, where the model
+    validation RMS relative residual (or ``rel_rms``) times the counts and, where the model
     records it, the network's RMS answer per sub-image on source-free
     validation fields times ``n_sub`` (added in quadrature; taken as fully
     correlated between sub-images, since it is a bias of the network, not
     noise), so that counts from a source-free image are consistent with zero
     within it."""
-    rel = np.asarray(metadata["val_rel_rms"], np.float64) * np.asarray(counts, np.float64)
+    rel = np.asarray(metadata["val_rel_rms"] if rel_rms is None else rel_rms, np.float64) * np.asarray(counts,
+                                                                                                     np.float64)
     floor = metadata.get("val_null_rms")
     if floor is None:
         return np.abs(rel)
@@ -296,13 +311,139 @@ def predict_counts(model, scaler: models.TargetScaler, x: np.ndarray) -> np.ndar
     return scaler.inverse(models.predict(model, x))
 
 
+#: field calibration: version of its cache key and sidecar record, folds of its cross-validated residual,
+#: calibration skies simulated at once (of each instrument)
+CALIBRATION_VERSION = 1
+CALIBRATION_FOLDS = 5
+CALIBRATION_CHUNK = 8
+
+
+def nominal_instrument(params: sim.RadioSimParams, n: int, dtypes: dict | None = None) -> dict:
+    """The instrument keys of :data:`sim.INSTRUMENT_KEYS` for ``n`` fields of
+    the nominal instrument (its beam, scales 1, mean kept)."""
+    b = sim.beam_params(params)
+    nominal = {"beam_fwhm_major_px": b["fwhm_major_px"], "beam_fwhm_minor_px": b["fwhm_minor_px"],
+               "beam_bpa_deg": b["bpa_deg"], "beam_area_px": b["area_px"], "instrument_beam_scale": 1.0,
+               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False,
+               "instrument_clean_depth": 1.0, "instrument_noise_restored": 0.0}
+    dtypes = dtypes or {}
+    return {k: np.full(int(n), v, dtype=dtypes.get(k, np.asarray(v).dtype)) for k, v in nominal.items()}
+
+
+def calibration_fields(model, metadata: dict, params: sim.RadioSimParams, n_fields: int, npix: int,
+                       seed: int) -> dict:
+    """The network's summed counts (``pred``) and the true counts (``true``)
+    per field and bin on ``n_fields`` skies of the training families (split
+    ``calib``), each through the nominal and a randomised instrument
+    (``randomised``; ``sky``: the sky's index), ``npix``² px each, simulated
+    :data:`CALIBRATION_CHUNK` skies at a time so that memory stays bounded."""
+    scaler = scaler_from_metadata(metadata)
+    ctx = int(metadata["context_npix"])
+    out = {"pred": [], "true": [], "randomised": [], "sky": []}
+    for start in range(0, int(n_fields), CALIBRATION_CHUNK):
+        stop = min(start + CALIBRATION_CHUNK, int(n_fields))
+        for randomise in (False, True):
+            d = sim.simulate_fields(n_fields, seed, params, "calib", npix, SPLIT_FAMILIES["train"],
+                                    randomise=randomise, start=start, stop=stop)
+            if not randomise:
+                d = {**d, **nominal_instrument(params, stop - start)}
+            x, c = xy(d, "restored", params, ctx)
+            out["pred"].append(evaluation.per_field(predict_counts(model, scaler, x), stop - start))
+            out["true"].append(evaluation.per_field(c, stop - start))
+            out["randomised"].append(np.full(stop - start, randomise))
+            out["sky"].append(np.arange(start, stop))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def fit_field_calibration(pred: np.ndarray, true: np.ndarray, n_sub: int, groups=None,
+                          folds: int = CALIBRATION_FOLDS) -> dict:
+    """Per bin, the least-squares line log(true / n_sub) = intercept + slope ·
+    log(pred / n_sub) over fields of ``n_sub`` sub-images, and the RMS
+    relative residual per bin of the raw and of the calibrated counts, the
+    latter cross-validated: fitted without the fields of one of ``folds``
+    groups (``groups`` % ``folds``: a sky and its other instrument stay
+    together) and scored on them. A bin whose line does not lower that
+    residual below the raw counts' keeps its raw counts (slope 1, intercept
+    0; ``calibrated_bins`` false there, and its ``rel_rms_cv`` the raw one)."""
+    p = np.log(np.asarray(pred, np.float64) / n_sub)
+    t = np.log(np.maximum(np.asarray(true, np.float64), 0.5) / n_sub)
+    if p.shape != t.shape or p.ndim != 2 or len(p) < 3:
+        raise ValueError(f"need at least 3 fields of counts per bin, got {p.shape} and {t.shape}")
+
+    def lines(rows):
+        return np.array([np.polyfit(p[rows, b], t[rows, b], 1) for b in range(p.shape[1])])
+
+    fit = lines(slice(None))
+    g = np.arange(len(p)) if groups is None else np.asarray(groups)
+    cv = np.empty_like(p)
+    for k in range(int(folds)):
+        held = g % int(folds) == k
+        if held.all() or not held.any():
+            raise ValueError(f"{folds} folds need fields in every fold and outside it")
+        f = lines(~held)
+        cv[held] = f[:, 1] + f[:, 0] * p[held]
+    true_n = np.asarray(true, np.float64)
+    raw = evaluation.rms_over_fields(evaluation.relative_residual(np.asarray(pred, np.float64), true_n))
+    line = evaluation.rms_over_fields(evaluation.relative_residual(n_sub * np.exp(cv), true_n))
+    use = line < raw
+    return {"slope": np.where(use, fit[:, 0], 1.0).tolist(), "intercept": np.where(use, fit[:, 1], 0.0).tolist(),
+            "calibrated_bins": use.tolist(), "n_sub_per_field": int(n_sub), "rel_rms_raw": raw.tolist(),
+            "rel_rms_cv": np.where(use, line, raw).tolist()}
+
+
+def field_calibration(model, metadata: dict, params: sim.RadioSimParams, n_fields: int, npix: int,
+                      seed: int) -> dict:
+    """The restored-image network's field calibration (module text) from
+    :func:`calibration_fields` (cached by the network's SHA-256 and the
+    simulation) and :func:`fit_field_calibration`; the record a sidecar
+    already holds for the same network and fields is returned as it is."""
+    spec = {"n_skies": int(n_fields), "field_npix": int(npix), "seed": int(seed), "split": "calib",
+            "families": list(SPLIT_FAMILIES["train"]), "instruments": ["nominal", "randomised"],
+            "version": CALIBRATION_VERSION}
+    sha = metadata["keras_sha256"]
+    known = metadata.get("field_calibration")
+    if isinstance(known, dict) and known.get("spec") == spec and known.get("keras_sha256") == sha:
+        return known
+    from .. import cache
+
+    key = {**spec, "keras_sha256": sha, "sim": params.to_dict(), "randomise": sim.randomisation()}
+    arrays = cache.cached_arrays("radio_field_calibration", key,
+                                 lambda: calibration_fields(model, metadata, params, n_fields, npix, seed))
+    n_sub = (int(npix) // params.sub_npix) ** 2
+    return {"spec": spec, "keras_sha256": sha, "n_fields": int(len(arrays["pred"])),
+            **fit_field_calibration(arrays["pred"], arrays["true"], n_sub, groups=arrays["sky"])}
+
+
+def calibrate_counts(counts: np.ndarray, n_sub, calibration: dict) -> np.ndarray:
+    """Counts summed over ``n_sub`` sub-images (per row) through the lines of
+    :func:`field_calibration`."""
+    c, n = np.asarray(counts, np.float64), float(n_sub)
+    slope, intercept = (np.asarray(calibration[k], np.float64) for k in ("slope", "intercept"))
+    return n * np.exp(intercept + slope * np.log(np.maximum(c, 1e-12) / n))
+
+
+def calibrate_subimages(pred_sub: np.ndarray, n_fields: int, calibration: dict) -> np.ndarray:
+    """Per-sub-image counts of ``n_fields`` fields scaled per field and bin so
+    that each field's sum is :func:`calibrate_counts` of it."""
+    p = np.asarray(pred_sub, np.float64)
+    n_sub = len(p) // int(n_fields)
+    raw = evaluation.per_field(p, n_fields)
+    factor = calibrate_counts(raw, n_sub, calibration) / raw
+    return (p.reshape(int(n_fields), n_sub, -1) * factor[:, None, :]).reshape(p.shape)
+
+
 def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: int, seed: int,
                 params: sim.RadioSimParams, *, epochs: int = 10, batch_size: int = 32, patience: int = 4,
                 filters: int = 16, learning_rate: float = 1e-3, hist_noise: float = models.HIST_NOISE,
-                profile: str = "quick"):
+                profile: str = "quick", calibration: dict | None = None):
     """Train (or load) the CNN on ``kind`` images; returns (model, metadata,
     history, seconds or None if loaded). ``hist_noise``: the training noise
-    on the normalised context histogram (:func:`models.build_cnn`)."""
+    on the normalised context histogram (:func:`models.build_cnn`).
+    ``calibration`` (restored images only; ``n_fields``, ``npix``, ``seed``):
+    the network's :func:`field_calibration`, in its metadata and installed
+    sidecar as ``field_calibration``."""
+    if calibration is not None and kind != "restored":
+        raise ValueError("the field calibration is that of the restored-image network")
     key = {"kind": kind, "n_train_fields": int(n_train_fields), "train_npix": int(train_npix),
            "n_val_fields": int(n_val_fields), "seed": int(seed), "sim": params.to_dict(), "epochs": int(epochs),
            "batch_size": int(batch_size), "patience": int(patience), "filters": int(filters),
@@ -367,7 +508,10 @@ def train_model(kind: str, n_train_fields: int, train_npix: int, n_val_fields: i
         return model, meta, history
 
     install = CNN_FILE if kind == "restored" else SKYMODEL_CNN_FILE
-    return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
+    if calibration is None:
+        return train_cached(f"radio_cnn_{kind}", key, fit, profile, install)
+    return train_cached(f"radio_cnn_{kind}", key, fit, profile, install, model_metadata=lambda model, meta: {
+        "field_calibration": field_calibration(model, meta, params, **calibration)})
 
 
 def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimParams, npix: int) -> dict:
@@ -378,13 +522,8 @@ def with_randomised(split: str, n_fields: int, seed: int, params: sim.RadioSimPa
     plain = fields(split, n_fields, seed, params, npix)
     rand = fields(split, n_fields, seed, params, npix, randomise=True)
     n = len(plain["density"])
-    b = sim.beam_params(params)
-    nominal = {"beam_fwhm_major_px": b["fwhm_major_px"], "beam_fwhm_minor_px": b["fwhm_minor_px"],
-               "beam_bpa_deg": b["bpa_deg"], "beam_area_px": b["area_px"], "instrument_beam_scale": 1.0,
-               "instrument_stretch": 1.0, "instrument_noise_scale": 1.0, "instrument_mean_removed": False,
-               "instrument_clean_depth": 1.0, "instrument_noise_restored": 0.0}
     plain = {**{k: np.asarray(v) for k, v in plain.items()},
-             **{k: np.full(n, v, dtype=np.asarray(rand[k]).dtype) for k, v in nominal.items()}}
+             **nominal_instrument(params, n, {k: np.asarray(v).dtype for k, v in rand.items()})}
     return {k: np.concatenate([plain[k], np.asarray(rand[k])]) for k in rand}
 
 
@@ -423,9 +562,10 @@ def train_selected(kind: str, hist_noise_grid, n_train_fields: int, train_npix: 
     """:func:`train_model` for every context-histogram noise in
     ``hist_noise_grid``; keeps the network with the lowest validation loss
     (the first of equals), which is also the one installed for
-    ``skyml radio-counts``. Returns (model, metadata, history, seconds or None
-    if loaded, candidates) with ``candidates`` a list of (hist_noise, epochs,
-    best validation loss)."""
+    ``skyml radio-counts``, with its ``calibration`` (:func:`train_model`).
+    Returns (model, metadata, history, seconds or None if loaded, candidates)
+    with ``candidates`` a list of (hist_noise, epochs, best validation loss)."""
+    calibration = kwargs.pop("calibration", None)
     grid = [float(v) for v in hist_noise_grid]
     if not grid:
         raise ValueError("hist_noise_grid is empty: give at least one context-histogram noise")
@@ -436,7 +576,7 @@ def train_selected(kind: str, hist_noise_grid, n_train_fields: int, train_npix: 
         candidates.append((noise, len(history["val_loss"]), float(min(history["val_loss"]))))
     best = grid[int(np.argmin([c[2] for c in candidates]))]
     model, meta, history, seconds = train_model(kind, n_train_fields, train_npix, n_val_fields, seed, params,
-                                                hist_noise=best, **kwargs)
+                                                hist_noise=best, calibration=calibration, **kwargs)
     return model, meta, history, seconds, candidates
 
 
@@ -457,8 +597,11 @@ def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | 
     block (finite pixels) as second input, and the conditioning scalars of
     its block where the model takes them (:func:`conditioning`); sub-images with
     NaN pixels are left out, and so are blocks with fewer than half their
-    pixels finite. The predictions are summed. Returns ``counts``,
-    ``counts_err`` (:func:`counts_error`), ``n_tiles``, ``n_tiles_skipped``, ``area_sr`` and
+    pixels finite. The predictions are summed and, where the sidecar holds a
+    ``field_calibration``, calibrated (:func:`calibrate_counts`; ``counts_raw``
+    the sum before). Returns ``counts``, ``counts_err`` (:func:`counts_error`,
+    with the calibration's cross-validated residual where it applies),
+    ``n_tiles``, ``n_tiles_skipped``, ``area_sr``, ``calibrated`` and
     ``distribution`` (:func:`distribution_check` of the blocks used)."""
     sub, ctx = int(metadata["sub_npix"]), int(metadata["context_npix"])
     img = np.asarray(image, np.float64)
@@ -494,9 +637,12 @@ def count_image(model, metadata: dict, image: np.ndarray, beam_area_px: float | 
     x = [models.as_input(tiles, scale), np.asarray(hists, np.float32)]
     if cond_meta is not None:
         x.append(np.asarray(conds, np.float32))
-    n = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
+    raw = predict_counts(model, scaler_from_metadata(metadata), x).sum(0)
+    calib = metadata.get("field_calibration")
+    n = raw if calib is None else calibrate_counts(raw, len(tiles), calib)
+    err = counts_error(n, len(tiles), metadata, None if calib is None else calib["rel_rms_cv"])
     pixel_sr = (float(metadata["pixel_arcsec"]) / 3600.0 * np.pi / 180.0) ** 2
-    return {"counts": n, "counts_err": counts_error(n, len(tiles), metadata), "n_tiles": len(tiles),
+    return {"counts": n, "counts_raw": raw, "calibrated": calib is not None, "counts_err": err, "n_tiles": len(tiles),
             "n_tiles_skipped": n_skipped, "area_sr": float(len(tiles) * sub * sub * pixel_sr),
             "distribution": distribution_check(used, metadata)}
 
@@ -651,10 +797,20 @@ def counts_table(result: dict, metadata: dict):
         len(table), dtype=bool)
     table["out_of_distribution"].description = ("the input's noise or pixel histogram lies outside the range "
                                                 "the network was trained on (masked: no range recorded)")
-    table["counts"].description = "sources per flux bin in the counted area (sum over sub-images)"
-    table["counts_err"].description = ("validation RMS relative residual of the bin times the counts, in "
-                                       "quadrature with the network's RMS answer on source-free validation "
-                                       "fields times the number of sub-images (where the model records it)")
+    calibrated = bool(result.get("calibrated"))
+    table["counts"].description = ("sources per flux bin in the counted area (sum over sub-images"
+                                   + (", through the model's field calibration)" if calibrated else ")"))
+    table["counts_err"].description = (("cross-validated RMS relative residual of the field calibration"
+                                        if calibrated else "validation RMS relative residual")
+                                       + " of the bin times the counts, in quadrature with the network's RMS "
+                                       "answer on source-free validation fields times the number of sub-images "
+                                       "(where the model records it)")
+    if calibrated:
+        table["counts_uncalibrated"] = np.asarray(result["counts_raw"], np.float64)
+        table["counts_uncalibrated"].description = "the network's summed counts before the field calibration"
+        calib = metadata["field_calibration"]
+        table.meta["field_calibration"] = {"field_npix": calib["spec"]["field_npix"],
+                                           "n_sub_per_field": calib["n_sub_per_field"]}
     table["s_mid"].description = "geometric bin centre"
     table["x_below_threshold"].description = "5 sigma detection threshold / s_mid"
     table["euclidean"].description = "s_mid^2.5 dN/dS"

@@ -99,7 +99,7 @@ from .. import cache, parallel
 from . import counts as cl
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029, "test_unseen": 3_000_017, "null": 4_000_037,
-                "test_shifted": 5_000_011}
+                "test_shifted": 5_000_011, "calib": 6_000_023}
 #: with thinning, ceil(n_fields / THIN_PERIOD) fields without sources and as many with a density
 #: scaled by 10**U(log10 THIN_RANGE) follow the n_fields fields of full density
 THIN_PERIOD = 8
@@ -546,12 +546,15 @@ def thinning_factors(n_fields: int, seed: int, split: str) -> np.ndarray:
 
 
 def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str, npix: int,
-                    families=("alpha_s0",), thinning: bool = False, randomise: bool = False) -> dict[str, np.ndarray]:
+                    families=("alpha_s0",), thinning: bool = False, randomise: bool = False,
+                    start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
     """``n_fields`` fields (and with ``thinning`` the thinned fields after
     them: see the module text), each with its own modification: ``family``
     (index into :data:`skyml.radio.counts.FAMILIES`, cycling through
     ``families``), ``p1``, ``p2``, ``density`` (the source-density factor),
-    images, true counts and ``expected`` counts per bin.
+    images, true counts and ``expected`` counts per bin. ``start``/``stop``:
+    only the fields ``start`` to ``stop`` (exclusive) of that list, the same
+    arrays as the slice of the whole set (for sets too large to hold at once).
 
     The fields run through :func:`skyml.parallel.map_items`, in this process
     or on dask workers; every field has its own random generator, so the
@@ -562,6 +565,9 @@ def simulate_fields(n_fields: int, seed: int, params: RadioSimParams, split: str
     for i in range(len(density)):
         family = families[i % len(families)]
         items.append((i, family, *draw_parameters(rng, params, family), float(density[i])))
+    items = items[int(start):None if stop is None else int(stop)]
+    if not items:
+        raise ValueError(f"no fields in [{start}, {stop}) of {len(density)}")
     fields = parallel.map_items(_simulate_item, items, desc=f"simulating radio fields ({split})",
                                 base_seed=seed, params=params, split=split, npix=npix, randomise=bool(randomise))
     area = npix**2 * params.pixel_sr
