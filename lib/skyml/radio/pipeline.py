@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import cache
 from ..training import train_cached
 from . import evaluation, models
 from . import simulate as sim
@@ -404,8 +405,6 @@ def field_calibration(model, metadata: dict, params: sim.RadioSimParams, n_field
     known = metadata.get("field_calibration")
     if isinstance(known, dict) and known.get("spec") == spec and known.get("keras_sha256") == sha:
         return known
-    from .. import cache
-
     key = {**spec, "keras_sha256": sha, "sim": params.to_dict(), "randomise": sim.randomisation()}
     arrays = cache.cached_arrays("radio_field_calibration", key,
                                  lambda: calibration_fields(model, metadata, params, n_fields, npix, seed))
