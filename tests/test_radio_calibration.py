@@ -147,6 +147,14 @@ def test_count_image_and_the_command_apply_the_calibration(tmp_path, calibrated,
     np.testing.assert_allclose(table["counts_uncalibrated"], got["counts_raw"], rtol=1e-5)
     assert table.meta["field_calibration"]["field_npix"] == 128
     assert "field calibration" in table["counts_err"].description
+    assert "fewer than" not in capsys.readouterr().err
+    # an image smaller than the calibration fields is counted, with a warning
+    small = pipeline.write_restored_image(tmp_path / "small.fits", image[:64, :64], P,
+                                          beam={"bmaj_deg": g, "bmin_deg": g, "bpa_deg": 0.0}, noise_rms_jy=noise)
+    assert cli.main(["radio-counts", str(small), "-o", str(tmp_path / "small.ecsv"), "--model", str(path),
+                     "--clean-limit", str(limit)]) == 0
+    err = capsys.readouterr().err
+    assert "1 sub-images, fewer than the 4 of the fields" in err
 
 
 def test_train_cached_merges_keys_computed_from_the_loaded_network(tmp_path, monkeypatch):

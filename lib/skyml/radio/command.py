@@ -12,6 +12,8 @@ states errors that hold its answer on noise, so such counts are consistent
 with zero within ``counts_err``; a network trained without them returns on
 noise counts that its stated errors (a relative residual times the counts)
 cannot make consistent with zero, so with such a model the image is refused.
+Counts through the model's field calibration from an image with fewer
+sub-images than the fields it was fitted on come with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -107,6 +109,12 @@ def counts_process(state: State, source: Path, target: Path) -> str:
     if noise_only:
         print(f"skyml radio-counts: warning: {source}: the image is consistent with source-free noise "
               f"({noise_numbers}); the counts should be read as consistent with zero within counts_err",
+              file=sys.stderr)
+    calib = metadata.get("field_calibration") if result.get("calibrated") else None
+    if calib is not None and result["n_tiles"] < int(calib["n_sub_per_field"]):
+        print(f"skyml radio-counts: warning: {source}: {result['n_tiles']} sub-images, fewer than the "
+              f"{calib['n_sub_per_field']} of the fields the counts' field calibration was fitted on; its stretch of "
+              "the faint bins may exceed what this image supports (counts_uncalibrated holds the network's sum)",
               file=sys.stderr)
     dist = result["distribution"]
     table.meta.update({"out_of_distribution": dist["out_of_distribution"], "ood_reason": dist["reason"],
