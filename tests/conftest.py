@@ -41,3 +41,29 @@ def cli_error(capsys):
             assert fragment in err, err
 
     return run
+
+
+def small_radio_network(fields: dict, context_npix: int = 64):
+    """A small untrained restored-image counts network with the conditioning
+    input, built on randomised radio ``fields`` of the default
+    :class:`skyml.radio.simulate.RadioSimParams`, and its sidecar keys."""
+    import keras
+
+    from skyml.radio import models, pipeline
+    from skyml.radio import simulate as sim
+
+    p = sim.RadioSimParams()
+    keras.utils.set_random_seed(0)
+    x, c = pipeline.xy(fields, "restored", p, context_npix)
+    model = models.build_cnn(p.n_bins, filters=2, dense=8, hist_mean=x[1].mean(0), hist_std=x[1].std(0),
+                             n_cond=pipeline.N_COND)
+    beam = sim.beam_params(p)
+    meta = {"task": "radio-counts", "image_kind": "restored", "profile": "quick", "input_scale_jy": p.noise_rms_jy,
+            "target_scaler": models.TargetScaler.fit(c).to_dict(), "edges_jy": p.edges_jy.tolist(),
+            "threshold_jy": p.threshold_jy, "noise_rms_jy": p.noise_rms_jy, "pixel_arcsec": p.pixel_arcsec,
+            "sub_npix": p.sub_npix, "context_npix": context_npix, "bmaj_deg": beam["bmaj_deg"],
+            "bmin_deg": beam["bmin_deg"], "bpa_deg": beam["bpa_deg"], "val_rel_rms": [0.1] * p.n_bins,
+            "level": {"method": pipeline.LEVEL_METHOD},
+            "training_range": pipeline.training_range(fields["restored"], p.noise_rms_jy, level=True),
+            **pipeline.conditioning_metadata(fields, p)}
+    return model, meta

@@ -12,8 +12,10 @@ import pytest
 from astropy.table import QTable
 
 from skyml import cli
-from skyml.radio import evaluation, models, pipeline
+from skyml.radio import evaluation, pipeline
 from skyml.radio import simulate as sim
+
+from conftest import small_radio_network
 
 P = sim.RadioSimParams()
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
@@ -72,25 +74,12 @@ def test_cross_validation_keeps_a_sky_and_its_other_instrument_together():
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """A small untrained conditioned network, saved, with its field calibration on six 64-px skies."""
-    import keras
-
+    """A small untrained conditioned network, saved, with its field calibration on six 128-px skies."""
     from skyml import paths
     from skyml.cta.models import load_model, save_model
 
-    keras.utils.set_random_seed(0)
     train = sim.simulate_fields(12, 3, P, "train", 64, ("alpha_s0", "broken"), thinning=True, randomise=True)
-    x, c = pipeline.xy(train, "restored", P, 64)
-    model = models.build_cnn(P.n_bins, filters=2, dense=8, hist_mean=x[1].mean(0), hist_std=x[1].std(0),
-                             n_cond=pipeline.N_COND)
-    beam = sim.beam_params(P)
-    meta = {"task": "radio-counts", "image_kind": "restored", "profile": "quick", "input_scale_jy": P.noise_rms_jy,
-            "target_scaler": models.TargetScaler.fit(c).to_dict(), "edges_jy": P.edges_jy.tolist(),
-            "threshold_jy": P.threshold_jy, "noise_rms_jy": P.noise_rms_jy, "pixel_arcsec": P.pixel_arcsec,
-            "sub_npix": P.sub_npix, "context_npix": 64, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
-            "bpa_deg": beam["bpa_deg"], "val_rel_rms": [0.1] * P.n_bins, "level": {"method": pipeline.LEVEL_METHOD},
-            "training_range": pipeline.training_range(train["restored"], P.noise_rms_jy, level=True),
-            **pipeline.conditioning_metadata(train, P)}
+    model, meta = small_radio_network(train)
     folder = tmp_path_factory.mktemp("m")
     model, meta = load_model(save_model(model, folder / "bare.keras", meta))
     with pytest.MonkeyPatch.context() as mp:

@@ -12,6 +12,8 @@ from skyml import cli
 from skyml.radio import models, pipeline
 from skyml.radio import simulate as sim
 
+from conftest import small_radio_network
+
 P = sim.RadioSimParams()
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 
@@ -93,22 +95,7 @@ def test_randomised_noise_fields_have_the_drawn_rms_and_beam():
 @pytest.fixture(scope="module")
 def conditioned(randomised):
     """A small untrained network with the conditioning input and its sidecar keys."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x, c = pipeline.xy(randomised, "restored", P, 64)
-    model = models.build_cnn(P.n_bins, filters=2, dense=8, hist_mean=x[1].mean(0), hist_std=x[1].std(0),
-                             n_cond=pipeline.N_COND)
-    beam = sim.beam_params(P)
-    meta = {"task": "radio-counts", "image_kind": "restored", "profile": "quick", "input_scale_jy": P.noise_rms_jy,
-            "target_scaler": models.TargetScaler.fit(c).to_dict(), "edges_jy": P.edges_jy.tolist(),
-            "threshold_jy": P.threshold_jy, "noise_rms_jy": P.noise_rms_jy, "pixel_arcsec": P.pixel_arcsec,
-            "sub_npix": P.sub_npix, "context_npix": 64, "bmaj_deg": beam["bmaj_deg"], "bmin_deg": beam["bmin_deg"],
-            "bpa_deg": beam["bpa_deg"], "val_rel_rms": [0.1] * P.n_bins,
-            "level": {"method": pipeline.LEVEL_METHOD},
-            "training_range": pipeline.training_range(randomised["restored"], P.noise_rms_jy, level=True),
-            **pipeline.conditioning_metadata(randomised, P)}
-    return model, meta
+    return small_radio_network(randomised)
 
 
 def test_counts_do_not_depend_on_the_image_mean(randomised, conditioned):
