@@ -230,3 +230,23 @@ def test_readout_is_chosen_on_pooled_validation_f1(monkeypatch):
     assert set(only) == {"plain", "chosen"}
     with pytest.raises(ValueError, match="unknown read-out"):
         pipeline.validation_readouts(None, "unet_log", sets, SurveyParams(), 0.1, 0.1, readouts=("mirror",))
+
+
+def test_randomised_cedirnet_trains_on_the_randomised_sky_from_the_nominal_cedirnet(monkeypatch):
+    keys = _fit_uncached(monkeypatch)
+    p = SurveyParams(npix=128)
+    kw = dict(crop_px=64, crops_per_patch=2, epochs=1, filters=4, depth=2, batch_size=2, patience=1)
+    init = models.build_cedirnet(simulate.N_BINS, 4, 2)
+    model, meta, _, _ = pipeline.train_model("cedirnet_dr", 1, 1, 0, p, init_model=init, psf_tails=True,
+                                             learning_rate=0.0, **kw)
+    for w, w0 in zip(model.trainable_weights, init.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(w), np.asarray(w0))
+    # the vote field of CeDiRNet, on the randomised sky with tails, its input over the local background
+    assert model.output_shape[-1] == 3 and meta["normalise"] == "local"
+    assert SurveyParams.from_dict(keys[-1]["sim"]).randomises_tail
+    assert pipeline.input_mode("cedirnet_dr") == ("log", "local") and pipeline.is_cedirnet("cedirnet_dr")
+    # its detections come from the centre-direction read-out, and a U-Net's start does not fit it
+    det, _, out = pipeline.detect_patches(model, "cedirnet_dr", np.zeros((1, 3, 64, 64), np.float32), p, 0.5)
+    assert out.shape == (1, 64, 64, 3) and len(det["x_pix"]) == 0
+    with pytest.raises(ValueError, match="do not fit"):
+        pipeline.train_model("cedirnet_dr", 1, 1, 0, p, init_model=models.build_unet(simulate.N_BINS, 4, 2), **kw)

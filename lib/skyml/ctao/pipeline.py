@@ -12,7 +12,9 @@ sky, on domain-randomised patches, :func:`skyml.ctao.simulate.randomised_params`
 with its input divided by a local background estimate,
 :func:`skyml.ctao.simulate.local_background`, instead of the mean IRF background;
 notebook 06 trains it on skies with PSF tails, starting from the nominal U-Net's
-weights: ``psf_tails`` and ``init_model`` of :func:`train_model`).
+weights: ``psf_tails`` and ``init_model`` of :func:`train_model`) and
+``ctao_cedirnet_dr.keras`` (``cedirnet_dr``: CeDiRNet trained the same way,
+from the nominal CeDiRNet's weights).
 
 Each installed sidecar records the range of the training inputs
 (:func:`training_range`: the background level per energy bin,
@@ -37,21 +39,29 @@ from .simulate import SurveyParams
 
 TASK = "ctao-detect"
 FILES = {"unet_log": "ctao_unet.keras", "unet_log_noscale": "ctao_unet_noscale.keras",
-         "cedirnet": "ctao_cedirnet.keras", "unet_log_dr": "ctao_unet_dr.keras"}
+         "cedirnet": "ctao_cedirnet.keras", "unet_log_dr": "ctao_unet_dr.keras",
+         "cedirnet_dr": "ctao_cedirnet_dr.keras"}
+#: the networks trained on the domain-randomised sky, with their input divided by a local background
+RANDOMISED = ("unet_log_dr", "cedirnet_dr")
+
+
+def is_cedirnet(kind: str) -> bool:
+    """Whether ``kind`` is a centre-direction network (three output channels, its own read-out)."""
+    return kind in ("cedirnet", "cedirnet_dr")
 
 
 def input_mode(kind: str) -> tuple[str, str]:
     """(scaling, normalise) of the network input of ``kind`` (:func:`skyml.ctao.simulate.network_input`)."""
-    return ("linear" if kind == "unet_log_noscale" else "log", "local" if kind == "unet_log_dr" else "mean")
+    return ("linear" if kind == "unet_log_noscale" else "log", "local" if kind in RANDOMISED else "mean")
 
 
 def training_params(kind: str, p: SurveyParams, psf_tails: bool = False) -> SurveyParams:
-    """The simulation a network of ``kind`` is trained on: randomised for ``unet_log_dr`` (with PSF
+    """The simulation a network of ``kind`` is trained on: randomised for :data:`RANDOMISED` (with PSF
     tails drawn per patch where ``psf_tails``; :func:`skyml.ctao.simulate.randomised_params`), else ``p``."""
-    if kind == "unet_log_dr":
+    if kind in RANDOMISED:
         return simulate.randomised_params(p, psf_tails=psf_tails)
     if psf_tails:
-        raise ValueError(f"psf_tails is an option of the randomised sky of 'unet_log_dr', not of {kind!r}")
+        raise ValueError(f"psf_tails is an option of the randomised skies of {RANDOMISED}, not of {kind!r}")
     return p
 
 
@@ -88,7 +98,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
     if fresh_crops:
         key["crops"] = "per_epoch_dihedral"
     if loss != "bce_dice":
-        if kind == "cedirnet" or loss not in models.UNET_LOSSES:
+        if is_cedirnet(kind) or loss not in models.UNET_LOSSES:
             raise ValueError(f"loss {loss!r} is not a U-Net loss for {kind!r}; choose from {tuple(models.UNET_LOSSES)}")
         key["loss"] = loss
     if reduce_lr_patience is not None:
@@ -117,7 +127,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
         train = simulate.load_patches(n_train, seed, p, "train")
         val = simulate.load_patches(n_val, seed, p, "val")
         xv, maskv, direcv = inputs(val, seed + 1)
-        target = 2 if kind == "cedirnet" else 1
+        target = 2 if is_cedirnet(kind) else 1
         if fresh_crops:
             background = None if normalise == "mean" else simulate.local_background(train["counts"])
 
@@ -132,7 +142,7 @@ def train_model(kind: str, n_train: int, n_val: int, seed: int, p: SurveyParams,
             x, y, n_crops = crops[0], crops[target], len(crops[0])
         yv = (xv, maskv, direcv)[target]
         keras.utils.set_random_seed(int(seed))
-        if kind == "cedirnet":
+        if is_cedirnet(kind):
             model = models.build_cedirnet(simulate.N_BINS, filters, depth, learning_rate)
         else:
             model = models.build_unet(simulate.N_BINS, filters, depth, learning_rate, name=f"asid_{kind}",
@@ -275,7 +285,7 @@ def detect_patches(model, kind: str, counts: np.ndarray, p: SurveyParams, thresh
     scaling, normalise = input_mode(kind)
     out, sec = predict(model, counts, p, scaling, normalise=normalise, dihedral=dihedral)
     t0 = time.perf_counter()
-    det = detect.detect_all(out, "cedirnet" if kind == "cedirnet" else "log", threshold, **kwargs)
+    det = detect.detect_all(out, "cedirnet" if is_cedirnet(kind) else "log", threshold, **kwargs)
     return det, sec + (time.perf_counter() - t0) / len(counts), out
 
 
