@@ -135,9 +135,9 @@ def test_survey_and_radio_comparisons_show_their_intervals():
     """The randomised U-Net against the TS map and the radio CNN's shifted-over-nominal ratio, when not met, are
     followed by the paired difference and the ratio with their intervals."""
     ctao = {"f1_above_sens_unet_log_dr": 0.82, "f1_above_sens_tsmap": 0.827,
-            "f1_above_sens_unet_log_dr_minus_tsmap": -0.007, "f1_above_sens_unet_log_dr_minus_tsmap_ci68": [-0.02, 0.004]}
+            "f1_above_sens_randomised_minus_tsmap": -0.007, "f1_above_sens_randomised_minus_tsmap_ci68": [-0.02, 0.004]}
     lines = goals.conclusion("06_ctao_survey_detection", ctao, only_unmet=True)
-    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: randomised U-Net minus TS map, F1 above"))
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: randomised network minus TS map, F1 above"))
     assert "measured -0.007 [-0.02, 0.004], goal ≥ 0" in lines[i]
     assert lines[i + 1:i + 3] == ["    randomised U-Net: 0.82", "    TS map: 0.827"]
     radio = {"counts_rel_residual_shifted": 0.33, "counts_rel_residual": 0.218,
