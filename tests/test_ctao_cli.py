@@ -94,6 +94,58 @@ def test_ctao_detect_dihedral_readout(tmp_path, cube_path, models, capsys):
         np.testing.assert_allclose(np.sort(np.asarray(table["x_pix"])), np.sort(x_pix), atol=1e-6)
 
 
+def test_ctao_detect_reads_a_vote_field_through_its_centre_heat(tmp_path, cube_path, capsys):
+    """A centre-direction network (three output channels) is read through the peaks of its centre heat map, at
+    the randomised network's threshold by default, as given (no --dihedral), with its local-background input."""
+    import keras
+
+    from skyml.cta.models import save_model
+    from skyml.ctao import command, detect
+    from skyml.ctao.models import build_cedirnet
+    from skyml.ctao.pipeline import predict, read_counts_cube
+
+    keras.utils.set_random_seed(1)
+    path = save_model(build_cedirnet(3, filters=2, depth=2), tmp_path / "cedirnet_dr.keras",
+                      {"task": "ctao-detect", "sim_params": P.to_dict(), "scaling": "log", "normalise": "local",
+                       "profile": "quick"})
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    counts, _, _ = read_counts_cube(cube_path, P.binsz_deg)
+    field = predict(model, counts[None], P, "log", batch_size=1, normalise="local")[0][0]
+    heat = detect.centre_heatmap(field)
+    threshold = float(np.quantile(heat, 0.995))
+    for given in (None, threshold):
+        out = tmp_path / f"{given}.ecsv"
+        argv = ["ctao-detect", str(cube_path), "-o", str(out), "--model", str(path), "--network", "randomised"]
+        assert cli.main(argv + (["--threshold", str(given)] if given else [])) == 0
+        capsys.readouterr()
+        table = QTable.read(out)
+        thr = command.RANDOMISED_THRESHOLD if given is None else given
+        assert table.meta["thresh"] == thr and table.meta["dihedral"] is False
+        assert "heat" in table.colnames and "probability" not in table.colnames
+        _, _, score = detect.cedirnet_positions(field, threshold=thr)
+        np.testing.assert_allclose(np.sort(np.asarray(table["heat"])), np.sort(score), rtol=1e-5)
+    assert len(score) > 0  # the run at the given threshold found peaks
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "d.ecsv"), "--model", str(path),
+                       "--dihedral"], "--dihedral: only for a U-Net")
+    assert not (tmp_path / "d.ecsv").exists()
+
+
+def test_ctao_detect_randomised_network_is_notebook_06s_choice(tmp_path, cube_path, capsys):
+    """--network randomised loads the randomised network notebook 06 chose on validation, and its default
+    threshold is that notebook's validation choice for it."""
+    from skyml import results
+    from skyml.ctao import command
+
+    metrics = results.read_metrics("06_ctao_survey_detection", "full")
+    assert metrics["randomised_network_is_cedirnet"] == 1.0 and command.CTAO_RANDOMISED.file_name == "ctao_cedirnet_dr.keras"
+    assert command.RANDOMISED_THRESHOLD == pytest.approx(metrics["threshold_cedirnet_dr"], rel=1e-3)
+    out = tmp_path / "s.ecsv"
+    assert cli.main(["ctao-detect", str(cube_path), "-o", str(out), "--profile", "full", "--network", "randomised"]) == 0
+    capsys.readouterr()
+    table = QTable.read(out)
+    assert table.meta["model"].endswith("ctao_cedirnet_dr.keras") and "heat" in table.colnames
+
+
 def test_ctao_detect_bad_inputs(tmp_path, cube_path, models, capsys):
     out = str(tmp_path / "s.ecsv")
     model = ["--model", str(models[0])]

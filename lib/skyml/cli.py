@@ -690,26 +690,34 @@ file_command(
 )
 
 file_command(
-    "ctao-detect", "detect sources in a CTAO survey counts cube (3 energy bins, 0.02° pixels) with the U-Net + LoG",
-    """Detect sources in a CTAO Galactic-plane-survey counts cube with the
-    U-Net of notebook 06 (log1p(counts) input) and scikit-image blob_log on
-    its probability map. The network is fully convolutional: any map of at
+    "ctao-detect", "detect sources in a CTAO survey counts cube (3 energy bins, 0.02° pixels) with a network of notebook 06",
+    """Detect sources in a CTAO Galactic-plane-survey counts cube with a
+    network of notebook 06: by default its U-Net (log1p(counts) input) and
+    scikit-image blob_log on its probability map; with --network randomised
+    its network for any plausible sky (a CeDiRNet trained on randomised
+    instruments and skies, its input divided by a local background; the
+    better choice for a cube from another instrument or sky) and the peaks of
+    its centre heat map. The networks are fully convolutional: any map of at
     least 16×16 px works (up to the size limit). The source list has glon,
-    glat, ra, dec [deg], probability, the input pixel (x_pix, y_pix) and
-    out_of_distribution (the cube's background level in an energy bin lies
-    outside the range of the training patches recorded with the model; a
-    one-line warning is printed too). --dihedral averages the probability
-    maps of the cube's 8 rotations and flips, --no-dihedral reads the cube
-    as given; by default it is read as notebook 06 chose on its validation
-    patches.""",
+    glat, ra, dec [deg], probability (the U-Net) or heat (the CeDiRNet), the
+    input pixel (x_pix, y_pix) and out_of_distribution (the cube's background
+    level in an energy bin lies outside the range of the training patches
+    recorded with the model; a one-line warning is printed too). --dihedral
+    averages the U-Net's probability maps of the cube's 8 rotations and
+    flips, --no-dihedral reads the cube as given; by default it is read as
+    notebook 06 chose on its validation patches.""",
     "WCS counts cube (gammapy Map) with the energy bins 0.07-0.788-8.88-100 TeV and 0.02° pixels",
     ".ecsv", "source list (ECSV, or FITS with a .fits suffix)", "_sources.ecsv", "skyml.ctao.command:detect",
     options=(
-        arg("--threshold", type=float, default=0.5,
-            help="probability threshold of a LoG blob (default: 0.5; notebook 06 reports the validation choice)"),
+        arg("--network", choices=("unet", "randomised"), default="unet",
+            help="unet: the U-Net of the nominal survey (default); randomised: the CeDiRNet trained on "
+                 "domain-randomised instruments and skies, for cubes unlike the nominal survey"),
+        arg("--threshold", type=float, default=None,
+            help="score threshold: of a LoG blob's probability (U-Net; default 0.5) or of the centre heat "
+                 "(CeDiRNet; default: notebook 06's validation choice for its randomised CeDiRNet)"),
         arg("--dihedral", action=argparse.BooleanOptionalAction, default=None,
-            help="average the probability maps of the cube's 8 rotations by 90 degrees and flips (8 times the "
-                 "work), or not; default: notebook 06's choice for the U-Net"),
+            help="average the U-Net's probability maps of the cube's 8 rotations by 90 degrees and flips (8 "
+                 "times the work), or not; default: notebook 06's choice for the U-Net"),
     ),
 )
 
