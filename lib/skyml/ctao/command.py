@@ -41,7 +41,7 @@ UNET_DIHEDRAL = True
 UNET_THRESHOLD = 0.5
 #: the default threshold of a vote field's centre heat: notebook 06's validation choice for its randomised CeDiRNet
 #: (results key ``threshold_cedirnet_dr``, which a test holds this to)
-RANDOMISED_THRESHOLD = 0.0954
+RANDOMISED_THRESHOLD = 0.0951
 
 CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
 CTAO_RANDOMISED = TrainedModel("ctao_cedirnet_dr.keras", "06",
