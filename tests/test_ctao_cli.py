@@ -188,6 +188,12 @@ def test_ctao_detect_missing_model(tmp_path, cube_path, capsys, monkeypatch):
     monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
     run_error(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "s.ecsv")], "model not found",
               "notebook 06", "--only 06")
+    # the randomised CeDiRNet comes from the full profile's run only: the quick profile is told to use it
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "s.ecsv"), "--network", "randomised"],
+              "model not found", "in the full profile only: use --profile full")
+    run_error(capsys, ["ctao-detect", str(cube_path), "-o", str(tmp_path / "s.ecsv"), "--network", "randomised",
+                       "--profile", "full"], "model not found", "python run_all.py --profile full --only 06")
+    assert not (tmp_path / "s.ecsv").exists()
 
 
 def _image(path, data, with_wcs=True):

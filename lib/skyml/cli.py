@@ -306,13 +306,14 @@ class LoadedModel:
 @dataclass(frozen=True)
 class TrainedModel:
     """A model file of the notebooks: its file name under ``models_dir(profile)``,
-    the notebook that trains it, and the ``"task"`` its metadata records
-    (:mod:`skyml.cta.pipeline`)."""
+    the notebook that trains it, the ``"task"`` its metadata records
+    (:mod:`skyml.cta.pipeline`) and the profiles whose run trains it."""
 
     file_name: str
     notebook: str  # number prefix, e.g. "02"
     description: str
     task: str
+    profiles: tuple[str, ...] = ("quick", "full")
 
 
 def model_path(trained: TrainedModel, args: argparse.Namespace) -> Path:
@@ -326,6 +327,11 @@ def model_path(trained: TrainedModel, args: argparse.Namespace) -> Path:
             raise CommandError(f"model file not found: {path} (given with --model)")
         return path
     path = paths.models_dir(args.profile) / trained.file_name
+    if not path.is_file() and args.profile not in trained.profiles:
+        raise CommandError(
+            f"{trained.description} model not found: {path}; notebook {trained.notebook} trains it in the "
+            f"{' and '.join(trained.profiles)} profile only: use --profile {trained.profiles[0]}"
+        )
     if not path.is_file():
         profile_option = "" if args.profile == "quick" else f" --profile {args.profile}"
         raise CommandError(
@@ -711,7 +717,8 @@ file_command(
     options=(
         arg("--network", choices=("unet", "randomised"), default="unet",
             help="unet: the U-Net of the nominal survey (default); randomised: the CeDiRNet trained on "
-                 "domain-randomised instruments and skies, for cubes unlike the nominal survey"),
+                 "domain-randomised instruments and skies, for cubes unlike the nominal survey (trained in the "
+                 "full profile: with --profile full)"),
         arg("--threshold", type=float, default=None,
             help="score threshold: of a LoG blob's probability (U-Net; default 0.5) or of the centre heat "
                  "(CeDiRNet; default: notebook 06's validation choice for its randomised CeDiRNet)"),

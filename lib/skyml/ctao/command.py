@@ -45,7 +45,8 @@ RANDOMISED_THRESHOLD = 0.0951
 
 CTAO_UNET = TrainedModel("ctao_unet.keras", "06", "CTAO survey U-Net (log scaling)", "ctao-detect")
 CTAO_RANDOMISED = TrainedModel("ctao_cedirnet_dr.keras", "06",
-                               "CTAO survey network for any plausible sky (CeDiRNet, randomised skies)", "ctao-detect")
+                               "CTAO survey network for any plausible sky (CeDiRNet, randomised skies)", "ctao-detect",
+                               profiles=("full",))  # the quick profile trains the randomised U-Net alone
 NETWORKS = {"unet": CTAO_UNET, "randomised": CTAO_RANDOMISED}
 
 
