@@ -137,6 +137,18 @@ def test_classification_metrics_and_reliability_known():
     assert r["ece"] == pytest.approx((0.1 + 0.7 + 0.2 + 0.6) / 4)
 
 
+def test_recall_vs_flux_known():
+    # bin 0: AGN 1 of 2 right, PSR 1 of 1; bin 1: AGN 1 of 1, no pulsar; the FAKE cut-out (flux 0) is in no bin
+    labels = np.array([0, 0, 1, 0, 2])
+    proba = np.eye(3)[[0, 1, 1, 0, 2]]
+    flux = np.array([1.5e-10, 1.2e-10, 1.9e-10, 5e-10, 0.0])
+    r = classify.recall_vs_flux(labels, proba, flux, (1e-10, 2e-10, 1e-9))
+    assert r["n"].tolist() == [[2, 1, 0], [1, 0, 0]]
+    assert r["recall"][0, :2].tolist() == [0.5, 1.0] and r["recall"][1, 0] == 1.0
+    assert r["sources"][0] == pytest.approx(0.75) and np.isnan(r["sources"][1])
+    assert classify.recall_vs_flux(labels, proba, flux)["edges"].tolist() == list(classify.RECALL_FLUX_EDGES)
+
+
 def test_classification_metric_intervals():
     from sklearn.metrics import balanced_accuracy_score
 

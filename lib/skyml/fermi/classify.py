@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import training
 from . import irf, variability
-from .cutouts import CLASSES, FAKE
+from .cutouts import AGN, CLASSES, FAKE, PSR
 
 N_CLASSES = len(CLASSES)
 FAKE_LABEL = FAKE
@@ -310,8 +310,14 @@ def reliability(labels, proba, n_bins: int = 10):
             "accuracy": np.where(mask, acc, np.nan), "count": count, "ece": ece}
 
 
-def recall_vs_flux(labels, proba, flux, edges) -> dict:
-    """Recall of each source class per bin of true F(1–100 GeV): (n_bins, n_classes)."""
+#: bins of true F(1–100 GeV) [cm⁻² s⁻¹] in which notebook 05 reports the classifiers' recall
+RECALL_FLUX_EDGES = (1e-10, 2e-10, 4e-10, 1e-9, 1e-6)
+
+
+def recall_vs_flux(labels, proba, flux, edges=RECALL_FLUX_EDGES) -> dict:
+    """Recall of each source class per bin of true F(1–100 GeV): ``recall`` (n_bins, n_classes), the number of
+    cut-outs behind each (``n``), and ``sources``, the mean of the AGN and pulsar recalls per bin (the balanced
+    accuracy of the two source classes in that bin; NaN where either class has no cut-out there)."""
     labels = np.asarray(labels, int)
     pred = np.argmax(np.asarray(proba), axis=1)
     flux = np.asarray(flux, float)
@@ -323,4 +329,4 @@ def recall_vs_flux(labels, proba, flux, edges) -> dict:
             n[b, c] = int(m.sum())
             if n[b, c]:
                 out[b, c] = float(np.mean(pred[m] == c))
-    return {"edges": np.asarray(edges, float), "recall": out, "n": n}
+    return {"edges": np.asarray(edges, float), "recall": out, "n": n, "sources": out[:, [AGN, PSR]].mean(axis=1)}
