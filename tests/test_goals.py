@@ -87,11 +87,17 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     assert lines[i + 1] == "    depth of P(D) on the same fields: 10"
     assert lines[i + 2].startswith("MET")
     # a goal without its own detail shows the keys it compares, named as on the results page
-    cleaner = {"excess_relerr68_cnn": 0.3, "excess_relerr68_cnn_ci68": [0.29, 0.31], "excess_relerr68_irf": 0.1}
+    cleaner = {"excess_relerr68_bgnet": 0.3, "excess_relerr68_bgnet_ci68": [0.29, 0.31], "excess_relerr68_irf": 0.1}
     lines = goals.conclusion("02_cta_cnn_cleaner", cleaner)
-    cnn, irf = (report.METRICS[k].label for k in ("excess_relerr68_cnn", "excess_relerr68_irf"))
-    assert cnn != "excess_relerr68_cnn" and f"    {cnn}: 0.3 [0.29, 0.31]" in lines and f"    {irf}: 0.1" in lines
+    bgnet, irf = (report.METRICS[k].label for k in ("excess_relerr68_bgnet", "excess_relerr68_irf"))
+    i = next(k for k, line in enumerate(lines) if line.startswith("NOT MET: learned background subtraction"))
+    assert bgnet != "excess_relerr68_bgnet" and lines[i + 1:i + 3] == [f"    {bgnet}: 0.3 [0.29, 0.31]", f"    {irf}: 0.1"]
     assert any(line.startswith("NOT MEASURED: talk's metric") for line in lines)
+    # a goal with its own detail shows its labels instead, those of its keys that are present
+    lines = goals.conclusion("02_cta_cnn_cleaner", {"excess_relerr68_cnn": 0.3, "excess_relerr68_irf": 0.1,
+                                                    "excess_bias_median_cnn": -0.2}, only_unmet=True)
+    assert lines[1:] == ["    excess counts, 68% relative error (CNN-cleaned): 0.3", "    the same, IRF background: 0.1",
+                         "    median relative bias of the excess counts, CNN-cleaned: -0.2"]
     # a goal that reads one key states its interval on its own line, and no detail line repeats it
     lines = goals.conclusion("03_cta_cnn_regressor", {"frac_err_gt_0p1deg_improved_cnn": 0.02,
                                                       "frac_err_gt_0p1deg_improved_cnn_ci68": [0.01, 0.03]})
@@ -105,7 +111,7 @@ def test_conclusion_states_each_unmet_goal_with_its_numbers():
     assert lines == ["NOT MET: U-Net PSNR minus tuned Jolideco's (dB), LHAI's protocol: measured -0.5 [-1, 0.1], goal ≥ 0",
                      "    U-Net: 39 [38, 40]", "    Jolideco: 39.5"]
     only = goals.conclusion("02_cta_cnn_cleaner", cleaner, only_unmet=True)
-    assert only[0].startswith("NOT MET: true-count excess error") and len(only) == 3
+    assert only[0].startswith("NOT MET: learned background subtraction") and len(only) == 3
 
 
 def test_localiser_comparisons_show_their_paired_intervals():
