@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 from astropy.table import Table
 
 from skyml.ctao import detect, evaluation, simulate
@@ -97,3 +98,60 @@ def test_tsmap_detections_are_cached_by_patches_parameters_and_arguments(tmp_pat
                                                     downsampling_factor=4, progress=False)):
         with pytest.raises(AssertionError, match="computed again"):
             call()
+
+
+def _one_patch(p, sources):
+    """A data dict of one patch (as simulate_patches) with the given (x, y, F/sensitivity, kind, size_deg, companion)."""
+    x, y, rel, kind, size, comp = (np.array(v, float) for v in zip(*sources))
+    sens = simulate.sensitivity_map(p)[np.rint(y).astype(int), np.rint(x).astype(int)]
+    flux, index = rel * sens, np.full(len(x), 2.2)
+    comps = simulate.npred_components(flux, index, x, y, p)
+    mu = np.zeros((simulate.N_BINS, p.npix, p.npix))
+    for i in range(len(x)):
+        simulate.render_source(x[i], y[i], comps[i], int(kind[i]), size[i] / p.binsz_deg, p, mu)
+    return {"x_pix": x, "y_pix": y, "flux_1tev": flux, "sens_flux": sens, "index": index, "kind": kind.astype(int),
+            "size_deg": size, "companion": comp.astype(int), "patch": np.zeros(len(x), int), "source_npred": mu[None]}
+
+
+def test_ideal_detection_beats_the_aperture_of_the_sensitivity_and_loses_on_extended_and_confused_sources():
+    p = SurveyParams(npix=96)
+    # a point source at the sensitivity: the full template beats the 68 % aperture that defines the
+    # sensitivity (TS = 25 there), so its median TS is above 25 and its detection probability above 1/2
+    alone = evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 0, 0.0, -1)]), p)
+    assert len(alone) == 1 and 25 < alone["ts_asimov"][0] < 60
+    assert alone["p_detect"][0] == pytest.approx(stats.norm.cdf(np.sqrt(alone["ts_asimov"][0]) - 5))
+    # twice the flux: between twice (no background) and four times (background-dominated) the TS
+    bright = evaluation.ideal_detection(_one_patch(p, [(48, 48, 2.0, 0, 0.0, -1)]), p)
+    assert 2 < bright["ts_asimov"][0] / alone["ts_asimov"][0] < 4
+    # the same flux spread over a 0.3 deg disk: below 5 sigma; a brighter companion's counts are background
+    ext = evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 2, 0.3, -1)]), p)
+    assert ext["ts_asimov"][0] < 25 and ext["p_detect"][0] < 0.5
+    pair = evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 0, 0.0, 1), (50, 48, 20.0, 0, 0.0, 0)]), p)
+    assert pair["overlapping"].tolist() == [True, True]
+    assert pair["ts_asimov"][0] < alone["ts_asimov"][0]
+    # sources below rel_min or outside the patch are not part of the evaluated set
+    assert len(evaluation.ideal_detection(_one_patch(p, [(48, 48, 0.5, 0, 0.0, -1)]), p)) == 0
+    with pytest.raises(ValueError, match="randomised"):
+        evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 0, 0.0, -1)]), simulate.randomised_params(p))
+
+
+def test_ideal_summary_is_the_mean_detection_probability():
+    t = Table({"patch": [0, 0, 1, 1], "kind": [0, 0, 1, 0], "overlapping": [False, True, False, False],
+               "p_detect": [1.0, 1.0, 0.5, 0.0]})
+    s = evaluation.ideal_summary(t, n_resamples=200)
+    assert s["recall"] == 0.625 and s["f1_at_precision_1"] == pytest.approx(1.25 / 1.625)
+    assert (s["recall_isolated"], s["recall_overlapping"], s["recall_extended"]) == (0.5, 1.0, 0.5)
+    # the patches (recalls 1 and 1/4) are resampled: the interval spans the pooled recall
+    assert s["recall_ci68"][0] < 0.625 < s["recall_ci68"][1]
+    with pytest.raises(ValueError, match="unknown group"):
+        evaluation.group_mask(t, "faint")
+
+
+def test_recall_vs_flux_averages_matches_or_detection_probabilities():
+    t = Table({"rel_flux": [0.5, 1.5, 1.5, 3.0], "kind": [0, 0, 1, 0], "overlapping": [False] * 4,
+               "matched": [True, True, False, False], "p_detect": [0.1, 0.9, 0.3, 1.0]})
+    r = evaluation.recall_vs_flux(t, (0.3, 1.0, 2.0, 10.0))
+    assert r["n_all"].tolist() == [1, 2, 1] and r["recall_all"].tolist() == [1.0, 0.5, 0.0]
+    assert r["recall_extended"][1] == 0.0 and np.isnan(r["recall_extended"][0])
+    p = evaluation.recall_vs_flux(t, (0.3, 1.0, 2.0, 10.0), column="p_detect")
+    assert p["recall_all"].tolist() == pytest.approx([0.1, 0.6, 1.0]) and p["recall_isolated"][1] == pytest.approx(0.9)

@@ -229,7 +229,14 @@ GOALS: tuple[Goal, ...] = (
                  ("randomised network: recall above the survey sensitivity", "recall_above_sens_randomised"),
                  ("the same: precision", "precision_randomised"),
                  ("TS map: recall above the survey sensitivity", "recall_above_sens_tsmap"),
-                 ("TS map: precision", "precision_tsmap"))),
+                 ("TS map: precision", "precision_tsmap"),
+                 # and what a test told each source's position and shape would recall at the survey's 5 sigma
+                 ("ideal known-position test, √TS ≥ 5: recall above the survey sensitivity", "recall_above_sens_ideal"),
+                 ("the same with no false detection: F1", "f1_above_sens_ideal_no_false"),
+                 ("randomised network: recall of isolated point sources", "recall_isolated_randomised"),
+                 ("the same, ideal test", "recall_isolated_ideal"),
+                 ("randomised network: recall of extended sources", "recall_extended_randomised"),
+                 ("the same, ideal test", "recall_extended_ideal"))),
     Goal(CTAO, "randomised network minus TS map, F1 above the survey sensitivity",
          # the difference on the TS map's patches, with its paired interval
          ("f1_above_sens_randomised_minus_tsmap",), ">=", 0.0,

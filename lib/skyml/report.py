@@ -181,6 +181,9 @@ for method, name in CTAO_METHODS.items():
         METRICS[f"sensitivity_ratio_tsmap_over_{method}"] = Metric(
             f"sensitivity ratio F50(TS map) / F50(network) at the TS map's false detections per patch, {name}")
 del method, name
+METRICS["recall_above_sens_ideal"] = Metric(
+    "recall above the survey sensitivity, ideal test told each source's position and shape (expected, √TS ≥ 5)")
+METRICS["f1_above_sens_ideal_no_false"] = Metric("F1 of that recall with no false detection")
 for method, name in (("unet_log", "U-Net + LoG"), ("unet_log_dr", "U-Net + LoG, randomised training fields"),
                      ("daofinder", "photutils DAOStarFinder (tuned)"),
                      ("segmentation", "photutils segmentation (tuned)")):

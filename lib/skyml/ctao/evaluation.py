@@ -152,19 +152,31 @@ def apply_threshold(det: dict, threshold: float) -> dict:
     return {k: (v[keep] if np.shape(v) == keep.shape else v) for k, v in det.items()}
 
 
-def recall_vs_flux(truth: Table, edges=(0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 1e4)) -> Table:
-    """Recall per bin of F/sensitivity, for all, isolated point, overlapping and extended sources."""
+GROUPS = ("all", "isolated", "overlapping", "extended")
+
+
+def group_mask(truth: Table, group: str) -> np.ndarray:
+    """The sources of one of :data:`GROUPS`: all, isolated point sources, members of an overlapping pair,
+    extended sources (a source can be both overlapping and extended)."""
+    kind, over = np.asarray(truth["kind"]), np.asarray(truth["overlapping"], bool)
+    masks = {"all": lambda: np.ones(len(kind), bool), "isolated": lambda: (kind == 0) & ~over,
+             "overlapping": lambda: over, "extended": lambda: kind > 0}
+    if group not in masks:
+        raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
+    return masks[group]()
+
+
+def recall_vs_flux(truth: Table, edges=(0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 1e4), column: str = "matched") -> Table:
+    """Recall per bin of F/sensitivity, for all, isolated point, overlapping and extended sources: the mean of
+    ``column`` (``matched``, or the detection probability ``p_detect`` of :func:`ideal_detection`)."""
     rel = np.asarray(truth["rel_flux"], float)
-    matched = np.asarray(truth["matched"], bool)
-    groups = {"all": np.ones(len(rel), bool),
-              "isolated": (np.asarray(truth["kind"]) == 0) & ~np.asarray(truth["overlapping"], bool),
-              "overlapping": np.asarray(truth["overlapping"], bool),
-              "extended": np.asarray(truth["kind"]) > 0}
+    matched = np.asarray(truth[column], float)
+    groups = {g: group_mask(truth, g) for g in GROUPS}
     edges = np.asarray(edges, float)
     out = {"rel_lo": edges[:-1], "rel_hi": edges[1:]}
     for g, sel in groups.items():
         n = np.array([np.sum(sel & (rel >= a) & (rel < b)) for a, b in zip(edges[:-1], edges[1:])])
-        k = np.array([np.sum(sel & matched & (rel >= a) & (rel < b)) for a, b in zip(edges[:-1], edges[1:])])
+        k = np.array([np.sum(matched[sel & (rel >= a) & (rel < b)]) for a, b in zip(edges[:-1], edges[1:])])
         out[f"n_{g}"] = n
         out[f"recall_{g}"] = np.where(n > 0, k / np.maximum(n, 1), np.nan)
     return Table(out)
@@ -172,9 +184,7 @@ def recall_vs_flux(truth: Table, edges=(0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 1e4)
 
 def group_recall(truth: Table, group: str, rel_min: float = 1.0) -> float:
     """Recall above ``rel_min`` of one group (isolated, overlapping, extended)."""
-    sel = np.asarray(truth["rel_flux"], float) >= rel_min
-    kind, over = np.asarray(truth["kind"]), np.asarray(truth["overlapping"], bool)
-    sel &= {"isolated": (kind == 0) & ~over, "overlapping": over, "extended": kind > 0}[group]
+    sel = (np.asarray(truth["rel_flux"], float) >= rel_min) & group_mask(truth, group)
     return float(np.mean(np.asarray(truth["matched"], bool)[sel])) if sel.any() else np.nan
 
 
@@ -346,4 +356,59 @@ def sensitivity_ratio(rel_flux: list, detected_ref: list, detected_net: list, n_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out["ci68"] = bootstrap_ci(ratio, idx, n_resamples=n_resamples, seed=seed) if n >= 2 else None
+    return out
+
+
+# --------------------------------------------------------------------------- an ideal detector, for reference
+def ideal_detection(data: dict, p, sqrt_ts_min: float = 5.0, rel_min: float = 1.0) -> Table:
+    """The sources of ``data`` (patches of :func:`skyml.ctao.simulate.simulate_patches`) inside their
+    patch and at or above ``rel_min`` × the survey sensitivity, as an ideal detector sees them: one told each
+    source's position, shape and spectrum and the expected counts of the background and of every other source,
+    which tests for that source alone (likelihood ratio, the source's amplitude free) over every pixel and
+    energy bin. ``ts_asimov``: its median test statistic (:func:`skyml.ctao.simulate.asimov_ts` of the source's
+    expected counts over the rest); ``p_detect``: the probability that √TS reaches ``sqrt_ts_min``,
+    Φ(√TS_A − ``sqrt_ts_min``) (Wald's approximation, √TS distributed as N(√TS_A, 1)). A blind detector, which
+    must also find the position and the size and pays for every place it looks, does not reach this recall at
+    the same threshold. Columns also ``patch``, ``rel_flux``, ``kind``, ``overlapping`` (as :func:`evaluate`'s
+    truth, so :func:`group_mask` applies). ``p`` is the survey of every patch: not a randomised one, whose
+    patches each draw their own."""
+    from scipy.stats import norm
+
+    from .simulate import N_BINS, asimov_ts, background_npred, npred_components, render_source
+
+    if p.randomise:
+        raise ValueError("ideal_detection needs the instrument of the patches: a randomised survey draws one per patch")
+    x, y = np.asarray(data["x_pix"], float), np.asarray(data["y_pix"], float)
+    rel = np.asarray(data["flux_1tev"], float) / np.asarray(data["sens_flux"], float)
+    inside = (x > -0.5) & (x < p.npix - 0.5) & (y > -0.5) & (y < p.npix - 0.5)
+    rows = np.nonzero(inside & (rel >= rel_min))[0]
+    comps = npred_components(data["flux_1tev"][rows], data["index"][rows], x[rows], y[rows], p)
+    bkg = background_npred(p)
+    ts = np.empty(len(rows))
+    for n, j in enumerate(rows):
+        s = np.zeros((N_BINS, p.npix, p.npix))
+        render_source(x[j], y[j], comps[n], int(data["kind"][j]), float(data["size_deg"][j]) / p.binsz_deg, p, s)
+        use = s > 0
+        rest = bkg + np.asarray(data["source_npred"][int(data["patch"][j])], float) - s
+        ts[n] = float(np.sum(asimov_ts(s[use], rest[use])))
+    return Table({"patch": np.asarray(data["patch"])[rows], "rel_flux": rel[rows],
+                  "kind": np.asarray(data["kind"])[rows], "overlapping": np.asarray(data["companion"])[rows] >= 0,
+                  "ts_asimov": ts, "p_detect": norm.cdf(np.sqrt(ts) - sqrt_ts_min)})
+
+
+def ideal_summary(table: Table, n_resamples: int = 1000) -> dict:
+    """Expected recall of :func:`ideal_detection` (the mean ``p_detect``): ``recall`` with its bootstrap 68 %
+    interval over patches (``recall_ci68``, :func:`interval`), ``recall_<group>`` for the isolated, overlapping
+    and extended sources, and ``f1_at_precision_1``, the F1 of that recall with no false detection, 2R / (1 + R)."""
+    p_det = np.asarray(table["p_detect"], float)
+    patch = np.asarray(table["patch"])
+    patches = np.unique(patch)
+    pp = {"tp": np.array([p_det[patch == i].sum() for i in patches]),
+          "n_true": np.array([np.sum(patch == i) for i in patches], float)}
+    recall = float(p_det.mean()) if len(p_det) else np.nan
+    out = {"recall": recall, "recall_ci68": interval(pp, "recall", n_resamples) if len(patches) > 1 else None,
+           "f1_at_precision_1": 2 * recall / (1 + recall)}
+    for g in GROUPS[1:]:
+        sel = group_mask(table, g)
+        out[f"recall_{g}"] = float(p_det[sel].mean()) if sel.any() else np.nan
     return out

@@ -583,7 +583,10 @@ def background_npred(p: SurveyParams) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- sensitivity
-def _asimov_ts(s, b):
+def asimov_ts(s, b):
+    """Test statistic of a source of expected counts ``s`` over a background ``b`` (per pixel or bin; sum them)
+    on the expected counts themselves, the Asimov data set (Cowan, Cranmer, Gross & Vitells 2011, EPJC 71, 1554):
+    the median TS of the likelihood-ratio test for the source."""
     b = np.maximum(b, 1e-12)
     return 2 * ((s + b) * np.log1p(s / b) - s)
 
@@ -616,7 +619,7 @@ def _sensitivity_cached(key: tuple, index: float) -> np.ndarray:
     lo, hi = np.full(unit.shape[1:], np.log(1e-16)), np.full(unit.shape[1:], np.log(1e-8))
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        ts = _asimov_ts(0.68 * np.exp(mid) * unit, bkg_ap).sum(axis=0)
+        ts = asimov_ts(0.68 * np.exp(mid) * unit, bkg_ap).sum(axis=0)
         above = ts >= p.sens_ts
         hi = np.where(above, mid, hi)
         lo = np.where(above, lo, mid)
