@@ -129,7 +129,7 @@ def test_ideal_detection_beats_the_aperture_of_the_sensitivity_and_loses_on_exte
     pair = evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 0, 0.0, 1), (50, 48, 20.0, 0, 0.0, 0)]), p)
     assert pair["overlapping"].tolist() == [True, True]
     assert pair["ts_asimov"][0] < alone["ts_asimov"][0]
-    # sources below rel_min or outside the patch are not part of the evaluated set
+    # a source below rel_min is not part of the evaluated set
     assert len(evaluation.ideal_detection(_one_patch(p, [(48, 48, 0.5, 0, 0.0, -1)]), p)) == 0
     with pytest.raises(ValueError, match="randomised"):
         evaluation.ideal_detection(_one_patch(p, [(48, 48, 1.0, 0, 0.0, -1)]), simulate.randomised_params(p))

@@ -158,12 +158,12 @@ GROUPS = ("all", "isolated", "overlapping", "extended")
 def group_mask(truth: Table, group: str) -> np.ndarray:
     """The sources of one of :data:`GROUPS`: all, isolated point sources, members of an overlapping pair,
     extended sources (a source can be both overlapping and extended)."""
-    kind, over = np.asarray(truth["kind"]), np.asarray(truth["overlapping"], bool)
-    masks = {"all": lambda: np.ones(len(kind), bool), "isolated": lambda: (kind == 0) & ~over,
-             "overlapping": lambda: over, "extended": lambda: kind > 0}
-    if group not in masks:
+    if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
-    return masks[group]()
+    kind, over = np.asarray(truth["kind"]), np.asarray(truth["overlapping"], bool)
+    if group == "all":
+        return np.ones(len(kind), bool)
+    return {"isolated": (kind == 0) & ~over, "overlapping": over, "extended": kind > 0}[group]
 
 
 def recall_vs_flux(truth: Table, edges=(0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 1e4), column: str = "matched") -> Table:
